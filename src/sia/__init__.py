@@ -1,0 +1,28 @@
+"""sia: improve an LLM agent (harness code + model weights) against a task's grader.
+
+This module stays light: sandboxed rollout processes import `sia` too, so the
+heavy parts (torch, transformers, the server) load only when used.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__version__ = "0.1.0"
+__all__ = ["evaluate", "load_task", "Grade"]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "evaluate":
+        from sia.evaluation import run_eval
+
+        return run_eval
+    if name == "load_task":
+        from sia.task import load_task
+
+        return load_task
+    if name == "Grade":
+        from sia.grader import Grade
+
+        return Grade
+    raise AttributeError(name)

@@ -1,0 +1,179 @@
+"""The `sia` command line. Every user error is one line with a hint, never a traceback."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TaskProgressColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+from rich.text import Text
+
+from sia.errors import SiaError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="sia: improve an LLM agent's harness and weights against a task's grader.")
+err = Console(stderr=True)
+out = Console()
+
+
+def fail(e: SiaError) -> None:
+    err.print(f"[bold red]error:[/] {e.message}" + (f" [dim]({e.hint})[/]" if e.hint else ""), highlight=False, soft_wrap=True)
+    raise typer.Exit(2)
+
+
+class RateColumn(ProgressColumn):
+    def render(self, task) -> Text:
+        speed = task.finished_speed or task.speed
+        return Text(f"{speed:.2f} rollouts/s" if speed else "-- rollouts/s", style="cyan")
+
+
+def default_run_dir(task: str, kind: str) -> Path:
+    return Path("runs") / f"{Path(task).name}-{kind}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+@app.command()
+def setup(tasks: Annotated[bool, typer.Option(help="Also build the data of tasks fetched at setup (LawBench).")] = True) -> None:
+    """Convert the embedded model to a cached HF folder and prepare task data. Never downloads."""
+    try:
+        from sia.models import embedded_model_dir, ensure_embedded_model
+        from sia.task import builtin_tasks, load_task
+
+        if (embedded_model_dir() / "config.json").is_file():
+            err.print(f"model: cached at {embedded_model_dir()}")
+        else:
+            with err.status("converting the embedded GGUF model to a cached HF folder (once, ~30 s)..."):
+                path = ensure_embedded_model()
+            err.print(f"model: converted to {path}")
+        if tasks:
+            for name in builtin_tasks():
+                task = load_task(name)
+                if task.spec.data.prepare and not task.data_ready():
+                    with err.status(f"preparing task data for {name}..."):
+                        task.prepare()
+                err.print(f"task {name}: " + ", ".join(f"{k} {v}" for k, v in task.sizes().items()))
+    except SiaError as e:
+        fail(e)
+
+
+@app.command("tasks")
+def list_tasks(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
+    """List the builtin tasks with their split sizes."""
+    from sia.task import builtin_tasks, load_task
+
+    rows = []
+    for name in builtin_tasks():
+        try:
+            task = load_task(name)
+            sizes = task.sizes() if task.data_ready() else None
+            rows.append({"name": name, "metric": task.spec.metric, "output": task.spec.output, "sizes": sizes,
+                         "description": task.spec.description, "ready": sizes is not None})
+        except SiaError as e:
+            rows.append({"name": name, "error": str(e), "ready": False})
+    if as_json:
+        print(json.dumps(rows, ensure_ascii=False, indent=2))
+        return
+    table = Table(title="builtin tasks")
+    for col in ("task", "metric", "train", "val", "test", "description"):
+        table.add_column(col, overflow="fold")
+    for r in rows:
+        s = r.get("sizes")
+        cells = [str(s[k]) for k in ("train", "val", "test")] if s else ["-", "-", "-"]
+        desc = r.get("description", r.get("error", ""))
+        if not r["ready"]:
+            desc = "[yellow](data not prepared: run `sia setup`)[/] " + desc
+        table.add_row(r["name"], r.get("metric", ""), *cells, desc[:120])
+    out.print(table)
+
+
+def _runtime(endpoint: Optional[str], model: Optional[str]):
+    from sia.policy_runtime import PolicyRuntime
+
+    if endpoint:
+        if not model:
+            raise SiaError("--endpoint needs --model (the model name the endpoint serves)", "e.g. --model Qwen/Qwen2.5-7B-Instruct")
+        return PolicyRuntime.remote(endpoint, model, os.environ.get("SIA_API_KEY") or os.environ.get("OPENAI_API_KEY"))
+    with err.status("loading the policy model..."):
+        return PolicyRuntime.local(model)
+
+
+def read_harness(path: Path) -> str:
+    from sia.errors import HarnessError
+
+    if not path.is_file():
+        raise HarnessError(f"harness file {path} not found", "pass an existing .py file to --harness")
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise HarnessError(f"cannot read harness file {path}: {e}", "pass a UTF-8 Python file") from None
+
+
+@app.command("eval")
+def eval_cmd(
+    task: Annotated[str, typer.Argument(help="Builtin task name or task folder.")],
+    harness: Annotated[Optional[Path], typer.Option(help="Harness file; default: the task's harness or the template.")] = None,
+    split: Annotated[str, typer.Option(help="train, val or test.")] = "val",
+    limit: Annotated[Optional[int], typer.Option(min=1, help="Only the first N examples of the split.")] = None,
+    samples: Annotated[int, typer.Option(min=1, help="Rollouts per example.")] = 1,
+    seed: Annotated[int, typer.Option(help="Base seed for sampling.")] = 0,
+    concurrency: Annotated[int, typer.Option(min=1, help="Rollouts at once.")] = 8,
+    timeout: Annotated[Optional[float], typer.Option(help="Wall-clock seconds per rollout (default: the task's).")] = None,
+    run_dir: Annotated[Optional[Path], typer.Option(help="Run directory (default: runs/TASK-eval-TIMESTAMP).")] = None,
+    endpoint: Annotated[Optional[str], typer.Option(help="External OpenAI-compatible base URL, e.g. http://localhost:8000/v1.")] = None,
+    model: Annotated[Optional[str], typer.Option(help="Model name at --endpoint, or a local HF model folder.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON result on stdout.")] = False,
+) -> None:
+    """Run a harness on a task split and print the score with a 95% confidence interval."""
+    try:
+        from sia.evaluation import run_eval
+
+        result = run_eval(task, harness=harness, split=split, limit=limit, samples=samples, seed=seed, concurrency=concurrency,
+                          timeout=timeout, run_dir=run_dir, endpoint=endpoint, model=model, console=err,
+                          runtime_factory=lambda: _runtime(endpoint, model), read_harness=read_harness,
+                          default_run_dir=default_run_dir)
+    except SiaError as e:
+        fail(e)
+    if as_json:
+        print(json.dumps(result.summary(), ensure_ascii=False))
+        return
+    lo, hi = result.ci
+    out.print(f"[bold]{result.task}[/] {result.split}: score [bold green]{result.score:.3f}[/] "
+              f"(95% CI {lo:.3f}-{hi:.3f}, n={result.n}, rollouts={result.rollouts})")
+    if result.failures:
+        out.print("outcomes other than correct: " + ", ".join(f"{k} {v}" for k, v in sorted(result.failures.items())))
+    out.print(f"run directory: {result.run_dir}  (see `sia trace {result.run_dir}`)")
+
+
+@app.command()
+def trace(
+    run_dir: Annotated[Path, typer.Argument(help="A run directory.")],
+    limit: Annotated[int, typer.Option(min=1, help="Show at most N rollouts.")] = 5,
+    evaluation: Annotated[Optional[str], typer.Option(help="Only this evaluation id.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON (one object per rollout, full events).")] = False,
+) -> None:
+    """Print recorded trajectories with their events."""
+    try:
+        from sia.trace import render_trace, trace_json
+
+        if as_json:
+            print(json.dumps(trace_json(run_dir, limit, evaluation), ensure_ascii=False))
+        else:
+            render_trace(run_dir, limit, evaluation, out)
+    except SiaError as e:
+        fail(e)
+
+
+def main() -> None:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    try:
+        app()
+    except KeyboardInterrupt:
+        err.print("[yellow]interrupted; completed rollouts are saved in the run directory[/]")
+        sys.exit(130)

@@ -1,0 +1,86 @@
+"""`sia eval` as a function: load the task and harness, start the policy, run, summarise.
+
+The CLI and the Python API (`sia.evaluate`) both call `run_eval`.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from sia.errors import HarnessError
+from sia.executor import EvalConfig, EvalResult, check_harness_source, evaluate
+from sia.sandbox import SandboxLimits
+from sia.store import Store
+from sia.task import Task, load_task
+
+TEMPLATE = Path(__file__).parent / "templates" / "generate.py"
+
+
+def default_harness_source(task: Task) -> tuple[str, str]:
+    """The task's own harness file if it names one, else the template harness."""
+    path = task.default_harness_path()
+    if path is not None:
+        if not path.is_file():
+            raise HarnessError(f"task {task.name!r} names harness {path}, which does not exist", "fix [harness] in task.toml")
+        return path.read_text(encoding="utf-8"), f"task default harness {path.name}"
+    return TEMPLATE.read_text(encoding="utf-8"), "template harness (prompt, free generation, answer parsing)"
+
+
+def _read(path: Path) -> str:
+    if not path.is_file():
+        raise HarnessError(f"harness file {path} not found", "pass an existing .py file")
+    return path.read_text(encoding="utf-8")
+
+
+def run_eval(task: str | Path | Task, *, harness: Path | str | None = None, split: str = "val", limit: int | None = None,
+             samples: int = 1, seed: int = 0, concurrency: int = 8, timeout: float | None = None,
+             run_dir: Path | str | None = None, endpoint: str | None = None, model: str | None = None, console=None,
+             runtime_factory: Callable[[], Any] | None = None, read_harness: Callable[[Path], str] = _read,
+             default_run_dir: Callable[[str, str], Path] | None = None) -> EvalResult:
+    task_obj = task if isinstance(task, Task) else load_task(task)
+    task_obj.split(split)  # validates the split name and that the data is there
+    if harness is not None:
+        source, rationale = read_harness(Path(harness)), f"harness from {Path(harness).name}"
+        check_harness_source(source, Path(harness).name)
+    else:
+        source, rationale = default_harness_source(task_obj)
+    if run_dir is None:
+        run_dir = default_run_dir(task_obj.name, "eval") if default_run_dir else Path("runs") / f"{task_obj.name}-eval-{time.strftime('%Y%m%d-%H%M%S')}"
+    limits = SandboxLimits(timeout_s=timeout or task_obj.spec.harness.timeout_s)
+    config = EvalConfig(split=split, limit=limit, samples=samples, seed=seed, concurrency=concurrency, limits=limits)
+    with Store(run_dir) as store:
+        store.set_meta("task", {"name": task_obj.name, "folder": str(task_obj.folder)})
+        if runtime_factory is None:
+            from sia.policy_runtime import PolicyRuntime
+
+            runtime = PolicyRuntime.remote(endpoint, model or "") if endpoint else PolicyRuntime.local(model)
+        else:
+            runtime = runtime_factory()
+        with runtime:
+            if console is None:
+                return evaluate(task_obj, source, store=store, runtime=runtime, config=config, rationale=rationale)
+            return _with_progress(task_obj, source, store, runtime, config, rationale, console)
+
+
+def _with_progress(task, source, store, runtime, config, rationale, console) -> EvalResult:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    from sia.cli import RateColumn
+
+    state = {"score": 0.0, "n": 0}
+    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), RateColumn(),
+                  TextColumn("score {task.fields[score]}"), TimeElapsedColumn(), TimeRemainingColumn(), console=console) as progress:
+        bar = progress.add_task(f"{task.name}/{config.split}", total=None, score="--")
+
+        def on_start(total: int, already: int) -> None:
+            progress.update(bar, total=total, completed=already)
+
+        def on_rollout(record) -> None:
+            state["score"] += record.score
+            state["n"] += 1
+            progress.update(bar, advance=1, score=f"{state['score'] / state['n']:.3f}")
+
+        return evaluate(task, source, store=store, runtime=runtime, config=config, rationale=rationale,
+                        on_start=on_start, on_rollout=on_rollout)

@@ -1,0 +1,140 @@
+"""`ctx.llm`: a small OpenAI-protocol client for harness code.
+
+It speaks the public chat-completions and completions API, so the same code
+works against sia's policy service and against any OpenAI-compatible endpoint
+(vLLM, llama.cpp server, hosted APIs). It is built on httpx rather than the
+`openai` SDK because it is imported by every sandboxed rollout process:
+`import openai` costs about 0.86 s on this class of machine, httpx about 0.15 s.
+
+`logprobs(prompt, continuations)` uses the completions API with `echo=true`,
+`max_tokens=0` and `logprobs`, which vLLM and sia's service implement.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+
+class LLMError(RuntimeError):
+    """The model endpoint failed or answered something unusable."""
+
+
+@dataclass
+class Reply:
+    text: str
+    texts: list[str] = field(default_factory=list)
+    finish_reason: str | None = None
+    raw: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    def __str__(self) -> str:
+        return self.text
+
+
+class LLMClient:
+    def __init__(self, base_url: str, model: str, api_key: str | None = None, rollout_id: str | None = None,
+                 timeout_s: float = 120.0, retries: int = 2, default_seed: int | None = None) -> None:
+        headers = {}
+        if api_key:
+            headers["Authorization"] = f"Bearer {api_key}"
+        if rollout_id:
+            headers["X-Sia-Rollout"] = rollout_id
+        self.base_url = base_url.rstrip("/")
+        self.model = model
+        self.retries = retries
+        self.default_seed = default_seed
+        self._http = httpx.Client(base_url=self.base_url, headers=headers, timeout=timeout_s)
+        self.calls = 0
+
+    def close(self) -> None:
+        self._http.close()
+
+    def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        delay = 0.5
+        for attempt in range(self.retries + 1):
+            try:
+                r = self._http.post(path, json=body)
+            except httpx.TransportError as e:
+                if attempt == self.retries:
+                    raise LLMError(f"cannot reach {self.base_url}: {e}") from None
+            else:
+                if r.status_code < 500 and r.status_code != 429:
+                    break
+                if attempt == self.retries:
+                    break
+            time.sleep(delay)
+            delay *= 2
+        self.calls += 1
+        try:
+            data = r.json()
+        except ValueError:
+            raise LLMError(f"{path}: HTTP {r.status_code}, not JSON: {r.text[:200]}") from None
+        if r.status_code >= 400:
+            err = data.get("error") if isinstance(data, dict) else None
+            msg = err.get("message") if isinstance(err, dict) else str(data)[:200]
+            raise LLMError(f"{path}: HTTP {r.status_code}: {msg}")
+        return data
+
+    def _sampling(self, temperature, max_tokens, top_p, stop, n, seed) -> dict[str, Any]:
+        body: dict[str, Any] = {"model": self.model, "temperature": temperature, "top_p": top_p, "max_tokens": max_tokens, "n": n}
+        if stop:
+            body["stop"] = stop
+        seed = seed if seed is not None else self.default_seed
+        if seed is not None:
+            body["seed"] = seed
+        return body
+
+    def chat(self, messages: list[dict[str, str]] | str, *, temperature: float = 0.0, max_tokens: int = 256,
+             top_p: float = 1.0, stop: list[str] | str | None = None, n: int = 1, seed: int | None = None) -> Reply:
+        """One chat completion; `messages` may be a plain string for a single user turn."""
+        if isinstance(messages, str):
+            messages = [{"role": "user", "content": messages}]
+        data = self._post("/chat/completions", {**self._sampling(temperature, max_tokens, top_p, stop, n, seed), "messages": messages})
+        try:
+            texts = [c["message"]["content"] or "" for c in data["choices"]]
+            finish = data["choices"][0].get("finish_reason")
+        except (KeyError, IndexError, TypeError):
+            raise LLMError(f"malformed chat response: {str(data)[:200]}") from None
+        return Reply(texts[0], texts, finish, data)
+
+    def complete(self, prompt: str, *, temperature: float = 0.0, max_tokens: int = 256, top_p: float = 1.0,
+                 stop: list[str] | str | None = None, n: int = 1, seed: int | None = None) -> Reply:
+        data = self._post("/completions", {**self._sampling(temperature, max_tokens, top_p, stop, n, seed), "prompt": prompt})
+        try:
+            texts = [c["text"] for c in data["choices"]]
+            finish = data["choices"][0].get("finish_reason")
+        except (KeyError, IndexError, TypeError):
+            raise LLMError(f"malformed completion response: {str(data)[:200]}") from None
+        return Reply(texts[0], texts, finish, data)
+
+    def logprobs(self, prompt: str, continuations: list[str]) -> list[float]:
+        """Total log-probability of each continuation after `prompt` (for scoring labels)."""
+        body = {"model": self.model, "prompt": [prompt + c for c in continuations], "max_tokens": 0, "echo": True, "logprobs": 0,
+                "temperature": 0.0}
+        data = self._post("/completions", body)
+        out = []
+        try:
+            for choice in sorted(data["choices"], key=lambda c: c["index"]):
+                lp = choice["logprobs"]
+                total = 0.0
+                for off, val in zip(lp["text_offset"], lp["token_logprobs"]):
+                    if off >= len(prompt) and val is not None:
+                        total += val
+                out.append(total)
+        except (KeyError, TypeError):
+            raise LLMError(f"endpoint did not return prompt logprobs: {str(data)[:200]}") from None
+        if len(out) != len(continuations):
+            raise LLMError(f"asked to score {len(continuations)} continuations, got {len(out)}")
+        return out
+
+    def render_chat(self, messages: list[dict[str, str]]) -> str:
+        """The model's chat prompt for `messages`, ending where the assistant's reply starts."""
+        try:
+            return self._post("/sia/render_chat", {"messages": messages})["prompt"]
+        except (LLMError, KeyError):
+            # Endpoints other than sia's: fall back to ChatML, which SmolLM2, Qwen and many others use.
+            parts = [f"<|im_start|>{m['role']}\n{m['content']}<|im_end|>\n" for m in messages]
+            return "".join(parts) + "<|im_start|>assistant\n"

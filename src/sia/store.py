@@ -1,0 +1,228 @@
+"""The run store: SQLite (WAL) for records, a git repository for harness versions.
+
+A run directory holds `sia.db`, `harness/` (a git repository: one commit per
+harness version, the rationale in the commit message) and later `adapters/` and
+`report.html`. Every rollout is written in one transaction together with its
+events, so a process killed at any point leaves a store that opens and holds
+every rollout that finished before the kill. One process writes at a time: the
+writer holds an exclusive lock on `RUN_DIR/.lock`, and a second one is refused.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import sqlite3
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+from sia.errors import StoreError
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS harness_versions(
+  version TEXT PRIMARY KEY, commit_sha TEXT NOT NULL, source_sha TEXT NOT NULL, parent TEXT,
+  rationale TEXT NOT NULL, created REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS candidates(
+  id TEXT PRIMARY KEY, harness_version TEXT NOT NULL, adapter_version TEXT, parent TEXT,
+  lever TEXT NOT NULL, rationale TEXT NOT NULL, created REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS evaluations(
+  id TEXT PRIMARY KEY, candidate_id TEXT NOT NULL, split TEXT NOT NULL, seed INTEGER NOT NULL,
+  samples INTEGER NOT NULL, n_examples INTEGER NOT NULL, config TEXT NOT NULL, created REAL NOT NULL,
+  finished REAL, score REAL, ci_lo REAL, ci_hi REAL);
+CREATE TABLE IF NOT EXISTS rollouts(
+  id TEXT PRIMARY KEY, evaluation_id TEXT NOT NULL, candidate_id TEXT NOT NULL, example_id TEXT NOT NULL,
+  split TEXT NOT NULL, sample INTEGER NOT NULL, seed INTEGER NOT NULL, status TEXT NOT NULL, error_type TEXT,
+  error TEXT, output TEXT, score REAL NOT NULL, passed INTEGER NOT NULL, feedback TEXT, duration_s REAL,
+  created REAL NOT NULL, UNIQUE(evaluation_id, example_id, sample));
+CREATE TABLE IF NOT EXISTS events(
+  rollout_id TEXT NOT NULL, seq INTEGER NOT NULL, kind TEXT NOT NULL, t REAL NOT NULL, data TEXT NOT NULL,
+  PRIMARY KEY(rollout_id, seq));
+CREATE INDEX IF NOT EXISTS rollouts_by_eval ON rollouts(evaluation_id);
+"""
+
+
+@dataclass(frozen=True)
+class RolloutRecord:
+    id: str
+    evaluation_id: str
+    candidate_id: str
+    example_id: str
+    split: str
+    sample: int
+    seed: int
+    status: str
+    error_type: str | None
+    error: str | None
+    output: Any
+    score: float
+    passed: bool
+    feedback: str
+    duration_s: float
+    events: list[dict[str, Any]]
+
+
+def _git(repo: Path, *args: str) -> str:
+    env = {**os.environ, "GIT_AUTHOR_NAME": "sia", "GIT_AUTHOR_EMAIL": "sia@localhost", "GIT_COMMITTER_NAME": "sia",
+           "GIT_COMMITTER_EMAIL": "sia@localhost", "GIT_CONFIG_NOSYSTEM": "1", "GIT_CONFIG_GLOBAL": os.devnull}
+    r = subprocess.run(["git", *args], cwd=repo, env=env, capture_output=True, text=True)
+    if r.returncode != 0:
+        raise StoreError(f"git {' '.join(args[:2])} failed in {repo}: {r.stderr.strip()[:300]}", "is git installed?")
+    return r.stdout.strip()
+
+
+class Store:
+    """Open with `Store(run_dir, write=True)` to write (takes the run lock) or `write=False` to read."""
+
+    def __init__(self, run_dir: Path | str, write: bool = True) -> None:
+        self.run_dir = Path(run_dir)
+        self.write = write
+        self._lock_fd: int | None = None
+        if write:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            self._take_lock()
+        elif not (self.run_dir / "sia.db").is_file():
+            raise StoreError(f"{self.run_dir} is not a sia run directory (no sia.db)", "pass the --run-dir of an earlier command")
+        uri = f"file:{self.run_dir / 'sia.db'}" + ("" if write else "?mode=ro")
+        try:
+            self.db = sqlite3.connect(uri, uri=True, timeout=30, check_same_thread=False, isolation_level=None)
+            if write:
+                self.db.execute("PRAGMA journal_mode=WAL")
+                self.db.execute("PRAGMA synchronous=FULL")
+                self.db.executescript(SCHEMA)
+        except sqlite3.DatabaseError as e:
+            raise StoreError(f"cannot open {self.run_dir / 'sia.db'}: {e}", "the file is not a sia store") from None
+        self.db.row_factory = sqlite3.Row
+        self.harness_repo = self.run_dir / "harness"
+
+    def _take_lock(self) -> None:
+        fd = os.open(self.run_dir / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            holder = (self.run_dir / ".lock").read_text().strip() or "another process"
+            raise StoreError(f"run directory {self.run_dir} is in use by {holder}", "wait for it to finish, or use another --run-dir") from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"pid {os.getpid()}".encode())
+        self._lock_fd = fd
+
+    def close(self) -> None:
+        self.db.close()
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    def __enter__(self) -> "Store":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- meta -------------------------------------------------------------------------------
+    def set_meta(self, key: str, value: Any) -> None:
+        self.db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", (key, json.dumps(value)))
+
+    def get_meta(self, key: str, default: Any = None) -> Any:
+        row = self.db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return json.loads(row["value"]) if row else default
+
+    # -- harness versions (git) -------------------------------------------------------------
+    def add_harness_version(self, source: str, rationale: str, parent: str | None = None) -> str:
+        """Commit `source` as a new harness version; an identical source returns its existing version."""
+        source_sha = hashlib.sha256(source.encode()).hexdigest()
+        row = self.db.execute("SELECT version FROM harness_versions WHERE source_sha = ?", (source_sha,)).fetchone()
+        if row:
+            return row["version"]
+        if not (self.harness_repo / ".git").is_dir():
+            self.harness_repo.mkdir(parents=True, exist_ok=True)
+            _git(self.harness_repo, "init", "-q", "-b", "main")
+        n = self.db.execute("SELECT COUNT(*) FROM harness_versions").fetchone()[0]
+        version = f"h{n}"
+        (self.harness_repo / "harness.py").write_text(source, encoding="utf-8")
+        _git(self.harness_repo, "add", "harness.py")
+        _git(self.harness_repo, "commit", "-q", "--allow-empty", "-m", f"{version}: {rationale}")
+        sha = _git(self.harness_repo, "rev-parse", "HEAD")
+        _git(self.harness_repo, "tag", "-f", version, sha)
+        self.db.execute("INSERT INTO harness_versions VALUES (?, ?, ?, ?, ?, ?)", (version, sha, source_sha, parent, rationale, time.time()))
+        return version
+
+    def harness_source(self, version: str) -> str:
+        row = self.db.execute("SELECT commit_sha FROM harness_versions WHERE version = ?", (version,)).fetchone()
+        if not row:
+            raise StoreError(f"no harness version {version!r} in {self.run_dir}", "see `sia status`")
+        return _git(self.harness_repo, "show", f"{row['commit_sha']}:harness.py") + "\n"
+
+    # -- candidates and evaluations -----------------------------------------------------------
+    def add_candidate(self, harness_version: str, adapter_version: str | None, lever: str, rationale: str,
+                      parent: str | None = None) -> str:
+        row = self.db.execute("SELECT id FROM candidates WHERE harness_version = ? AND adapter_version IS ? AND lever = ?",
+                              (harness_version, adapter_version, lever)).fetchone()
+        if row:
+            return row["id"]
+        n = self.db.execute("SELECT COUNT(*) FROM candidates").fetchone()[0]
+        cid = f"c{n}"
+        self.db.execute("INSERT INTO candidates VALUES (?, ?, ?, ?, ?, ?, ?)",
+                        (cid, harness_version, adapter_version, parent, lever, rationale, time.time()))
+        return cid
+
+    def add_evaluation(self, candidate_id: str, split: str, seed: int, samples: int, n_examples: int, config: dict) -> str:
+        n = self.db.execute("SELECT COUNT(*) FROM evaluations").fetchone()[0]
+        eid = f"e{n}"
+        self.db.execute("INSERT INTO evaluations(id, candidate_id, split, seed, samples, n_examples, config, created) "
+                        "VALUES (?, ?, ?, ?, ?, ?, ?, ?)", (eid, candidate_id, split, seed, samples, n_examples, json.dumps(config), time.time()))
+        return eid
+
+    def finish_evaluation(self, eid: str, score: float, ci: tuple[float, float]) -> None:
+        self.db.execute("UPDATE evaluations SET finished = ?, score = ?, ci_lo = ?, ci_hi = ? WHERE id = ?", (time.time(), score, ci[0], ci[1], eid))
+
+    def evaluation(self, eid: str) -> sqlite3.Row | None:
+        return self.db.execute("SELECT * FROM evaluations WHERE id = ?", (eid,)).fetchone()
+
+    def evaluations(self) -> list[sqlite3.Row]:
+        return self.db.execute("SELECT * FROM evaluations ORDER BY created").fetchall()
+
+    # -- rollouts ---------------------------------------------------------------------------
+    def add_rollout(self, r: RolloutRecord) -> None:
+        """Write a rollout and its events in one transaction."""
+        now = time.time()
+        with self._transaction():
+            self.db.execute("INSERT INTO rollouts VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                            (r.id, r.evaluation_id, r.candidate_id, r.example_id, r.split, r.sample, r.seed, r.status, r.error_type,
+                             r.error, json.dumps(r.output), r.score, int(r.passed), r.feedback, r.duration_s, now))
+            self.db.executemany("INSERT INTO events VALUES (?, ?, ?, ?, ?)",
+                                [(r.id, i, ev["kind"], float(ev.get("t", now)), json.dumps(ev.get("data", {}), default=repr))
+                                 for i, ev in enumerate(r.events)])
+
+    def _transaction(self):
+        db = self.db
+
+        class _Tx:
+            def __enter__(self_inner):
+                db.execute("BEGIN IMMEDIATE")
+
+            def __exit__(self_inner, exc_type, *rest):
+                db.execute("ROLLBACK" if exc_type else "COMMIT")
+
+        return _Tx()
+
+    def done_keys(self, eid: str) -> set[tuple[str, int]]:
+        return {(r["example_id"], r["sample"]) for r in self.db.execute("SELECT example_id, sample FROM rollouts WHERE evaluation_id = ?", (eid,))}
+
+    def rollouts(self, eid: str | None = None, limit: int | None = None) -> list[sqlite3.Row]:
+        sql = "SELECT * FROM rollouts" + (" WHERE evaluation_id = ?" if eid else "") + " ORDER BY created, id"
+        if limit:
+            sql += f" LIMIT {int(limit)}"
+        return self.db.execute(sql, (eid,) if eid else ()).fetchall()
+
+    def events(self, rollout_id: str) -> Iterator[dict[str, Any]]:
+        for row in self.db.execute("SELECT * FROM events WHERE rollout_id = ? ORDER BY seq", (rollout_id,)):
+            yield {"seq": row["seq"], "kind": row["kind"], "t": row["t"], "data": json.loads(row["data"])}
+
+    def count_rollouts(self) -> int:
+        return self.db.execute("SELECT COUNT(*) FROM rollouts").fetchone()[0]
