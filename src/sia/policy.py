@@ -61,7 +61,9 @@ class LocalPolicy:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers.utils import logging as hf_logging
 
+        hf_logging.disable_progress_bar()
         self.config = config or LocalPolicyConfig()
         if self.config.threads:
             torch.set_num_threads(self.config.threads)

@@ -1,0 +1,39 @@
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+ROOT = Path(__file__).resolve().parents[1]
+SIA = str(Path(sys.executable).parent / "sia")
+
+
+@pytest.fixture(scope="session")
+def runtime():
+    """The embedded model behind a real policy service, shared by the tests that need a model."""
+    from sia.models import embedded_model_dir
+    from sia.policy_runtime import PolicyRuntime
+
+    if not (embedded_model_dir() / "config.json").is_file():
+        pytest.fail("the embedded model is not converted: run `make setup` (make test does it)")
+    rt = PolicyRuntime.local()
+    yield rt
+    rt.close()
+
+
+@pytest.fixture
+def tiny_task(tmp_path: Path) -> Path:
+    """A copy of the sentiment task folder with 12 examples, 4 per split."""
+    from sia.task import BUILTIN_DIR
+
+    src = BUILTIN_DIR / "sentiment"
+    dst = tmp_path / "tiny"
+    dst.mkdir()
+    for name in ("inputs.jsonl", "labels.jsonl"):
+        lines = (src / name).read_text().splitlines()
+        (dst / name).write_text("\n".join(lines[:6] + lines[-6:]) + "\n")
+    toml = (src / "task.toml").read_text().replace("train = 400", "train = 4").replace("val = 200", "val = 4").replace("test = 200", "test = 4")
+    (dst / "task.toml").write_text(toml.replace('name = "sentiment"', 'name = "tiny"'))
+    return dst

@@ -1,0 +1,51 @@
+"""A process killed during an evaluation leaves a store that opens and holds every finished rollout."""
+
+import os
+import signal
+import sqlite3
+import subprocess
+import time
+
+from conftest import SIA
+from sia.store import Store
+
+
+def _count(db) -> int:
+    if not db.exists():
+        return 0
+    try:
+        con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)
+        try:
+            return con.execute("SELECT COUNT(*) FROM rollouts").fetchone()[0]
+        finally:
+            con.close()
+    except sqlite3.OperationalError:
+        return 0
+
+
+def test_sigkill_during_eval_loses_no_finished_rollout(tmp_path):
+    run = tmp_path / "run"
+    proc = subprocess.Popen([SIA, "eval", "sentiment", "--split", "val", "--limit", "60", "--concurrency", "4", "--run-dir", str(run)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 240
+        seen = 0
+        while time.monotonic() < deadline and seen < 6:
+            time.sleep(0.2)
+            seen = _count(run / "sia.db")
+        assert seen >= 6, "the evaluation did not get going"
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == -signal.SIGKILL
+    with Store(run, write=False) as store:
+        assert store.db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        rows = store.rollouts()
+        assert seen <= len(rows) < 60
+        for r in rows:
+            kinds = [e["kind"] for e in store.events(r["id"])]
+            assert kinds[-1] == "grade" and "llm_call" in kinds
+    # the lock died with the process: the run directory is writable again
+    Store(run).close()

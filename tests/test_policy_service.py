@@ -1,0 +1,116 @@
+"""The policy service: OpenAI-compatible, batched, recording token ids and logprobs."""
+
+import threading
+
+import httpx
+import pytest
+import torch
+
+from sia.llm_client import LLMClient, LLMError
+from sia.policy_service import PolicyService, RemoteBackend
+
+
+def _client(rt, rollout=None):
+    return LLMClient(rt.service.url, rt.model_name(), api_key=rt.service.api_key, rollout_id=rollout)
+
+
+def test_concurrent_requests_share_forward_passes(runtime):
+    """16 concurrent one-token requests: alone, each needs one forward pass; batched, far fewer."""
+    backend = runtime.service.backend
+    before_fp, before_batches = backend.policy.forward_passes, backend.batcher.batches
+    barrier = threading.Barrier(16)
+    replies = []
+
+    def one(i):
+        c = _client(runtime)
+        barrier.wait()
+        replies.append(c.chat(f"Say a number: {i}", max_tokens=1, temperature=0.0))
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    passes = backend.policy.forward_passes - before_fp
+    batches = backend.batcher.batches - before_batches
+    assert len(replies) == 16
+    assert passes < 16, f"{passes} forward passes for 16 requests: not batched"
+    assert batches < 16
+
+
+def test_calls_are_recorded_per_rollout_with_token_ids_and_logprobs(runtime):
+    c = _client(runtime, rollout="r-test-1")
+    reply = c.chat("Is 'a wonderful film' positive or negative?", max_tokens=5, temperature=0.0)
+    scores = c.logprobs(c.render_chat([{"role": "user", "content": "Say yes."}]), ["Yes", "No"])
+    calls = runtime.service.pop_calls("r-test-1")
+    assert [x["kind"] for x in calls] == ["chat", "score"]
+    chat = calls[0]
+    comp = chat["completions"][0]
+    assert chat["prompt_token_ids"] and comp["token_ids"]
+    assert len(comp["logprobs"]) == len(comp["token_ids"]) and all(lp <= 0 for lp in comp["logprobs"])
+    assert comp["text"] == reply.text
+    assert len(scores) == 2 and all(s < 0 for s in scores)
+    assert runtime.service.pop_calls("r-test-1") == []
+
+
+def test_logprobs_match_a_direct_forward_pass(runtime):
+    policy = runtime.service.backend.policy
+    c = _client(runtime)
+    prompt = c.render_chat([{"role": "user", "content": "Name a colour."}])
+    got = c.logprobs(prompt, ["Blue"])[0]
+    ids = policy.encode(prompt + "Blue")
+    n_prompt = len(policy.encode(prompt))
+    with torch.inference_mode():
+        logits = policy.model(torch.tensor([ids])).logits[0].float()
+    lp = torch.log_softmax(logits[:-1], -1).gather(-1, torch.tensor(ids[1:])[:, None])[:, 0]
+    assert got == pytest.approx(float(lp[n_prompt - 1 :].sum()), abs=1e-3)
+
+
+def test_greedy_generation_logprobs_are_the_argmax(runtime):
+    data = _client(runtime).chat("Count: 1, 2, 3,", max_tokens=4, temperature=0.0).raw
+    comp = data["choices"][0]
+    policy = runtime.service.backend.policy
+    ids = data["prompt_token_ids"]
+    with torch.inference_mode():
+        logits = policy.model(torch.tensor([ids])).logits[0, -1].float()
+    assert comp["token_ids"][0] == int(logits.argmax())
+
+
+def test_openai_sdk_works_against_the_service(runtime):
+    import openai
+
+    client = openai.OpenAI(base_url=runtime.service.url, api_key=runtime.service.api_key)
+    r = client.chat.completions.create(model=runtime.model_name(), messages=[{"role": "user", "content": "Hi"}],
+                                       max_tokens=3, temperature=0, logprobs=True)
+    assert r.choices[0].message.content is not None and len(r.choices[0].logprobs.content) >= 1
+    r2 = client.completions.create(model=runtime.model_name(), prompt="The sky is", max_tokens=0, echo=True, logprobs=0)
+    assert r2.choices[0].logprobs.token_logprobs[0] is None and len(r2.choices[0].logprobs.token_logprobs) > 1
+    with pytest.raises(openai.NotFoundError):
+        client.chat.completions.create(model="no-such-adapter", messages=[{"role": "user", "content": "Hi"}])
+
+
+def test_service_rejects_bad_requests_cleanly(runtime):
+    url = runtime.service.url
+    assert httpx.post(url + "/chat/completions", json={"model": "base", "messages": []}).status_code == 401
+    h = {"Authorization": f"Bearer {runtime.service.api_key}"}
+    r = httpx.post(url + "/chat/completions", json={"model": "base", "messages": []}, headers=h)
+    assert r.status_code == 400 and "messages" in r.json()["error"]["message"]
+    r = httpx.post(url + "/chat/completions", content=b"{not json", headers=h)
+    assert r.status_code == 400
+
+
+def test_same_client_through_a_recording_proxy_to_an_external_endpoint(runtime):
+    """The remote backend forwards to any OpenAI-compatible URL (here: another sia service) and records."""
+    proxy = PolicyService(RemoteBackend(runtime.service.url, runtime.model_name(), api_key=runtime.service.api_key))
+    proxy.start()
+    try:
+        c = LLMClient(proxy.url, "anything", api_key=proxy.api_key, rollout_id="r-proxy")
+        assert c.chat("Say hi", max_tokens=3).text is not None
+        assert len(c.logprobs("The sky is", [" blue", " green"])) == 2
+        calls = proxy.pop_calls("r-proxy")
+        assert [x["kind"] for x in calls] == ["chat", "score"]
+        assert calls[0]["completions"][0]["token_ids"]
+    finally:
+        proxy.stop()
+    with pytest.raises(LLMError, match="cannot reach"):
+        LLMClient("http://127.0.0.1:9/v1", "m", retries=0).chat("hi")
