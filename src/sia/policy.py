@@ -108,13 +108,19 @@ class LocalPolicy:
         B = len(requests)
         for r in requests:
             r.max_tokens = max(0, min(r.max_tokens, self.config.max_context - len(r.prompt_ids)))
-        L = max(len(r.prompt_ids) for r in requests)
-        input_ids = torch.full((B, L), self.pad_id, dtype=torch.long)
-        attn = torch.zeros((B, L), dtype=torch.long)
-        for i, r in enumerate(requests):
-            n = len(r.prompt_ids)
-            input_ids[i, L - n :] = torch.tensor(r.prompt_ids, dtype=torch.long)
-            attn[i, L - n :] = 1
+        # The prefix shared by every prompt (system prompt, instruction) is computed once and its
+        # KV cache copied to each row; the rest is left-padded after it, so every row ends in the
+        # same column. Padding in the middle is masked, and positions count real tokens only.
+        shared = self._lcp([r.prompt_ids for r in requests]) if B > 1 else 0
+        shared = min(shared, min(len(r.prompt_ids) for r in requests) - 1)
+        rest = [r.prompt_ids[shared:] for r in requests]
+        Lr = max(len(x) for x in rest)
+        input_ids = torch.full((B, Lr), self.pad_id, dtype=torch.long)
+        attn = torch.zeros((B, shared + Lr), dtype=torch.long)
+        attn[:, :shared] = 1
+        for i, x in enumerate(rest):
+            input_ids[i, Lr - len(x) :] = torch.tensor(x, dtype=torch.long)
+            attn[i, shared + Lr - len(x) :] = 1
         pos = (attn.cumsum(-1) - 1).clamp(min=0)
         gens = []
         for r in requests:
@@ -128,7 +134,14 @@ class LocalPolicy:
         texts: list[str | None] = [None] * B
         if all(done):
             return [GenResult([], [], "", "length") for _ in requests]
-        out = self._forward(input_ids=input_ids, attention_mask=attn, position_ids=pos)
+        from transformers import DynamicCache
+
+        cache = DynamicCache(config=self.model.config)
+        if shared > 0:
+            self.forward_passes += 1
+            self.model(input_ids=torch.tensor([requests[0].prompt_ids[:shared]]), past_key_values=cache, use_cache=True, logits_to_keep=1)
+            self._select_rows(cache, torch.zeros(B, dtype=torch.long))
+        out = self._forward(input_ids=input_ids, attention_mask=attn, position_ids=pos[:, shared:], past_key_values=cache)
         cache = out.past_key_values
         logits = out.logits[:, -1, :]
         while True:
@@ -180,18 +193,117 @@ class LocalPolicy:
         return int(torch.multinomial(probs, 1, generator=gen))
 
     # -- batched scoring -------------------------------------------------------------------
-    def score(self, sequences: list[list[int]]) -> list[list[float | None]]:
-        """Logprob of every token given the tokens before it (None for the first), one forward pass."""
+    def score(self, groups: list[list[list[int]]]) -> list[list[list[float | None]]]:
+        """Logprob of every token given the tokens before it (None for the first).
+
+        `groups` holds one list of sequences per request (a prompt followed by
+        each candidate continuation). Shared prefixes are computed once: the
+        prefix common to the whole batch (system prompt, instruction), then
+        each request's own prefix, then the continuations, each level reusing
+        the KV cache of the one before. Scoring two labels after a 90-token
+        prompt then costs about 92 tokens of compute instead of 182.
+        """
         import torch
 
         with self._lock, torch.inference_mode():
-            B, L = len(sequences), max(len(s) for s in sequences)
-            ids = torch.full((B, L), self.pad_id, dtype=torch.long)
-            attn = torch.zeros((B, L), dtype=torch.long)
-            for i, s in enumerate(sequences):
-                ids[i, : len(s)] = torch.tensor(s, dtype=torch.long)
-                attn[i, : len(s)] = 1
-            self.forward_passes += 1
-            logits = self.model(input_ids=ids, attention_mask=attn).logits.float()
-            lp = torch.log_softmax(logits[:, :-1], dim=-1).gather(-1, ids[:, 1:, None])[..., 0]
-            return [[None] + [float(x) for x in lp[i, : len(s) - 1]] for i, s in enumerate(sequences)]
+            flat = [s for g in groups for s in g]
+            plan = self._prefix_plan(groups)
+            if plan is None:
+                scored = self._score_plain(flat, torch)
+            else:
+                scored = self._score_shared(groups, *plan, torch=torch)
+            out, k = [], 0
+            for g in groups:
+                out.append(scored[k : k + len(g)])
+                k += len(g)
+            return out
+
+    @staticmethod
+    def _lcp(seqs: list[list[int]]) -> int:
+        n = min(len(s) for s in seqs)
+        first = seqs[0]
+        for i in range(n):
+            t = first[i]
+            if any(s[i] != t for s in seqs):
+                return i
+        return n
+
+    def _prefix_plan(self, groups: list[list[list[int]]]) -> tuple[int, list[int]] | None:
+        flat = [s for g in groups for s in g]
+        if not flat or min(len(s) for s in flat) < 3:
+            return None
+        lcp_r = [self._lcp(g) for g in groups]
+        g = min(self._lcp(flat), min(lcp_r) - 1, min(len(s) for s in flat) - 2)
+        if g < 1:
+            return None
+        mids = [min(l, min(len(s) for s in grp) - 1) - g for l, grp in zip(lcp_r, groups)]
+        if min(mids) < 1:
+            return None
+        return g, mids
+
+    def _score_plain(self, sequences: list[list[int]], torch) -> list[list[float | None]]:
+        B, L = len(sequences), max(len(s) for s in sequences)
+        ids = torch.full((B, L), self.pad_id, dtype=torch.long)
+        attn = torch.zeros((B, L), dtype=torch.long)
+        for i, s in enumerate(sequences):
+            ids[i, : len(s)] = torch.tensor(s, dtype=torch.long)
+            attn[i, : len(s)] = 1
+        self.forward_passes += 1
+        logits = self.model(input_ids=ids, attention_mask=attn).logits.float()
+        lp = torch.log_softmax(logits[:, :-1], dim=-1).gather(-1, ids[:, 1:, None])[..., 0]
+        return [[None] + [float(x) for x in lp[i, : len(s) - 1]] for i, s in enumerate(sequences)]
+
+    @staticmethod
+    def _select_rows(cache, index) -> None:
+        for layer in cache.layers:
+            layer.batch_select_indices(index)
+
+    def _score_shared(self, groups, g: int, mids: list[int], torch) -> list[list[float | None]]:
+        from transformers import DynamicCache
+
+        first = groups[0][0]
+        # level 0: the prefix shared by every sequence in the batch
+        cache = DynamicCache(config=self.model.config)
+        self.forward_passes += 1
+        out0 = self.model(input_ids=torch.tensor([first[:g]]), past_key_values=cache, use_cache=True)
+        lp0 = torch.log_softmax(out0.logits[0].float(), dim=-1)
+        # level 1: each request's own prefix
+        R, M = len(groups), max(mids)
+        ids1 = torch.full((R, M), self.pad_id, dtype=torch.long)
+        mask1 = torch.zeros((R, M), dtype=torch.long)
+        for r, grp in enumerate(groups):
+            ids1[r, : mids[r]] = torch.tensor(grp[0][g : g + mids[r]], dtype=torch.long)
+            mask1[r, : mids[r]] = 1
+        self._select_rows(cache, torch.zeros(R, dtype=torch.long))
+        attn1 = torch.cat([torch.ones((R, g), dtype=torch.long), mask1], dim=1)
+        pos1 = (g + torch.arange(M)).expand(R, M)
+        self.forward_passes += 1
+        out1 = self.model(input_ids=ids1, attention_mask=attn1, position_ids=pos1, past_key_values=cache, use_cache=True)
+        lp1 = torch.log_softmax(out1.logits.float(), dim=-1)
+        # level 2: the continuations
+        rows = [(r, s) for r, grp in enumerate(groups) for s in grp]
+        N = len(rows)
+        S = max(len(s) - g - mids[r] for r, s in rows)
+        ids2 = torch.full((N, S), self.pad_id, dtype=torch.long)
+        mask2 = torch.zeros((N, S), dtype=torch.long)
+        pos2 = torch.zeros((N, S), dtype=torch.long)
+        for n, (r, s) in enumerate(rows):
+            tail = s[g + mids[r] :]
+            ids2[n, : len(tail)] = torch.tensor(tail, dtype=torch.long)
+            mask2[n, : len(tail)] = 1
+            pos2[n] = g + mids[r] + torch.arange(S)
+        row_of = torch.tensor([r for r, _ in rows], dtype=torch.long)
+        self._select_rows(cache, row_of)
+        attn2 = torch.cat([torch.ones((N, g), dtype=torch.long), mask1[row_of], mask2], dim=1)
+        self.forward_passes += 1
+        out2 = self.model(input_ids=ids2, attention_mask=attn2, position_ids=pos2, past_key_values=cache, use_cache=True)
+        lp2 = torch.log_softmax(out2.logits.float(), dim=-1)
+        results = []
+        for n, (r, s) in enumerate(rows):
+            m = mids[r]
+            vals: list[float | None] = [None]
+            vals += [float(lp0[j - 1, s[j]]) for j in range(1, g + 1)]  # tokens 1..g, the last one predicted by level 0's end
+            vals += [float(lp1[r, j - g - 1, s[j]]) for j in range(g + 1, g + m + 1)]
+            vals += [float(lp2[n, j - g - m - 1, s[j]]) for j in range(g + m + 1, len(s))]
+            results.append(vals)
+        return results

@@ -142,7 +142,7 @@ class LocalBackend:
             for ids in encoded:
                 if not ids or len(ids) > self.policy.config.max_context:
                     raise HTTPError(400, f"a scored prompt must have 1 to {self.policy.config.max_context} tokens, not {len(ids)}")
-            scored = await self._submit("score", model, encoded)
+            scored = (await self._submit("score", model, [encoded]))[0]
             for i, (p, ids, lps) in enumerate(zip(prompts, encoded, scored)):
                 toks = self.policy.token_strings(ids)
                 offsets, pos = [], 0
