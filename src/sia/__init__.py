@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 __version__ = "0.1.0"
-__all__ = ["evaluate", "load_task", "Grade"]
+__all__ = ["evaluate", "run", "resume", "load_task", "Grade"]
 
 
 def __getattr__(name: str) -> Any:
@@ -17,6 +17,10 @@ def __getattr__(name: str) -> Any:
         from sia.evaluation import run_eval
 
         return run_eval
+    if name in ("run", "resume", "rollback", "status"):
+        from sia import runner
+
+        return getattr(runner, name)
     if name == "load_task":
         from sia.task import load_task
 

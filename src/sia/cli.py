@@ -169,6 +169,135 @@ def trace(
         fail(e)
 
 
+def _print_summary(summary: dict) -> None:
+    b, f = summary["baseline"], summary["final"]
+    table = Table(title=f"sia run: {summary['task']} ({summary['stop_reason']})")
+    for col in ("", "version", "val", "test"):
+        table.add_column(col)
+    fmt = lambda x: "-" if x is None else f"{x:.3f}"  # noqa: E731
+    table.add_row("baseline", str(b.get("harness_version")), fmt(b.get("val")), fmt(b.get("test")))
+    table.add_row("final", str(f.get("harness_version")) + (f" + {f['adapter']}" if f.get("adapter") else ""), fmt(f.get("val")), fmt(f.get("test")))
+    out.print(table)
+    for g in summary["generations"]:
+        mark = "[green]accepted[/]" if g["accepted"] else "[red]rejected[/]" if g["lever"] != "stop" else "stop"
+        delta = "" if g["delta"] is None else f" delta {g['delta']:+.3f} p={g['p_value']:.4f}"
+        out.print(f"  gen {g['generation']} {g['lever']}/{g['kind']}: {mark}{delta}", highlight=False)
+    out.print(f"report: {summary.get('report')}")
+
+
+def _run_with_view(fn, budget_s: float, elapsed0: float, as_json: bool):
+    from sia.live import RunView
+
+    with RunView(err, budget_s, elapsed0) as view:
+        summary = fn(view)
+    if as_json:
+        print(json.dumps(summary, ensure_ascii=False))
+    else:
+        _print_summary(summary)
+
+
+@app.command("run")
+def run_cmd(
+    task: Annotated[str, typer.Argument(help="Builtin task name or task folder.")] = "sentiment",
+    budget: Annotated[str, typer.Option(help="Wall-clock budget, e.g. 10m, 90s, 1h.")] = "10m",
+    levers: Annotated[str, typer.Option(help="Comma-separated levers: harness (weights comes later).")] = "harness",
+    seed: Annotated[int, typer.Option(help="Seed for sampling, demos and the gate.")] = 0,
+    run_dir: Annotated[Optional[Path], typer.Option(help="Run directory (default: runs/TASK-run-TIMESTAMP).")] = None,
+    max_generations: Annotated[int, typer.Option(min=1, help="At most this many generations.")] = 20,
+    max_rollouts: Annotated[Optional[int], typer.Option(min=1, help="Stop after this many rollouts.")] = None,
+    max_tokens: Annotated[Optional[int], typer.Option(min=1, help="Stop after this many model tokens.")] = None,
+    patience: Annotated[int, typer.Option(min=1, help="Stop after this many generations without a gain.")] = 5,
+    tau: Annotated[float, typer.Option(help="Smallest gain the gate accepts (absolute).")] = 0.01,
+    alpha: Annotated[float, typer.Option(help="Significance level of the gate.")] = 0.05,
+    val_limit: Annotated[Optional[int], typer.Option(min=1, help="Gate on the first N val examples only.")] = None,
+    test_limit: Annotated[Optional[int], typer.Option(min=1, help="Report on the first N test examples only.")] = None,
+    analysis_examples: Annotated[int, typer.Option(min=1, help="Train examples the Feedback-Agent analyses per champion.")] = 48,
+    concurrency: Annotated[int, typer.Option(min=1, help="Rollouts at once.")] = 16,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the JSON summary on stdout.")] = False,
+) -> None:
+    """Improve the agent on TASK: generations of analyse, propose, gate, record, within the budget."""
+    try:
+        from sia import runner
+
+        budget_s = runner.parse_budget(budget)
+        lever_list = runner.parse_levers(levers)
+        _run_with_view(lambda view: runner.run(task, budget=budget_s, levers=lever_list, seed=seed, run_dir=run_dir, observer=view,
+                                               tau=tau, alpha=alpha, max_generations=max_generations, max_rollouts=max_rollouts,
+                                               max_tokens=max_tokens, patience=patience, val_limit=val_limit, test_limit=test_limit,
+                                               concurrency=concurrency, analysis_examples=analysis_examples), budget_s, 0.0, as_json)
+    except SiaError as e:
+        fail(e)
+
+
+@app.command("resume")
+def resume_cmd(run_dir: Annotated[Path, typer.Argument(help="The run directory of an interrupted run.")],
+               as_json: Annotated[bool, typer.Option("--json", help="Print the JSON summary on stdout.")] = False) -> None:
+    """Continue a run where it stopped; finished rollouts are neither lost nor redone."""
+    try:
+        from sia import runner
+        from sia.store import Store
+
+        with Store(run_dir, write=False) as store:
+            cfg = store.get_meta("run_config") or {}
+            elapsed = float(store.get_meta("elapsed_s", 0.0))
+        _run_with_view(lambda view: runner.resume(run_dir, observer=view), float(cfg.get("budget_s", 0)), elapsed, as_json)
+    except SiaError as e:
+        fail(e)
+
+
+@app.command("status")
+def status_cmd(run_dir: Annotated[Path, typer.Argument(help="A run directory.")],
+               as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
+    """Where a run stands: champion, scores, generations, budget used."""
+    try:
+        from sia import runner
+
+        s = runner.status(run_dir)
+    except SiaError as e:
+        fail(e)
+    if as_json:
+        print(json.dumps(s, ensure_ascii=False))
+        return
+    state = "running now" if s["running"] else s["status"]
+    out.print(f"[bold]{s['task']}[/] run in {s['run_dir']}: {state}; {s['elapsed_s']:.0f}s of {s['budget_s']:.0f}s used, "
+              f"{s['rollouts']} rollouts, {s['tokens']} tokens")
+    if s["stop_reason"]:
+        out.print(f"stopped: {s['stop_reason']}")
+    _print_summary({**s, "report": str(Path(run_dir) / "report.html")})
+
+
+@app.command("report")
+def report_cmd(run_dir: Annotated[Path, typer.Argument(help="A run directory.")]) -> None:
+    """Write RUN_DIR/report.html: scores per generation, lineage, accepted diffs, decision log."""
+    try:
+        from sia.report import write_report
+        from sia.store import Store
+        from sia.task import load_task
+
+        with Store(run_dir, write=False) as store:
+            info = store.get_meta("task")
+            if info is None or store.get_meta("run_config") is None:
+                raise SiaError(f"{run_dir} holds no `sia run`", "pass the --run-dir of a run")
+            path = write_report(store, load_task(info["folder"]))
+    except SiaError as e:
+        fail(e)
+    out.print(f"report: {path}")
+
+
+@app.command("rollback")
+def rollback_cmd(run_dir: Annotated[Path, typer.Argument(help="A run directory.")],
+                 to: Annotated[str, typer.Option(help="An accepted version (e.g. h0) or candidate id (e.g. c2).")]) -> None:
+    """Make an earlier accepted version the champion again; recorded in the run."""
+    try:
+        from sia import runner
+
+        s = runner.rollback(run_dir, to)
+    except SiaError as e:
+        fail(e)
+    out.print(f"champion is now {s['final']['candidate']} ({s['final']['harness_version']}); "
+              f"`sia resume {run_dir}` scores it on test. report: {s['report']}")
+
+
 def main() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")

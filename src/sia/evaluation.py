@@ -15,8 +15,6 @@ from sia.sandbox import SandboxLimits
 from sia.store import Store
 from sia.task import Task, load_task
 
-TEMPLATE = Path(__file__).parent / "templates" / "generate.py"
-
 
 def default_harness_source(task: Task) -> tuple[str, str]:
     """The task's own harness file if it names one, else the template harness."""
@@ -25,7 +23,9 @@ def default_harness_source(task: Task) -> tuple[str, str]:
         if not path.is_file():
             raise HarnessError(f"task {task.name!r} names harness {path}, which does not exist", "fix [harness] in task.toml")
         return path.read_text(encoding="utf-8"), f"task default harness {path.name}"
-    return TEMPLATE.read_text(encoding="utf-8"), "template harness (prompt, free generation, answer parsing)"
+    from sia.meta_agent import initial_harness
+
+    return initial_harness(task)
 
 
 def _read(path: Path) -> str:

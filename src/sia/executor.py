@@ -102,24 +102,27 @@ def _grade(task: Task, example: Example, res: SandboxResult) -> tuple[Grade, str
 
 def evaluate(task: Task, source: str, *, store: Store, runtime: PolicyRuntime, config: EvalConfig,
              harness_version: str | None = None, adapter: str | None = None, lever: str = "baseline",
-             rationale: str = "evaluation", evaluation_id: str | None = None,
-             on_start: Callable[[int, int], None] | None = None,
+             rationale: str = "evaluation", evaluation_id: str | None = None, candidate_id: str | None = None,
+             examples: list[Example] | None = None, on_start: Callable[[int, int], None] | None = None,
              on_rollout: Callable[[RolloutRecord], None] | None = None) -> EvalResult:
     check_harness_source(source)
-    examples = task.split(config.split)
-    if config.limit is not None:
-        examples = examples[: config.limit]
+    if examples is None:
+        examples = task.split(config.split)
+        if config.limit is not None:
+            examples = examples[: config.limit]
     if harness_version is None:
         harness_version = store.add_harness_version(source, rationale)
-    candidate_id = store.add_candidate(harness_version, adapter, lever, rationale)
+    if candidate_id is None:
+        candidate_id = store.add_candidate(harness_version, adapter, lever, rationale)
     if evaluation_id is None:
         evaluation_id = store.add_evaluation(candidate_id, config.split, config.seed, config.samples, len(examples),
                                              {"limit": config.limit, "concurrency": config.concurrency, "model": runtime.model_name(adapter)})
     done = store.done_keys(evaluation_id)
     jobs = [(ex, s) for ex in examples for s in range(config.samples) if (ex.id, s) not in done]
-    total = len(examples) * config.samples
     if on_start:
-        on_start(total, total - len(jobs))
+        ev = store.evaluation(evaluation_id)
+        total = ev["n_examples"] * ev["samples"]
+        on_start(total, len(done))
     model = runtime.model_name(adapter)
     task_info = task.public_info()
     t0 = time.monotonic()

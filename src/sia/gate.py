@@ -15,7 +15,10 @@ Sequential testing: the challenger is evaluated in chunks. After each chunk,
 `decided` asks whether the full-set decision is already fixed: if the challenger
 would be accepted even scoring the minimum on every remaining example, or
 rejected even scoring the maximum, the evaluation stops (curtailment, which
-gives the same decision as the full test). A futility rule also stops a
+gives the same decision as the full test). At an interim look, a challenger is
+also accepted when its p-value is already below `interim_alpha` (0.001 by
+default: the Haybittle-Peto boundary, which leaves the overall false-accept
+rate essentially at alpha). A futility rule also stops a
 challenger that is behind the champion after half of the examples; it can only
 turn an accept into a reject, never the reverse, so it does not raise the
 false-accept rate.
@@ -38,6 +41,8 @@ class GateConfig:
     """Significance level of the one-sided test."""
     chunk: int = 40
     """Examples evaluated between sequential looks."""
+    interim_alpha: float = 0.001
+    """Accept at an interim look only below this p-value (Haybittle-Peto)."""
     futility_after: float = 0.5
     """Stop a challenger that is behind after this fraction of examples (1 disables)."""
     permutations: int = 10000
@@ -122,6 +127,9 @@ def decided(champion: dict[str, float], partial: dict[str, float], *, binary: bo
     seen = len(partial) / len(champion)
     if worst.accept:
         why = f"accepted after {len(partial)}/{len(champion)}: even scoring {lo} on the rest would pass ({now.reason})"
+        return Verdict(True, now.delta, now.ci, now.p_value, now.n, len(champion), now.method, True, why)
+    if now.delta >= config.tau and now.p_value < config.interim_alpha:
+        why = f"accepted after {len(partial)}/{len(champion)}: p {now.p_value:.2g} below the interim boundary {config.interim_alpha} ({now.reason})"
         return Verdict(True, now.delta, now.ci, now.p_value, now.n, len(champion), now.method, True, why)
     if not best.accept:
         why = f"rejected after {len(partial)}/{len(champion)}: even scoring {hi} on the rest would fail ({now.reason})"

@@ -37,10 +37,19 @@ def make_config(task_info: dict[str, Any], **overrides: Any) -> dict[str, Any]:
     cfg = {**DEFAULTS, "instruction": task_info.get("instruction") or task_info.get("description", ""),
            "input_field": task_info.get("input_field", "text"), "labels": list(task_info.get("labels", [])),
            "multi_label": bool(task_info.get("multi_label"))}
+    cfg["max_tokens"] = reply_budget(cfg["labels"], cfg["multi_label"])
     cfg.update(overrides)
     if cfg["multi_label"] and cfg["extract"] == "first_label":
         cfg["extract"] = "all_labels"
     return cfg
+
+
+def reply_budget(labels: list[str], multi_label: bool) -> int:
+    """Tokens to let the model reply: room for a short preamble and the longest label (CJK takes ~2 tokens a character)."""
+    if not labels:
+        return 64
+    longest = max(len(label) * (2 if any(ord(ch) > 127 for ch in label) else 0.5) for label in labels)
+    return int(min(96, 16 + longest * (3 if multi_label else 1)))
 
 
 def read_config(source: str) -> dict[str, Any] | None:

@@ -39,11 +39,16 @@ CREATE TABLE IF NOT EXISTS rollouts(
   id TEXT PRIMARY KEY, evaluation_id TEXT NOT NULL, candidate_id TEXT NOT NULL, example_id TEXT NOT NULL,
   split TEXT NOT NULL, sample INTEGER NOT NULL, seed INTEGER NOT NULL, status TEXT NOT NULL, error_type TEXT,
   error TEXT, output TEXT, score REAL NOT NULL, passed INTEGER NOT NULL, feedback TEXT, duration_s REAL,
-  created REAL NOT NULL, UNIQUE(evaluation_id, example_id, sample));
+  created REAL NOT NULL, tokens INTEGER NOT NULL DEFAULT 0, UNIQUE(evaluation_id, example_id, sample));
 CREATE TABLE IF NOT EXISTS events(
   rollout_id TEXT NOT NULL, seq INTEGER NOT NULL, kind TEXT NOT NULL, t REAL NOT NULL, data TEXT NOT NULL,
   PRIMARY KEY(rollout_id, seq));
 CREATE INDEX IF NOT EXISTS rollouts_by_eval ON rollouts(evaluation_id);
+CREATE TABLE IF NOT EXISTS generations(
+  gen INTEGER PRIMARY KEY, champion TEXT NOT NULL, candidate_id TEXT, proposal TEXT NOT NULL, status TEXT NOT NULL,
+  verdict TEXT, lesson TEXT, val_eval TEXT, started REAL NOT NULL, finished REAL, rollouts INTEGER, seconds REAL);
+CREATE TABLE IF NOT EXISTS champions(
+  seq INTEGER PRIMARY KEY, candidate_id TEXT NOT NULL, reason TEXT NOT NULL, generation INTEGER, created REAL NOT NULL);
 """
 
 
@@ -65,6 +70,18 @@ class RolloutRecord:
     feedback: str
     duration_s: float
     events: list[dict[str, Any]]
+
+
+def _tokens(events: list[dict[str, Any]]) -> int:
+    """Prompt plus completion tokens of a rollout's model calls."""
+    n = 0
+    for ev in events:
+        if ev.get("kind") == "llm_call":
+            d = ev.get("data", {})
+            n += len(d.get("prompt_token_ids") or [])
+            n += sum(len(p.get("prompt_token_ids") or []) for p in d.get("prompts", []) if isinstance(p, dict))
+            n += sum(len(c.get("token_ids") or []) for c in d.get("completions", []) if isinstance(c, dict))
+    return n
 
 
 def _git(repo: Path, *args: str) -> str:
@@ -192,9 +209,9 @@ class Store:
         """Write a rollout and its events in one transaction."""
         now = time.time()
         with self._transaction():
-            self.db.execute("INSERT INTO rollouts VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            self.db.execute("INSERT INTO rollouts VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                             (r.id, r.evaluation_id, r.candidate_id, r.example_id, r.split, r.sample, r.seed, r.status, r.error_type,
-                             r.error, json.dumps(r.output), r.score, int(r.passed), r.feedback, r.duration_s, now))
+                             r.error, json.dumps(r.output), r.score, int(r.passed), r.feedback, r.duration_s, now, _tokens(r.events)))
             self.db.executemany("INSERT INTO events VALUES (?, ?, ?, ?, ?)",
                                 [(r.id, i, ev["kind"], float(ev.get("t", now)), json.dumps(ev.get("data", {}), default=repr))
                                  for i, ev in enumerate(r.events)])
@@ -226,3 +243,45 @@ class Store:
 
     def count_rollouts(self) -> int:
         return self.db.execute("SELECT COUNT(*) FROM rollouts").fetchone()[0]
+
+    def count_tokens(self) -> int:
+        return self.db.execute("SELECT COALESCE(SUM(tokens), 0) FROM rollouts").fetchone()[0]
+
+    def evaluation_for(self, key: str, create) -> str:
+        """The evaluation registered under `key`, created once by `create()`; how resumes find their work."""
+        eid = self.get_meta(f"eval:{key}")
+        if eid is None:
+            with self._transaction():
+                eid = create()
+                self.set_meta(f"eval:{key}", eid)
+        return eid
+
+    def candidate(self, cid: str) -> sqlite3.Row:
+        row = self.db.execute("SELECT * FROM candidates WHERE id = ?", (cid,)).fetchone()
+        if row is None:
+            raise StoreError(f"no candidate {cid!r} in {self.run_dir}", "see `sia status`")
+        return row
+
+    # -- loop records -----------------------------------------------------------------------
+    def push_champion(self, candidate_id: str, reason: str, generation: int | None = None) -> None:
+        self.db.execute("INSERT INTO champions(candidate_id, reason, generation, created) VALUES (?, ?, ?, ?)",
+                        (candidate_id, reason, generation, time.time()))
+
+    def champion(self) -> str | None:
+        row = self.db.execute("SELECT candidate_id FROM champions ORDER BY seq DESC LIMIT 1").fetchone()
+        return row["candidate_id"] if row else None
+
+    def champions(self) -> list[sqlite3.Row]:
+        return self.db.execute("SELECT * FROM champions ORDER BY seq").fetchall()
+
+    def generations(self) -> list[sqlite3.Row]:
+        return self.db.execute("SELECT * FROM generations ORDER BY gen").fetchall()
+
+    def add_generation(self, gen: int, champion: str, proposal: dict) -> None:
+        self.db.execute("INSERT INTO generations(gen, champion, proposal, status, started) VALUES (?, ?, ?, 'proposed', ?)",
+                        (gen, champion, json.dumps(proposal), time.time()))
+
+    def update_generation(self, gen: int, **fields: Any) -> None:
+        cols = ", ".join(f"{k} = ?" for k in fields)
+        vals = [json.dumps(v) if isinstance(v, (dict, list)) else v for v in fields.values()]
+        self.db.execute(f"UPDATE generations SET {cols} WHERE gen = ?", (*vals, gen))

@@ -1,0 +1,68 @@
+"""The live view of `sia run`: generation, champion score, current proposal, time left, and a progress bar."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+
+class RunView:
+    def __init__(self, console: Console, budget_s: float, elapsed0: float = 0.0) -> None:
+        self.console = console
+        self.budget_s = budget_s
+        self.t0 = time.monotonic() - elapsed0
+        self.gen = 0
+        self.champion = "--"
+        self.progress = Progress(TextColumn("[bold]gen {task.fields[gen]}[/] champion {task.fields[champ]} · {task.fields[left]} left ·"),
+                                 TextColumn("{task.description}"), BarColumn(bar_width=24), MofNCompleteColumn(),
+                                 TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), console=console, transient=False)
+        self.bar = None
+        self._started = 0.0
+        self._count = 0
+
+    def __enter__(self) -> "RunView":
+        self.progress.__enter__()
+        self.bar = self.progress.add_task("starting", total=None, gen=0, champ="--", left=self._left(), rate="")
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.progress.__exit__(*exc)
+
+    def _left(self) -> str:
+        left = max(0.0, self.budget_s - (time.monotonic() - self.t0))
+        return f"{int(left // 60)}m{int(left % 60):02d}s"
+
+    def _refresh(self, **kw: Any) -> None:
+        self.progress.update(self.bar, gen=self.gen, champ=self.champion, left=self._left(), **kw)
+
+    def __call__(self, event: str, **d: Any) -> None:
+        print_ = self.progress.console.print
+        if event == "phase":
+            print_(f"[dim]{d['text']}[/]")
+        elif event == "eval_start":
+            self._refresh(description=d["label"])
+        elif event == "eval_total":
+            self._started, self._count = time.monotonic(), 0
+            self.progress.reset(self.bar, total=d["total"], completed=d["done"], description=self.progress.tasks[0].description)
+            self._refresh(rate="")
+        elif event == "rollout":
+            self._count += 1
+            dt = time.monotonic() - self._started
+            self.progress.advance(self.bar)
+            self._refresh(rate=f"{self._count / dt:.2f} rollouts/s" if dt > 0 else "")
+        elif event == "proposal":
+            self.gen = d["gen"]
+            p = d["proposal"]
+            print_(f"[bold]generation {d['gen']}[/]: [cyan]{p.lever}/{p.kind}[/] {p.rationale[:300]}", highlight=False)
+        elif event == "verdict":
+            v = d["verdict"]
+            colour = "green" if v.accept else "red"
+            print_(f"  [{colour}]{'accepted' if v.accept else 'rejected'}[/] delta {v.delta:+.3f} "
+                   f"CI ({v.ci[0]:+.3f}, {v.ci[1]:+.3f}) p={v.p_value:.4f} n={v.n}/{v.n_total}"
+                   f"{' (stopped early)' if v.stopped_early else ''}: {v.reason}", highlight=False)
+        elif event == "champion":
+            self.champion = f"{d['score']:.3f}"
+        self._refresh()

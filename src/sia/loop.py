@@ -1,0 +1,313 @@
+"""The self-improvement loop: Execute, Analyse, Improve, Gate, Record, within budgets.
+
+Every step is keyed in the run store, so a run killed at any point (SIGKILL
+included) resumes where it stopped: evaluations are found by key and skip the
+rollouts they already hold, a generation's proposal is stored before it is
+acted on, and the champion history is a table. The held-out test split is
+scored twice, for the baseline and for the final champion, and nothing else
+ever sees it.
+
+Budgets: wall time (counted across resumes), generations, rollouts and model
+tokens. Time for the final test evaluation is reserved from the champion's
+measured throughput, so a run ends within its budget with a test score.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable
+
+from sia.analysis import analyse
+from sia.executor import EvalConfig, EvalResult, evaluate, summarise
+from sia.feedback import AgentState, BuiltinFeedbackAgent, source_key
+from sia.gate import GateConfig, Verdict, compare, decided
+from sia.memory import Entry, Memory, lesson_for
+from sia.meta_agent import initial_harness
+from sia.policy_runtime import PolicyRuntime
+from sia.proposal import HarnessEdit, Stop, from_dict, to_dict
+from sia.sandbox import SandboxLimits
+from sia.store import Store
+from sia.task import Task
+
+
+@dataclass
+class RunConfig:
+    task: str
+    """Builtin task name or task folder."""
+    budget_s: float = 600.0
+    """Wall-clock budget of the whole run, resumes included."""
+    max_generations: int = 20
+    max_rollouts: int | None = None
+    max_tokens: int | None = None
+    patience: int = 5
+    """Stop after this many generations in a row without an accepted change."""
+    levers: list[str] = field(default_factory=lambda: ["harness"])
+    seed: int = 0
+    analysis_examples: int = 48
+    """Train examples the champion is run on for the Feedback-Agent each time it changes."""
+    smoke_examples: int = 2
+    """Train examples a new harness must survive before it is evaluated on val."""
+    concurrency: int = 16
+    val_limit: int | None = None
+    test_limit: int | None = None
+    timeout_s: float | None = None
+    gate: GateConfig = field(default_factory=GateConfig)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> "RunConfig":
+        d = dict(d)
+        d["gate"] = GateConfig(**d.get("gate", {}))
+        return cls(**d)
+
+
+Observer = Callable[..., None]
+
+
+def _quiet(event: str, **data: Any) -> None:
+    pass
+
+
+class Loop:
+    def __init__(self, task: Task, store: Store, runtime: PolicyRuntime, config: RunConfig, observer: Observer = _quiet) -> None:
+        self.task, self.store, self.runtime, self.config = task, store, runtime, config
+        self.ui = observer
+        self.agent = BuiltinFeedbackAgent()
+        self.binary = task.spec.score == "binary"
+        self._t0 = time.monotonic()
+        self._elapsed0 = float(store.get_meta("elapsed_s", 0.0))
+        self.val = task.split("val")[: config.val_limit] if config.val_limit else task.split("val")
+        self.test = task.split("test")[: config.test_limit] if config.test_limit else task.split("test")
+        self.limits = SandboxLimits(timeout_s=config.timeout_s or task.spec.harness.timeout_s)
+
+    # -- bookkeeping ------------------------------------------------------------------------------
+    def elapsed(self) -> float:
+        return self._elapsed0 + time.monotonic() - self._t0
+
+    def _save_clock(self) -> None:
+        self.store.set_meta("elapsed_s", self.elapsed())
+
+    def _source(self, cid: str) -> str:
+        return self.store.harness_source(self.store.candidate(cid)["harness_version"])
+
+    def _eval(self, cid: str, split: str, examples, key: str, label: str) -> EvalResult:
+        cand = self.store.candidate(cid)
+        n_full = len(examples)
+        eid = self.store.evaluation_for(key, lambda: self.store.add_evaluation(
+            cid, split, self.config.seed, 1, n_full, {"purpose": key, "model": self.runtime.model_name(cand["adapter_version"])}))
+        return self._run_chunk(cid, eid, split, examples, label)
+
+    def _run_chunk(self, cid: str, eid: str, split: str, examples, label: str) -> EvalResult:
+        cand = self.store.candidate(cid)
+        config = EvalConfig(split=split, seed=self.config.seed, concurrency=self.config.concurrency, limits=self.limits)
+        self.ui("eval_start", label=label, evaluation=eid)
+        result = evaluate(self.task, self._source(cid), store=self.store, runtime=self.runtime, config=config,
+                          harness_version=cand["harness_version"], adapter=cand["adapter_version"], candidate_id=cid,
+                          evaluation_id=eid, examples=examples,
+                          on_start=lambda total, done: self.ui("eval_total", total=total, done=done),
+                          on_rollout=lambda r: self.ui("rollout", record=r))
+        self._save_clock()
+        return result
+
+    def _scores(self, eid: str) -> dict[str, float]:
+        return {r["example_id"]: r["score"] for r in self.store.rollouts(eid)}
+
+    def memory(self) -> Memory:
+        entries = []
+        for g in self.store.generations():
+            if g["status"] != "decided" or not g["verdict"]:
+                continue
+            p, v = json.loads(g["proposal"]), json.loads(g["verdict"])
+            if p["lever"] == "stop":
+                continue
+            entries.append(Entry(g["gen"], p["lever"], p["kind"], v["accept"], v["delta"], v["p_value"], g["rollouts"] or 0,
+                                 g["seconds"] or 0.0, g["lesson"] or ""))
+        return Memory(entries)
+
+    def _budget_left(self, reserve_s: float) -> str | None:
+        c = self.config
+        if self.elapsed() + reserve_s >= c.budget_s:
+            return f"wall-time budget: {self.elapsed():.0f}s used, {reserve_s:.0f}s kept for the final test, budget {c.budget_s:.0f}s"
+        if c.max_rollouts is not None and self.store.count_rollouts() >= c.max_rollouts:
+            return f"rollout budget of {c.max_rollouts} spent"
+        if c.max_tokens is not None and self.store.count_tokens() >= c.max_tokens:
+            return f"token budget of {c.max_tokens} spent"
+        return None
+
+    def _test_reserve(self, cid: str) -> float:
+        """Seconds the final test evaluation of `cid` should take, from its measured val throughput."""
+        eid = self.store.get_meta(f"eval:{cid}:val")
+        rows = self.store.rollouts(eid) if eid else []
+        if not rows:
+            return 0.0
+        span = max(r["created"] for r in rows) - min(r["created"] for r in rows)
+        rate = len(rows) / span if span > 0 and len(rows) > 3 else 1.0
+        done_test = self.store.get_meta(f"eval:{cid}:test")
+        return 0.0 if done_test and self.store.evaluation(done_test)["finished"] else 1.2 * len(self.test) / max(rate, 0.05) + 5
+
+    # -- the run ----------------------------------------------------------------------------------
+    def run(self) -> dict[str, Any]:
+        self.store.set_meta("status", "running")
+        champion = self.store.champion()
+        if champion is None:
+            source, rationale = initial_harness(self.task)
+            version = self.store.add_harness_version(source, rationale)
+            champion = self.store.add_candidate(version, None, "baseline", rationale)
+            self.store.push_champion(champion, "baseline from the Meta-Agent", 0)
+        baseline = self.store.champions()[0]["candidate_id"]
+        self.ui("phase", text="baseline: validation")
+        self._eval(baseline, "val", self.val, f"{baseline}:val", "baseline val")
+        self.ui("phase", text="baseline: test (reported only)")
+        base_test = self._eval(baseline, "test", self.test, f"{baseline}:test", "baseline test")
+        self.store.set_meta("baseline_test", base_test.score)
+        stop_reason = self.store.get_meta("stop_reason")
+        while stop_reason is None:
+            stop_reason = self._generation()
+        self.store.set_meta("stop_reason", stop_reason)
+        champion = self.store.champion()
+        self.ui("phase", text=f"final champion: test ({stop_reason})")
+        self._eval(champion, "test", self.test, f"{champion}:test", "final test")
+        self.store.set_meta("status", "done")
+        self._save_clock()
+        return run_summary(self.store, self.task)
+
+    def _generation(self) -> str | None:
+        """One generation; returns a stop reason when the loop should end."""
+        gens = self.store.generations()
+        last = gens[-1] if gens else None
+        if last is not None and last["status"] != "decided":
+            gen, proposal = last["gen"], from_dict(json.loads(last["proposal"]))
+            champion = last["champion"]
+        else:
+            gen = (last["gen"] + 1) if last else 1
+            if gen > self.config.max_generations:
+                return f"generation budget of {self.config.max_generations} reached"
+            champion = self.store.champion()
+            mem = self.memory()
+            if mem.stalled_for() >= self.config.patience:
+                return f"no gain in the last {self.config.patience} generations"
+            reason = self._budget_left(self._test_reserve(champion) + self._generation_estimate())
+            if reason:
+                return reason
+            self.ui("phase", text=f"generation {gen}: analysing the champion on train")
+            ana_eid = self._eval(champion, "train", self.task.split("train")[: self.config.analysis_examples],
+                                 f"{champion}:train", "analysis (train)").evaluation_id
+            analysis = analyse(self.task, self.store, ana_eid)
+            tried = {source_key(self.store.harness_source(v["version"])) for v in
+                     self.store.db.execute("SELECT version FROM harness_versions").fetchall()}
+            state = AgentState(self.task, self._source(champion), analysis, mem, self.task.split("train"), tried, gen,
+                               tuple(self.config.levers), self.config.seed)
+            proposal = self.agent.decide(state)
+            self.store.add_generation(gen, champion, {**to_dict(proposal), "analysis": analysis.summary(),
+                                                      "ranking": self.agent.last_ranking[:6]})
+        self.ui("proposal", gen=gen, proposal=proposal)
+        t0, r0 = time.monotonic(), self.store.count_rollouts()
+        if isinstance(proposal, Stop):
+            self.store.update_generation(gen, status="decided", verdict=None, lesson=proposal.reason, finished=time.time())
+            return f"Feedback-Agent stopped: {proposal.reason}"
+        verdict, cid, val_eid = self._try(gen, champion, proposal)
+        lesson = lesson_for(proposal.kind, verdict.accept, verdict.delta, verdict.reason)
+        if verdict.accept:
+            self.ui("phase", text=f"generation {gen}: accepted; completing the new champion's validation scores")
+            self._eval(cid, "val", self.val, f"{cid}:val", "new champion val")
+            if self.store.champion() != cid:
+                self.store.push_champion(cid, f"accepted in generation {gen}: {verdict.reason}", gen)
+        self.store.update_generation(gen, status="decided", candidate_id=cid, verdict=verdict.to_dict(), lesson=lesson,
+                                     val_eval=val_eid, finished=time.time(), rollouts=self.store.count_rollouts() - r0,
+                                     seconds=time.monotonic() - t0)
+        self.ui("verdict", gen=gen, verdict=verdict, lesson=lesson)
+        self._save_clock()
+        return None
+
+    def _generation_estimate(self) -> float:
+        done = [g["seconds"] for g in self.store.generations() if g["seconds"]]
+        return sum(done) / len(done) if done else 30.0
+
+    def _reject(self, reason: str, delta: float = 0.0) -> Verdict:
+        return Verdict(False, delta, (0.0, 0.0), 1.0, 0, len(self.val), "none", False, reason)
+
+    def _try(self, gen: int, champion: str, proposal: HarnessEdit) -> tuple[Verdict, str | None, str | None]:
+        from sia.errors import HarnessError
+        from sia.executor import check_harness_source
+
+        try:
+            check_harness_source(proposal.source)
+        except HarnessError as e:
+            version = self.store.add_harness_version(proposal.source, f"[rejected before running] {proposal.rationale}")
+            cid = self.store.add_candidate(version, None, proposal.lever, proposal.rationale, parent=champion)
+            return self._reject(f"invalid harness: {e.message}"), cid, None
+        version = self.store.add_harness_version(proposal.source, proposal.rationale,
+                                                 parent=self.store.candidate(champion)["harness_version"])
+        cid = self.store.add_candidate(version, self.store.candidate(champion)["adapter_version"], proposal.lever,
+                                       proposal.rationale, parent=champion)
+        self.ui("phase", text=f"generation {gen}: smoke test on {self.config.smoke_examples} train examples")
+        smoke = self._eval(cid, "train", self.task.split("train")[: self.config.smoke_examples], f"{cid}:smoke", "smoke")
+        rows = self.store.rollouts(smoke.evaluation_id)
+        if rows and all(r["status"] == "error" for r in rows):
+            first = (rows[0]["error"] or "").splitlines()[0] if rows[0]["error"] else rows[0]["error_type"]
+            return self._reject(f"harness fails on every smoke example ({rows[0]['error_type']}: {first})"), cid, smoke.evaluation_id
+        champ_scores = self._scores(self.store.get_meta(f"eval:{champion}:val"))
+        key = f"{cid}:val"
+        eid = self.store.evaluation_for(key, lambda: self.store.add_evaluation(
+            cid, "val", self.config.seed, 1, len(self.val), {"purpose": key}))
+        chunk = max(1, self.config.gate.chunk)
+        self.ui("phase", text=f"generation {gen}: gate on validation (sequential, chunks of {chunk})")
+        verdict = None
+        for start in range(0, len(self.val), chunk):
+            done = self._scores(eid)
+            verdict = decided(champ_scores, done, binary=self.binary, config=self.config.gate)
+            if verdict is not None:
+                break
+            if self.elapsed() + self._test_reserve(champion) >= self.config.budget_s:
+                return self._reject(f"budget ran out before the gate decided ({len(done)}/{len(self.val)} examples)"), cid, eid
+            todo = [e for e in self.val if e.id not in done][:chunk]
+            self._run_chunk(cid, eid, "val", todo, f"gate gen {gen}")
+        if verdict is None:
+            verdict = decided(champ_scores, self._scores(eid), binary=self.binary, config=self.config.gate) or \
+                compare(champ_scores, self._scores(eid), binary=self.binary, config=self.config.gate)
+        return verdict, cid, eid
+
+
+def run_summary(store: Store, task: Task) -> dict[str, Any]:
+    """The JSON summary of a run: baseline and final scores on val and test, and every generation."""
+    champs = store.champions()
+    baseline = champs[0]["candidate_id"] if champs else None
+    final = store.champion()
+
+    def score(cid: str | None, split: str) -> float | None:
+        eid = store.get_meta(f"eval:{cid}:{split}") if cid else None
+        ev = store.evaluation(eid) if eid else None
+        if ev is None:
+            return None
+        if ev["score"] is not None:
+            return ev["score"]
+        rows = store.rollouts(eid)
+        return sum(r["score"] for r in rows) / len(rows) if rows and len(rows) == ev["n_examples"] else None
+
+    def describe(cid: str | None) -> dict[str, Any]:
+        if cid is None:
+            return {}
+        c = store.candidate(cid)
+        return {"candidate": cid, "harness_version": c["harness_version"], "adapter": c["adapter_version"],
+                "val": score(cid, "val"), "test": score(cid, "test")}
+
+    gens = []
+    for g in store.generations():
+        p = json.loads(g["proposal"])
+        v = json.loads(g["verdict"]) if g["verdict"] else None
+        gens.append({"generation": g["gen"], "lever": p["lever"], "kind": p["kind"], "candidate": g["candidate_id"],
+                     "accepted": bool(v and v["accept"]), "delta": v["delta"] if v else None, "p_value": v["p_value"] if v else None,
+                     "ci": v["ci"] if v else None, "n": v["n"] if v else None, "stopped_early": v["stopped_early"] if v else None,
+                     "reason": v["reason"] if v else g["lesson"], "rationale": p.get("rationale") or p.get("reason", ""),
+                     "status": g["status"]})
+    cfg = store.get_meta("run_config", {})
+    return {"run_dir": str(store.run_dir), "task": task.name, "seed": cfg.get("seed"), "levers": cfg.get("levers"),
+            "status": store.get_meta("status"), "stop_reason": store.get_meta("stop_reason"),
+            "baseline": describe(baseline), "final": describe(final), "generations": gens,
+            "accepted": sum(1 for g in gens if g["accepted"]), "rollouts": store.count_rollouts(), "tokens": store.count_tokens(),
+            "elapsed_s": round(float(store.get_meta("elapsed_s", 0.0)), 1),
+            "champions": [{"candidate": c["candidate_id"], "reason": c["reason"], "generation": c["generation"]} for c in champs]}

@@ -1,0 +1,52 @@
+"""What a Feedback-Agent may propose: a harness edit, a weight update, or to stop.
+
+Proposals are immutable records; the loop stores them as JSON before acting on
+them, so a resumed run acts on exactly the proposal it had made.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Union
+
+
+@dataclass(frozen=True)
+class HarnessEdit:
+    source: str
+    rationale: str
+    kind: str = "rewrite"
+    lever: str = "harness"
+
+
+@dataclass(frozen=True)
+class WeightUpdate:
+    algorithm: str  # "grpo" | "sft"
+    config: dict[str, Any] = field(default_factory=dict)
+    data: str = "train"
+    rationale: str = ""
+    kind: str = "weights"
+    lever: str = "weights"
+
+
+@dataclass(frozen=True)
+class Stop:
+    reason: str
+    kind: str = "stop"
+    lever: str = "stop"
+
+    @property
+    def rationale(self) -> str:
+        return self.reason
+
+
+Proposal = Union[HarnessEdit, WeightUpdate, Stop]
+_TYPES = {"harness": HarnessEdit, "weights": WeightUpdate, "stop": Stop}
+
+
+def to_dict(p: Proposal) -> dict[str, Any]:
+    return asdict(p)
+
+
+def from_dict(d: dict[str, Any]) -> Proposal:
+    cls = _TYPES[d["lever"]]
+    return cls(**d)

@@ -1,0 +1,139 @@
+"""`sia run`, `sia resume` and `sia rollback` as functions; the Python API calls these too."""
+
+from __future__ import annotations
+
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+from sia.errors import SiaError, StoreError
+from sia.gate import GateConfig
+from sia.loop import Loop, Observer, RunConfig, _quiet, run_summary
+from sia.store import Store
+from sia.task import load_task
+
+LEVERS = ("harness", "weights")
+
+
+def parse_budget(text: str | float | int) -> float:
+    """'10m', '90s', '1h30m' or a number of seconds."""
+    if isinstance(text, (int, float)):
+        return float(text)
+    t = text.strip().lower()
+    if re.fullmatch(r"\d+(\.\d+)?", t):
+        return float(t)
+    parts = re.findall(r"(\d+(?:\.\d+)?)\s*([hms])", t)
+    if not parts or "".join(f"{a}{b}" for a, b in parts) != t.replace(" ", ""):
+        raise SiaError(f"cannot read budget {text!r}", "use e.g. 10m, 90s, 1h30m or a number of seconds")
+    return sum(float(a) * {"h": 3600, "m": 60, "s": 1}[b] for a, b in parts)
+
+
+def parse_levers(text: str | list[str]) -> list[str]:
+    levers = [x.strip() for x in (text.split(",") if isinstance(text, str) else text) if x.strip()]
+    bad = [x for x in levers if x not in LEVERS]
+    if bad or not levers:
+        raise SiaError(f"unknown lever(s) {bad or text!r}", f"choose from {', '.join(LEVERS)}, comma-separated")
+    if "weights" in levers:
+        raise SiaError("the weights lever (LoRA training) is not available yet", "use --levers harness")
+    return levers
+
+
+def _runtime(model: str | None):
+    from sia.policy_runtime import PolicyRuntime
+
+    return PolicyRuntime.local(model)
+
+
+def _finish(store: Store, task, summary: dict[str, Any]) -> dict[str, Any]:
+    from sia.report import write_report
+
+    summary["report"] = str(write_report(store, task))
+    return summary
+
+
+def run(task: str, *, budget: str | float = "10m", levers: str | list[str] = "harness", seed: int = 0,
+        run_dir: str | Path | None = None, observer: Observer = _quiet, model: str | None = None,
+        tau: float = 0.01, alpha: float = 0.05, **options: Any) -> dict[str, Any]:
+    """Improve the agent on `task` and return the run summary (see README 'sia run')."""
+    task_obj = load_task(task)
+    task_obj.split("val")
+    config = RunConfig(task=str(task), budget_s=parse_budget(budget), levers=parse_levers(levers), seed=seed,
+                       gate=GateConfig(tau=tau, alpha=alpha, seed=seed), **options)
+    run_dir = Path(run_dir) if run_dir else Path("runs") / f"{task_obj.name}-run-{time.strftime('%Y%m%d-%H%M%S')}"
+    if (run_dir / "sia.db").exists():
+        raise StoreError(f"{run_dir} already holds a run", f"continue it with `sia resume {run_dir}` or pick another --run-dir")
+    with Store(run_dir) as store:
+        store.set_meta("run_config", config.to_json())
+        store.set_meta("task", {"name": task_obj.name, "folder": str(task_obj.folder)})
+        store.set_meta("model", model)
+        with _runtime(model) as runtime:
+            summary = Loop(task_obj, store, runtime, config, observer).run()
+        return _finish(store, task_obj, summary)
+
+
+def resume(run_dir: str | Path, observer: Observer = _quiet) -> dict[str, Any]:
+    """Continue a run where it stopped, without redoing any finished rollout."""
+    run_dir = Path(run_dir)
+    if not (run_dir / "sia.db").exists():
+        raise StoreError(f"{run_dir} is not a sia run directory", "pass the --run-dir of an earlier `sia run`")
+    with Store(run_dir) as store:
+        raw = store.get_meta("run_config")
+        if raw is None:
+            raise StoreError(f"{run_dir} holds an evaluation, not a `sia run`", "start a run with `sia run`")
+        config = RunConfig.from_json(raw)
+        task_obj = load_task(store.get_meta("task")["folder"])
+        with _runtime(store.get_meta("model")) as runtime:
+            summary = Loop(task_obj, store, runtime, config, observer).run()
+        return _finish(store, task_obj, summary)
+
+
+def status(run_dir: str | Path) -> dict[str, Any]:
+    with Store(run_dir, write=False) as store:
+        info = store.get_meta("task")
+        if info is None or store.get_meta("run_config") is None:
+            raise StoreError(f"{run_dir} holds no `sia run`", "pass the --run-dir of a run")
+        summary = run_summary(store, load_task(info["folder"]))
+        summary["budget_s"] = store.get_meta("run_config")["budget_s"]
+        lock = Path(run_dir) / ".lock"
+        summary["running"] = _locked(lock)
+        return summary
+
+
+def _locked(lock: Path) -> bool:
+    import fcntl
+    import os
+
+    if not lock.exists():
+        return False
+    fd = os.open(lock, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        return False
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+
+
+def rollback(run_dir: str | Path, to: str) -> dict[str, Any]:
+    """Make an earlier accepted version (harness version like h2, or candidate id like c3) the champion again."""
+    with Store(run_dir) as store:
+        champs = store.champions()
+        if not champs:
+            raise StoreError(f"{run_dir} has no champion history", "rollback works on runs made by `sia run`")
+        match = None
+        for c in champs:
+            cand = store.candidate(c["candidate_id"])
+            if to in (c["candidate_id"], cand["harness_version"], cand["adapter_version"]):
+                match = c["candidate_id"]
+        if match is None:
+            accepted = sorted({store.candidate(c["candidate_id"])["harness_version"] for c in champs})
+            raise StoreError(f"{to!r} was never an accepted version of this run", f"choose one of {', '.join(accepted)}")
+        before = store.champion()
+        store.push_champion(match, f"rollback from {before} to {to}")
+        if store.get_meta("status") == "done":
+            store.set_meta("status", "rolled back")
+        task_obj = load_task(store.get_meta("task")["folder"])
+        summary = run_summary(store, task_obj)
+        return _finish(store, task_obj, summary)

@@ -1,0 +1,54 @@
+"""report.html is self-contained and renders its plot in headless Chromium."""
+
+import re
+import shutil
+import subprocess
+
+import pytest
+
+from sia.loop import Loop, RunConfig
+from sia.report import write_report
+from sia.store import Store
+from sia.task import load_task
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory, runtime):
+    task = load_task("sentiment")
+    run = tmp_path_factory.mktemp("report") / "run"
+    config = RunConfig(task="sentiment", budget_s=900, val_limit=40, test_limit=20, analysis_examples=12, max_generations=2)
+    with Store(run) as store:
+        store.set_meta("run_config", config.to_json())
+        store.set_meta("task", {"name": task.name, "folder": str(task.folder)})
+        Loop(task, store, runtime, config).run()
+        path = write_report(store, task)
+    return run, path
+
+
+def test_report_is_self_contained(finished_run):
+    _, path = finished_run
+    page = path.read_text()
+    assert "<svg" in page and 'id="score-plot"' in page
+    assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", page), "the report must not fetch anything"
+    assert "<script" not in page
+    for section in ("Baseline versus final", "Lineage", "Accepted changes", "Decision log", "Design memory"):
+        assert section in page
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (apt-get install chromium)")
+def test_report_renders_in_headless_chromium(finished_run, tmp_path):
+    _, path = finished_run
+    shot = tmp_path / "report.png"
+    r = subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                        "--disable-component-update", "--disable-sync", "--no-first-run", f"--user-data-dir={tmp_path / 'profile'}",
+                        "--window-size=1100,1400", f"--screenshot={shot}", path.as_uri()], capture_output=True, text=True, timeout=120)
+    assert shot.is_file() and shot.stat().st_size > 10_000, r.stderr[-2000:]
+    from PIL import Image
+
+    img = Image.open(shot).convert("RGB")
+    pixels = img.getdata()
+    blue = sum(1 for p in pixels if p[2] > 200 and p[0] < 80 and p[1] < 140)  # the harness lever's colour in the plot
+    dark = sum(1 for p in pixels if max(p) < 40)  # the champion line and text
+    assert blue > 30 and dark > 500, (blue, dark)

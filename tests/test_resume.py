@@ -1,0 +1,83 @@
+"""`sia run` killed with SIGKILL at several points; `sia resume` finishes without losing or redoing a rollout."""
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import time
+
+from conftest import SIA
+from sia.store import Store
+
+
+def _query(db, sql):
+    try:
+        con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)
+        try:
+            return con.execute(sql).fetchall()
+        finally:
+            con.close()
+    except sqlite3.OperationalError:
+        return []
+
+
+def _rollouts(db):
+    return dict(_query(db, "SELECT id, created FROM rollouts"))
+
+
+def _start(*args):
+    return subprocess.Popen([SIA, *map(str, args)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+
+
+def _kill_when(proc, db, condition, timeout=300):
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise AssertionError(f"run ended before the kill point: {proc.stderr.read()[-2000:]}")
+            if condition():
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=30)
+                return _rollouts(db)
+            time.sleep(0.2)
+        raise AssertionError("kill point never reached")
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+def test_kill_at_several_points_then_resume(tmp_path):
+    run = tmp_path / "run"
+    db = run / "sia.db"
+    args = ["run", "sentiment", "--budget", "15m", "--val-limit", "40", "--test-limit", "24", "--analysis-examples", "12",
+            "--max-generations", "2", "--run-dir", run]
+    # 1: during the baseline validation evaluation
+    snap1 = _kill_when(_start(*args), db, lambda: len(_rollouts(db)) >= 6)
+    assert len(snap1) >= 6
+    # 2: inside the first generation (its proposal is recorded; the gate is running)
+    proc = _start("resume", run)
+    time.sleep(1)
+    second = subprocess.run([SIA, "resume", str(run)], capture_output=True, text=True, timeout=60)
+    assert second.returncode == 2 and "in use" in second.stderr, second.stderr  # one writer at a time
+    snap2 = _kill_when(proc, db, lambda: bool(_query(db, "SELECT gen FROM generations")) and
+                       len(_query(db, "SELECT id FROM rollouts WHERE split = 'val'")) >= 45)
+    assert set(snap1) <= set(snap2) and len(snap2) > len(snap1)
+    # 3: resume to the end
+    done = subprocess.run([SIA, "resume", str(run), "--json"], capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary = json.loads(done.stdout)
+    assert summary["status"] == "done" and summary["final"]["test"] is not None and summary["baseline"]["test"] is not None
+    final = _rollouts(db)
+    for snap in (snap1, snap2):
+        for rid, created in snap.items():
+            assert final[rid] == created, f"rollout {rid} was lost or redone"
+    with Store(run, write=False) as store:
+        assert store.db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        purposes = [json.loads(e["config"]).get("purpose") for e in store.evaluations()]
+        assert len(purposes) == len(set(purposes)), "an evaluation was started twice"
+        for ev in store.evaluations():
+            n = len(store.rollouts(ev["id"]))
+            assert n <= ev["n_examples"] * ev["samples"]
+    assert summary["rollouts"] == len(final)
