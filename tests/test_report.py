@@ -48,7 +48,7 @@ def test_report_renders_in_headless_chromium(finished_run, tmp_path):
     from PIL import Image
 
     img = Image.open(shot).convert("RGB")
-    pixels = img.getdata()
+    pixels = list(img.get_flattened_data())
     blue = sum(1 for p in pixels if p[2] > 200 and p[0] < 80 and p[1] < 140)  # the harness lever's colour in the plot
     dark = sum(1 for p in pixels if max(p) < 40)  # the champion line and text
     assert blue > 30 and dark > 500, (blue, dark)

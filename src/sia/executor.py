@@ -77,7 +77,7 @@ def check_harness_source(source: str, name: str = "harness.py") -> None:
     try:
         compile(source, name, "exec")
     except SyntaxError as e:
-        raise HarnessError(f"{name} line {e.lineno}: {e.msg}", "fix the syntax error") from None
+        raise HarnessError(f"syntax error in {name} line {e.lineno}: {e.msg}", "fix the harness code") from None
     if "def solve" not in source:
         raise HarnessError(f"{name} defines no solve(example, ctx)", "a harness must define solve(example, ctx)")
 

@@ -6,7 +6,7 @@ them, so a resumed run acts on exactly the proposal it had made.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Union
 
 
@@ -49,4 +49,5 @@ def to_dict(p: Proposal) -> dict[str, Any]:
 
 def from_dict(d: dict[str, Any]) -> Proposal:
     cls = _TYPES[d["lever"]]
-    return cls(**d)
+    names = {f.name for f in fields(cls)}
+    return cls(**{k: v for k, v in d.items() if k in names})  # records may carry extra keys (analysis, ranking)

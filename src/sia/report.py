@@ -76,9 +76,9 @@ def _plot(summary: dict[str, Any]) -> str:
     lx = L + 10
     parts.append(f'<line x1="{lx}" x2="{lx + 20}" y1="14" y2="14" stroke="#111" stroke-width="2"/><text x="{lx + 24}" y="18" font-size="11">champion</text>')
     for i, (lever, c) in enumerate([(k, v) for k, v in LEVER_COLOURS.items() if k != "baseline"]):
-        x = lx + 110 + i * 170
+        x = lx + 100 + i * 250
         parts.append(f'<circle cx="{x}" cy="14" r="5" fill="{c}"/><text x="{x + 9}" y="18" font-size="11">{lever} accepted</text>'
-                     f'<circle cx="{x + 100}" cy="14" r="5" fill="white" stroke="{c}" stroke-width="2"/><text x="{x + 109}" y="18" font-size="11">rejected</text>')
+                     f'<circle cx="{x + 125}" cy="14" r="5" fill="white" stroke="{c}" stroke-width="2"/><text x="{x + 134}" y="18" font-size="11">{lever} rejected</text>')
     parts.append("</svg>")
     return "".join(parts)
 
