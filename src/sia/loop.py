@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Callable
 
 from sia.analysis import analyse
-from sia.executor import EvalConfig, EvalResult, evaluate, summarise
+from sia.executor import EvalConfig, EvalResult, evaluate
 from sia.feedback import AgentState, BuiltinFeedbackAgent, source_key
 from sia.gate import GateConfig, Verdict, compare, decided
 from sia.memory import Entry, Memory, lesson_for
@@ -257,7 +257,7 @@ class Loop:
         chunk = max(1, self.config.gate.chunk)
         self.ui("phase", text=f"generation {gen}: gate on validation (sequential, chunks of {chunk})")
         verdict = None
-        for start in range(0, len(self.val), chunk):
+        for _look in range(0, len(self.val), chunk):
             done = self._scores(eid)
             verdict = decided(champ_scores, done, binary=self.binary, config=self.config.gate)
             if verdict is not None:
