@@ -54,7 +54,8 @@ class Analysis:
     def summary(self) -> dict[str, Any]:
         return {"n": self.n, "score": round(self.score, 4), "outcomes": dict(self.outcomes),
                 "predicted": dict(self.predicted.most_common(8)), "gold": dict(self.gold.most_common(8)),
-                "skew": round(self.skew, 3), "errors": self.errors[:3]}
+                "skew": round(self.skew, 3), "errors": self.errors[:3],
+                "confusion": [[g, p, c] for (g, p), c in self.confusion.most_common(6) if g != p]}
 
 
 def _gold(target: dict[str, Any]) -> str:

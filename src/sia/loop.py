@@ -161,6 +161,7 @@ class Loop:
         baseline = self.store.champions()[0]["candidate_id"]
         self.ui("phase", text="baseline: validation")
         self._eval(baseline, "val", self.val, f"{baseline}:val", "baseline val")
+        self._show_champion()
         self.ui("phase", text="baseline: test (reported only)")
         base_test = self._eval(baseline, "test", self.test, f"{baseline}:test", "baseline test")
         self.store.set_meta("baseline_test", base_test.score)
@@ -174,6 +175,12 @@ class Loop:
         self.store.set_meta("status", "done")
         self._save_clock()
         return run_summary(self.store, self.task)
+
+    def _show_champion(self) -> None:
+        eid = self.store.get_meta(f"eval:{self.store.champion()}:val")
+        scores = self._scores(eid) if eid else {}
+        if scores:
+            self.ui("champion", score=sum(scores.values()) / len(scores))
 
     def _generation(self) -> str | None:
         """One generation; returns a stop reason when the loop should end."""
@@ -216,6 +223,7 @@ class Loop:
             self._eval(cid, "val", self.val, f"{cid}:val", "new champion val")
             if self.store.champion() != cid:
                 self.store.push_champion(cid, f"accepted in generation {gen}: {verdict.reason}", gen)
+            self._show_champion()
         self.store.update_generation(gen, status="decided", candidate_id=cid, verdict=verdict.to_dict(), lesson=lesson,
                                      val_eval=val_eid, finished=time.time(), rollouts=self.store.count_rollouts() - r0,
                                      seconds=time.monotonic() - t0)
