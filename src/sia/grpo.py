@@ -1,0 +1,125 @@
+"""The GRPO family's maths: group advantages, clipped policy loss, KL to the base, token selection.
+
+Plain functions on tensors, so each piece can be checked by hand and shared by
+the trainer. Conventions: `logp_*` are per-token log-probabilities of the
+completion tokens, shape [N, T]; `mask` is 1 on real completion tokens.
+
+Variants, as options rather than classes:
+- std scaling of advantages on (GRPO) or off (Dr. GRPO);
+- clip range [1 - clip_low, 1 + clip_high]: clip_high > clip_low is DAPO's clip-higher;
+- aggregation: "token" (mean over all tokens of the batch, DAPO), "sequence"
+  (mean of per-sequence means, the original GRPO) or "constant" (sum divided by
+  N * max_tokens, Dr. GRPO);
+- KL to the base with the k3 estimator, exp(ref - new) - (ref - new) - 1;
+- token selection: keep only the top fraction of tokens by entropy, or by a
+  gradient-magnitude proxy |A| * (1 - p(token)) (GMTS), since d(-log p)/d(logit)
+  of the chosen token is 1 - p.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+
+
+@dataclass(frozen=True)
+class GRPOConfig:
+    scale_std: bool = True
+    """Divide advantages by the group's std (GRPO); False is Dr. GRPO."""
+    clip_low: float = 0.2
+    clip_high: float = 0.2
+    """Set above clip_low (e.g. 0.28) for DAPO's clip-higher."""
+    kl_coef: float = 0.0
+    """Weight of the KL to the base model (adapters disabled); 0 turns it off."""
+    aggregation: Literal["token", "sequence", "constant"] = "token"
+    max_tokens: int = 64
+    """The constant of the "constant" aggregation."""
+    token_selection: Literal["none", "entropy", "gmts"] = "none"
+    token_fraction: float = 1.0
+    """Fraction of tokens kept by token selection."""
+
+
+def group_advantages(rewards: torch.Tensor, scale_std: bool = True, eps: float = 1e-6) -> torch.Tensor:
+    """Advantages within one group of samples of the same prompt; all zero when rewards do not differ."""
+    rewards = rewards.float()
+    centred = rewards - rewards.mean()
+    if scale_std:
+        std = rewards.std(unbiased=False)
+        if std < eps:
+            return torch.zeros_like(rewards)
+        return centred / (std + eps)
+    return centred
+
+
+def has_spread(rewards: torch.Tensor, eps: float = 1e-6) -> bool:
+    """A group whose rewards are all equal carries no signal and is skipped."""
+    return bool(rewards.float().max() - rewards.float().min() > eps)
+
+
+def select_tokens(mask: torch.Tensor, scores: torch.Tensor, fraction: float) -> torch.Tensor:
+    """Keep the top `fraction` of the real tokens by `scores` (ties broken by position)."""
+    if fraction >= 1.0:
+        return mask
+    real = mask.bool()
+    n_keep = max(1, int(round(fraction * int(real.sum()))))
+    flat = torch.where(real, scores.float(), torch.tensor(float("-inf"))).flatten()
+    keep = torch.zeros_like(flat, dtype=torch.bool)
+    keep[torch.topk(flat, n_keep).indices] = True
+    return (keep.view_as(mask) & real).to(mask.dtype)
+
+
+def policy_loss(logp_new: torch.Tensor, logp_old: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor,
+                config: GRPOConfig, logp_ref: torch.Tensor | None = None,
+                token_scores: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+    """The clipped surrogate loss (to minimise) and statistics for the training log."""
+    mask = mask.float()
+    if config.token_selection != "none" and token_scores is not None:
+        mask = select_tokens(mask, token_scores, config.token_fraction).float()
+    adv = advantages.float()[:, None]
+    ratio = torch.exp(logp_new - logp_old)
+    unclipped = ratio * adv
+    clipped = torch.clamp(ratio, 1 - config.clip_low, 1 + config.clip_high) * adv
+    per_token = -torch.minimum(unclipped, clipped)
+    kl = torch.zeros_like(per_token)
+    if config.kl_coef > 0 and logp_ref is not None:
+        d = logp_ref - logp_new
+        kl = torch.exp(d) - d - 1
+        per_token = per_token + config.kl_coef * kl
+    n_tokens = mask.sum().clamp(min=1)
+    if config.aggregation == "token":
+        loss = (per_token * mask).sum() / n_tokens
+    elif config.aggregation == "sequence":
+        loss = ((per_token * mask).sum(1) / mask.sum(1).clamp(min=1)).mean()
+    else:
+        loss = (per_token * mask).sum() / (mask.shape[0] * config.max_tokens)
+    with torch.no_grad():
+        clipped_frac = (((ratio < 1 - config.clip_low) | (ratio > 1 + config.clip_high)).float() * mask).sum() / n_tokens
+        stats = {"loss": float(loss.detach()), "kl": float((kl * mask).sum() / n_tokens), "clip_fraction": float(clipped_frac),
+                 "ratio_mean": float((ratio * mask).sum() / n_tokens), "tokens": int(mask.sum())}
+    return loss, stats
+
+
+def token_entropy(logits: torch.Tensor) -> torch.Tensor:
+    logp = torch.log_softmax(logits.float(), dim=-1)
+    return -(logp.exp() * logp).sum(-1)
+
+
+def gmts_scores(logp_tokens: torch.Tensor, advantages: torch.Tensor) -> torch.Tensor:
+    """|A| * (1 - p): the size of the loss gradient on each chosen token's logit."""
+    return advantages.abs()[:, None] * (1 - logp_tokens.detach().exp())
+
+
+def completion_logprobs(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, completion_mask: torch.Tensor
+                        ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-token log-probabilities (and logits) of `input_ids` under `model`, aligned with the tokens.
+
+    Position t holds log p(token_t | tokens_<t); position 0 is 0. `completion_mask`
+    marks which positions belong to completions (what the loss is taken over).
+    """
+    logits = model(input_ids=input_ids, attention_mask=attention_mask).logits.float()
+    logp = torch.log_softmax(logits[:, :-1], dim=-1).gather(-1, input_ids[:, 1:, None])[..., 0]
+    logp = torch.cat([torch.zeros_like(logp[:, :1]), logp], dim=1)
+    shifted = torch.cat([logits[:, :1], logits[:, :-1]], dim=1)  # logits that predicted each token
+    return logp * completion_mask, shifted
