@@ -60,7 +60,7 @@ def test_logprobs_match_a_direct_forward_pass(runtime):
     got = c.logprobs(prompt, ["Blue"])[0]
     ids = policy.encode(prompt + "Blue")
     n_prompt = len(policy.encode(prompt))
-    with torch.inference_mode():
+    with torch.inference_mode(), policy.use("base"):
         logits = policy.model(torch.tensor([ids])).logits[0].float()
     lp = torch.log_softmax(logits[:-1], -1).gather(-1, torch.tensor(ids[1:])[:, None])[:, 0]
     assert got == pytest.approx(float(lp[n_prompt - 1 :].sum()), abs=1e-3)
@@ -71,7 +71,7 @@ def test_greedy_generation_logprobs_are_the_argmax(runtime):
     comp = data["choices"][0]
     policy = runtime.service.backend.policy
     ids = data["prompt_token_ids"]
-    with torch.inference_mode():
+    with torch.inference_mode(), policy.use("base"):
         logits = policy.model(torch.tensor([ids])).logits[0, -1].float()
     assert comp["token_ids"][0] == int(logits.argmax())
 

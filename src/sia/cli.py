@@ -127,6 +127,7 @@ def eval_cmd(
     run_dir: Annotated[Optional[Path], typer.Option(help="Run directory (default: runs/TASK-eval-TIMESTAMP).")] = None,
     endpoint: Annotated[Optional[str], typer.Option(help="External OpenAI-compatible base URL, e.g. http://localhost:8000/v1.")] = None,
     model: Annotated[Optional[str], typer.Option(help="Model name at --endpoint, or a local HF model folder.")] = None,
+    adapter: Annotated[Optional[Path], typer.Option(help="A PEFT LoRA adapter folder to run the local policy with.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON result on stdout.")] = False,
 ) -> None:
     """Run a harness on a task split and print the score with a 95% confidence interval."""
@@ -134,7 +135,7 @@ def eval_cmd(
         from sia.evaluation import run_eval
 
         result = run_eval(task, harness=harness, split=split, limit=limit, samples=samples, seed=seed, concurrency=concurrency,
-                          timeout=timeout, run_dir=run_dir, endpoint=endpoint, model=model, console=err,
+                          timeout=timeout, run_dir=run_dir, endpoint=endpoint, model=model, adapter=adapter, console=err,
                           runtime_factory=lambda: _runtime(endpoint, model), read_harness=read_harness,
                           default_run_dir=default_run_dir)
     except SiaError as e:

@@ -5,6 +5,7 @@ The CLI and the Python API (`sia.evaluate`) both call `run_eval`.
 
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -36,7 +37,8 @@ def _read(path: Path) -> str:
 
 def run_eval(task: str | Path | Task, *, harness: Path | str | None = None, split: str = "val", limit: int | None = None,
              samples: int = 1, seed: int = 0, concurrency: int = 8, timeout: float | None = None,
-             run_dir: Path | str | None = None, endpoint: str | None = None, model: str | None = None, console=None,
+             run_dir: Path | str | None = None, endpoint: str | None = None, model: str | None = None,
+             adapter: Path | str | None = None, console=None,
              runtime_factory: Callable[[], Any] | None = None, read_harness: Callable[[Path], str] = _read,
              default_run_dir: Callable[[str, str], Path] | None = None) -> EvalResult:
     task_obj = task if isinstance(task, Task) else load_task(task)
@@ -59,12 +61,17 @@ def run_eval(task: str | Path | Task, *, harness: Path | str | None = None, spli
         else:
             runtime = runtime_factory()
         with runtime:
+            adapter_name = None
+            if adapter is not None:
+                adapter_name = re.sub(r"[^A-Za-z0-9_.-]", "-", Path(adapter).resolve().name)
+                runtime.load_adapter(adapter_name, adapter)
+                rationale += f" with adapter {adapter}"
             if console is None:
-                return evaluate(task_obj, source, store=store, runtime=runtime, config=config, rationale=rationale)
-            return _with_progress(task_obj, source, store, runtime, config, rationale, console)
+                return evaluate(task_obj, source, store=store, runtime=runtime, config=config, rationale=rationale, adapter=adapter_name)
+            return _with_progress(task_obj, source, store, runtime, config, rationale, console, adapter_name)
 
 
-def _with_progress(task, source, store, runtime, config, rationale, console) -> EvalResult:
+def _with_progress(task, source, store, runtime, config, rationale, console, adapter=None) -> EvalResult:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
     from sia.cli import RateColumn
@@ -82,5 +89,5 @@ def _with_progress(task, source, store, runtime, config, rationale, console) -> 
             state["n"] += 1
             progress.update(bar, advance=1, score=f"{state['score'] / state['n']:.3f}")
 
-        return evaluate(task, source, store=store, runtime=runtime, config=config, rationale=rationale,
+        return evaluate(task, source, store=store, runtime=runtime, config=config, rationale=rationale, adapter=adapter,
                         on_start=on_start, on_rollout=on_rollout)

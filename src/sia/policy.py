@@ -75,7 +75,8 @@ class LocalPolicy:
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
         self.stop_ids = {i for i in (self.tokenizer.eos_token_id, self.tokenizer.convert_tokens_to_ids("<|im_end|>")) if isinstance(i, int) and i >= 0}
         self.forward_passes = 0
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
+        self._adapters: dict[str, str] = {}
 
     # -- prompts ---------------------------------------------------------------------------
     def render_chat(self, messages: list[dict[str, Any]]) -> str:
@@ -91,13 +92,52 @@ class LocalPolicy:
         return [self.tokenizer.decode([i]) for i in ids]
 
     def model_names(self) -> list[str]:
-        return [self.name, "base"]
+        return [self.name, "base", *self.adapters]
+
+    # -- adapters ----------------------------------------------------------------------------
+    @property
+    def adapters(self) -> dict[str, str]:
+        return dict(self._adapters)
+
+    def load_adapter(self, name: str, path: str | Path) -> None:
+        """Load a PEFT LoRA adapter from a folder and serve it as `name`, next to the base model."""
+        from sia.errors import PolicyError
+
+        path = Path(path)
+        if not (path / "adapter_config.json").is_file():
+            raise PolicyError(f"{path} is not a PEFT adapter folder (no adapter_config.json)", "pass a folder saved by save_pretrained")
+        if name in (self.name, "base") or not name or "/" in name:
+            raise PolicyError(f"adapter name {name!r} is reserved or invalid", "use a short name such as a1")
+        with self._lock:
+            if name in self._adapters:
+                if self._adapters[name] == str(path.resolve()):
+                    return
+                raise PolicyError(f"an adapter named {name!r} is already loaded from {self._adapters[name]}", "use a new name")
+            from peft import PeftModel
+
+            if isinstance(self.model, PeftModel):
+                self.model.load_adapter(str(path), adapter_name=name)
+            else:
+                self.model = PeftModel.from_pretrained(self.model, str(path), adapter_name=name)
+            self.model.eval()
+            self._adapters[name] = str(path.resolve())
+
+    def use(self, model: str | None):
+        """Context that runs the forward passes as `model`: the base (adapters off) or an adapter."""
+        import contextlib
+
+        if model in (None, self.name, "base") or not self._adapters:
+            return self.model.disable_adapter() if self._adapters else contextlib.nullcontext()
+        if model not in self._adapters:
+            raise KeyError(f"unknown model {model!r}")
+        self.model.set_adapter(model)
+        return contextlib.nullcontext()
 
     # -- batched generation ----------------------------------------------------------------
-    def generate(self, requests: list[GenRequest]) -> list[GenResult]:
+    def generate(self, requests: list[GenRequest], model: str | None = None) -> list[GenResult]:
         import torch
 
-        with self._lock, torch.inference_mode():
+        with self._lock, torch.inference_mode(), self.use(model):
             return self._generate(requests, torch)
 
     def _forward(self, **kw):
@@ -193,7 +233,7 @@ class LocalPolicy:
         return int(torch.multinomial(probs, 1, generator=gen))
 
     # -- batched scoring -------------------------------------------------------------------
-    def score(self, groups: list[list[list[int]]]) -> list[list[list[float | None]]]:
+    def score(self, groups: list[list[list[int]]], model: str | None = None) -> list[list[list[float | None]]]:
         """Logprob of every token given the tokens before it (None for the first).
 
         `groups` holds one list of sequences per request (a prompt followed by
@@ -205,7 +245,7 @@ class LocalPolicy:
         """
         import torch
 
-        with self._lock, torch.inference_mode():
+        with self._lock, torch.inference_mode(), self.use(model):
             flat = [s for g in groups for s in g]
             plan = self._prefix_plan(groups)
             if plan is None:

@@ -35,6 +35,14 @@ class PolicyRuntime:
         service.start()
         return cls(service)
 
+    def load_adapter(self, name: str, path) -> None:
+        """Serve the adapter folder `path` as model `name` next to the base (local policy only)."""
+        from sia.policy_service import LocalBackend
+
+        if not isinstance(self.service.backend, LocalBackend):
+            raise PolicyError("adapters need the local policy", "drop --endpoint to use --adapter")
+        self.service.backend.policy.load_adapter(name, path)
+
     def model_name(self, adapter: str | None = None) -> str:
         return adapter or self.service.backend.model_names()[0]
 

@@ -14,7 +14,8 @@ never see remote API keys and every call is recorded the same way.
 Supported subset: chat completions and completions, non-streaming; `n`,
 `temperature`, `top_p`, `max_tokens`, `stop`, `seed`, `logprobs`; completions
 with `echo` and `max_tokens=0` score a prompt. `POST /v1/sia/render_chat` turns
-messages into the model's chat prompt (local backend only).
+messages into the model's chat prompt and `POST /v1/sia/adapters` loads a LoRA
+adapter folder under a new model name, without a restart (local backend only).
 """
 
 from __future__ import annotations
@@ -86,8 +87,8 @@ class LocalBackend:
 
     def _run_group(self, kind: str, model: str, items: list[Any]) -> list[Any]:
         if kind == "generate":
-            return self.policy.generate(items)
-        return self.policy.score(items)
+            return self.policy.generate(items, model)
+        return self.policy.score(items, model)
 
     def _check_model(self, model: str) -> str:
         if model not in self.model_names():
@@ -181,6 +182,15 @@ class LocalBackend:
     async def render_chat(self, messages: list[dict[str, Any]]) -> str:
         return self.policy.render_chat(messages)
 
+    async def load_adapter(self, name: str, path: str) -> list[str]:
+        from sia.errors import PolicyError
+
+        try:
+            await asyncio.to_thread(self.policy.load_adapter, name, path)
+        except PolicyError as e:
+            raise HTTPError(400, str(e)) from None
+        return self.model_names()
+
     def stats(self) -> dict[str, int]:
         return {"forward_passes": self.policy.forward_passes, "batches": self.batcher.batches, "jobs": self.batcher.jobs}
 
@@ -244,6 +254,9 @@ class RemoteBackend:
 
     async def render_chat(self, messages: list[dict[str, Any]]) -> str:
         raise HTTPError(501, "render_chat is only available for the local policy", "not_supported")
+
+    async def load_adapter(self, name: str, path: str) -> list[str]:
+        raise HTTPError(501, "adapters are only served by the local policy; a remote endpoint serves its own", "not_supported")
 
     def stats(self) -> dict[str, int]:
         return {"upstream_calls": self.calls}
@@ -325,6 +338,17 @@ class PolicyService:
             try:
                 body = await request.json()
                 return {"prompt": await self.backend.render_chat(body["messages"])}
+            except HTTPError as e:
+                return _error(e.status, e.message, e.kind)
+            except (KeyError, TypeError, ValueError) as e:
+                return _error(400, f"bad request body: {e}")
+
+        @app.post("/v1/sia/adapters")
+        async def load_adapter(request: Request):
+            """Load a LoRA adapter folder and serve it under `name` without restarting."""
+            try:
+                body = await request.json()
+                return {"models": await self.backend.load_adapter(str(body["name"]), str(body["path"]))}
             except HTTPError as e:
                 return _error(e.status, e.message, e.kind)
             except (KeyError, TypeError, ValueError) as e:
