@@ -219,9 +219,11 @@ def run_cmd(
     """Improve the agent on TASK: generations of analyse, propose, gate, record, within the budget."""
     try:
         from sia import runner
+        from sia.task import load_task
 
         budget_s = runner.parse_budget(budget)
         lever_list = runner.parse_levers(levers)
+        load_task(task).split("val")  # a bad task fails here, before the live view starts
         _run_with_view(lambda view: runner.run(task, budget=budget_s, levers=lever_list, seed=seed, run_dir=run_dir, observer=view,
                                                tau=tau, alpha=alpha, max_generations=max_generations, max_rollouts=max_rollouts,
                                                max_tokens=max_tokens, patience=patience, val_limit=val_limit, test_limit=test_limit,
