@@ -1,5 +1,6 @@
 """GRPO maths by hand, and LoRA training on a tiny randomly initialised model."""
 
+import json
 import math
 
 import pytest
@@ -97,3 +98,65 @@ def test_lora_training_changes_adapter_weights_only():
         new, _ = completion_logprobs(model, ids, attn, comp)
     gain = ((new - old).sum(1) * adv).sum()
     assert float(gain) > 0
+
+
+def _tiny_model_dir(tmp_path):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64))
+    path = tmp_path / "tiny"
+    model.save_pretrained(path)
+    return path
+
+
+def _samples():
+    from sia.trainer import Sample
+
+    rng = torch.Generator().manual_seed(1)
+    out = []
+    for g in range(3):
+        prompt = torch.randint(1, 64, (6,), generator=rng).tolist()
+        for k in range(4):
+            comp = [10 + k, 20 + k, 30]
+            out.append(Sample(f"ex{g}", prompt, comp, [-4.0] * 3, float(k % 2), "yes" if k % 2 else "no"))
+    return out
+
+
+def test_trainer_saves_a_standard_peft_adapter_and_logs_steps(tmp_path):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    from sia.trainer import TrainConfig, train
+
+    base_dir = _tiny_model_dir(tmp_path)
+    result = train(base_dir, _samples(), TrainConfig(steps=3, prompts_per_step=2, lr=1e-2, rank=4, alpha=8), tmp_path / "a1",
+                   lineage={"parent": None})
+    assert (result.adapter_dir / "adapter_config.json").is_file()
+    assert len(result.log) == 3 and all({"reward_mean", "reward_std", "loss", "kl", "outputs"} <= set(e) for e in result.log)
+    assert result.log[0]["reward_std"] > 0
+    meta = json.loads((result.adapter_dir / "sia_training.json").read_text())
+    assert meta["config"]["lr"] == 1e-2 and meta["lineage"] == {"parent": None}
+    loaded = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base_dir), str(result.adapter_dir))
+    assert any(float(p.abs().sum()) > 0 for n, p in loaded.named_parameters() if "lora_B" in n)
+
+
+def test_trainer_skips_groups_without_spread_and_sft_raises_likelihood(tmp_path):
+    from sia.trainer import Sample, TrainConfig, train
+
+    base_dir = _tiny_model_dir(tmp_path)
+    flat = [Sample("g", [1, 2, 3], [4, 5], [-3.0, -3.0], 1.0, "same") for _ in range(4)]
+    r = train(base_dir, flat, TrainConfig(steps=2), tmp_path / "a0")
+    assert r.log == [] and "no reward spread" in r.stopped_early
+    sft = train(base_dir, _samples(), TrainConfig(algorithm="sft", steps=6, prompts_per_step=3, lr=3e-2, rank=4), tmp_path / "a2")
+    assert sft.log[-1]["loss"] < sft.log[0]["loss"]
+
+
+def test_collapse_onto_one_output_stops_training(tmp_path):
+    from sia.trainer import Sample, TrainConfig, train
+
+    base_dir = _tiny_model_dir(tmp_path)
+    same = [Sample(f"g{g}", [1, 2, 3 + g], [4, 5], [-3.0, -3.0], float(k % 2), "positive") for g in range(2) for k in range(4)]
+    r = train(base_dir, same, TrainConfig(steps=10, collapse_patience=2), tmp_path / "a3")
+    assert len(r.log) == 2 and "collapsed onto 'positive'" in r.stopped_early

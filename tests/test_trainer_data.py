@@ -1,0 +1,37 @@
+"""Training data comes from the policy service's records, and matches what the trainer recomputes."""
+
+import torch
+
+from sia.executor import EvalConfig, evaluate
+from sia.grpo import completion_logprobs
+from sia.models import embedded_model_dir
+from sia.store import Store
+from sia.task import load_task
+from sia.trainer import _batch, samples_from_store
+
+SAMPLING_HARNESS = '''
+def solve(example, ctx):
+    reply = ctx.llm.chat([{"role": "user", "content": "Positive or negative? " + example["text"]}],
+                         temperature=1.0, max_tokens=6)
+    return reply.text.strip().split()[0].lower() if reply.text.strip() else ""
+'''
+
+
+def test_recorded_calls_become_samples_whose_logprobs_the_trainer_reproduces(tiny_task, tmp_path, runtime):
+    from transformers import AutoModelForCausalLM
+
+    task = load_task(tiny_task)
+    with Store(tmp_path / "run") as store:
+        result = evaluate(task, SAMPLING_HARNESS, store=store, runtime=runtime,
+                          config=EvalConfig(split="train", samples=3, concurrency=6))
+        samples = samples_from_store(store, result.evaluation_id)
+    assert len(samples) == 12  # 4 train examples x 3 samples, one model call each
+    assert {s.group for s in samples} == {e.id for e in task.split("train")}
+    for s in samples:
+        assert len(s.completion_ids) == len(s.old_logprobs) and s.prompt_ids
+    # the behaviour logprobs recorded at sampling time equal the trainer's own forward pass (ratio 1 at step 0)
+    model = AutoModelForCausalLM.from_pretrained(str(embedded_model_dir())).eval()
+    ids, attn, comp, old = _batch(samples[:4], 0, torch)
+    with torch.inference_mode():
+        new, _ = completion_logprobs(model, ids, attn, comp)
+    assert torch.allclose(new * comp, old * comp, atol=2e-3), float((new * comp - old * comp).abs().max())
