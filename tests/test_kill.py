@@ -23,6 +23,26 @@ def _count(db) -> int:
         return 0
 
 
+def _sandboxes(parent: int) -> list[int]:
+    """Pids of live sandbox processes started by the sia process `parent`."""
+    pids = []
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            cmd = open(f"/proc/{d}/cmdline", "rb").read()
+        except OSError:
+            continue
+        if b"sia.sandbox_child" in cmd:
+            try:
+                env = open(f"/proc/{d}/environ", "rb").read()
+            except OSError:
+                continue
+            if f"SIA_PARENT_PID={parent}".encode() in env:
+                pids.append(int(d))
+    return pids
+
+
 def test_sigkill_during_eval_loses_no_finished_rollout(tmp_path):
     run = tmp_path / "run"
     proc = subprocess.Popen([SIA, "eval", "sentiment", "--split", "val", "--limit", "60", "--concurrency", "4", "--run-dir", str(run)],
@@ -49,3 +69,28 @@ def test_sigkill_during_eval_loses_no_finished_rollout(tmp_path):
             assert kinds[-1] == "grade" and "llm_call" in kinds
     # the lock died with the process: the run directory is writable again
     Store(run).close()
+
+
+def test_killed_sia_leaves_no_harness_running(tmp_path, tiny_task):
+    """Harnesses stuck in a loop die with sia instead of running on to their CPU limit."""
+    harness = tmp_path / "spin.py"
+    harness.write_text("def solve(example, ctx):\n    while True:\n        pass\n")
+    proc = subprocess.Popen([SIA, "eval", str(tiny_task), "--harness", str(harness), "--timeout", "120", "--limit", "3",
+                             "--concurrency", "3", "--run-dir", str(tmp_path / "run")],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and len(_sandboxes(proc.pid)) < 3:
+            time.sleep(0.2)
+        assert len(_sandboxes(proc.pid)) == 3
+        os.kill(proc.pid, signal.SIGKILL)  # sia only: its sandboxes live in sessions of their own
+        proc.wait(timeout=30)
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and _sandboxes(proc.pid):
+            time.sleep(0.1)
+        assert _sandboxes(proc.pid) == []
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        for pid in _sandboxes(proc.pid):
+            os.kill(pid, signal.SIGKILL)

@@ -133,7 +133,7 @@ def run_in_sandbox(source: str, example: dict[str, Any], *, rollout_id: str, llm
         (scratch / "job.json").write_text(json.dumps(job))
         env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": str(scratch), "TMPDIR": str(scratch), "LANG": "C.UTF-8",
                "PYTHONDONTWRITEBYTECODE": "1", "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1",
-               "SIA_LLM_URL": llm_url, "SIA_LLM_KEY": llm_key or ""}
+               "SIA_LLM_URL": llm_url, "SIA_LLM_KEY": llm_key or "", "SIA_PARENT_PID": str(os.getpid())}
         t0 = time.monotonic()
         with open(scratch / "stdout.txt", "wb") as out, open(scratch / "stderr.txt", "wb") as err:
             proc = subprocess.Popen([sys.executable, "-I", "-m", "sia.sandbox_child"], cwd=scratch, env=env, stdin=subprocess.DEVNULL,
