@@ -3,6 +3,9 @@
 Requests from many rollouts arrive on HTTP threads. One worker thread owns the
 model: it takes whatever is queued, waits a few milliseconds for stragglers,
 and runs each group of compatible jobs (same kind, same model) as one batch.
+Generation, when the backend offers sessions, is continuous: new requests join
+the running decode between two steps, and each request returns as soon as its
+own rows finish.
 """
 
 from __future__ import annotations
@@ -24,8 +27,13 @@ class Job:
 
 
 class Batcher:
-    def __init__(self, run_group: Callable[[str, str, list[Any]], list[Any]], max_batch: int = 32, window_s: float = 0.005) -> None:
+    def __init__(self, run_group: Callable[[str, str, list[Any]], list[Any]], max_batch: int = 32, window_s: float = 0.005,
+                 open_session: Callable[[str], Any] | None = None) -> None:
         self._run_group = run_group
+        self._open_session = open_session
+        self._session = None
+        self._backlog: list[Job] = []
+        self._progress: dict[int, list[Any]] = {}
         self.max_batch = max_batch
         self.window_s = window_s
         self._queue: queue.Queue[Job] = queue.Queue()
@@ -44,9 +52,9 @@ class Batcher:
         self._stop.set()
         self._thread.join(timeout=5)
 
-    def _collect(self) -> list[Job]:
+    def _collect(self, block: bool = True) -> list[Job]:
         try:
-            first = self._queue.get(timeout=0.1)
+            first = self._queue.get(timeout=0.1) if block else self._queue.get_nowait()
         except queue.Empty:
             return []
         jobs, rows = [first], len(first.items)
@@ -63,21 +71,73 @@ class Batcher:
 
     def _loop(self) -> None:
         while not self._stop.is_set():
-            jobs = self._collect()
+            busy = self._session is not None or bool(self._backlog)
+            jobs = self._collect(block=not busy)
             groups: dict[tuple[str, str], list[Job]] = {}
             for job in jobs:
-                groups.setdefault((job.kind, job.model), []).append(job)
+                if job.kind == "generate" and self._open_session is not None:
+                    self._backlog.append(job)
+                else:
+                    groups.setdefault((job.kind, job.model), []).append(job)
             for (kind, model), group in groups.items():
-                items = [it for job in group for it in job.items]
-                try:
-                    results = self._run_group(kind, model, items)
-                except Exception as e:  # one bad batch fails its callers, never the worker
-                    for job in group:
-                        job.future.set_exception(e)
-                    continue
+                self._run_static(kind, model, group)
+            if self._open_session is not None:
+                self._decode_step()
+
+    def _run_static(self, kind: str, model: str, group: list[Job]) -> None:
+        items = [it for job in group for it in job.items]
+        try:
+            results = self._run_group(kind, model, items)
+        except Exception as e:  # one bad batch fails its callers, never the worker
+            for job in group:
+                job.future.set_exception(e)
+            return
+        self.batches += 1
+        self.jobs += len(group)
+        start = 0
+        for job in group:
+            job.future.set_result(results[start : start + len(job.items)])
+            start += len(job.items)
+
+    def _decode_step(self) -> None:
+        """Admit waiting generation jobs into the session, then run one decode step."""
+        try:
+            if self._session is None and self._backlog:
+                self._session = self._open_session(self._backlog[0].model)
                 self.batches += 1
-                self.jobs += len(group)
-                start = 0
-                for job in group:
-                    job.future.set_result(results[start : start + len(job.items)])
-                    start += len(job.items)
+            if self._session is None:
+                return
+            finished, waiting, items, tags = [], [], [], []
+            for job in self._backlog:
+                fits = self._session.active + len(items) + len(job.items) <= self.max_batch
+                if job.model == self._session.model and (fits or (self._session.active == 0 and not items)):
+                    self._progress[id(job)] = [None] * len(job.items)
+                    items += job.items
+                    tags += [(job, i) for i in range(len(job.items))]
+                else:
+                    waiting.append(job)
+            self._backlog = waiting
+            if items:  # all newly admitted rows share one prefill
+                finished += self._session.add(items, tags)
+            if self._session.active:
+                finished += self._session.step()
+        except Exception as e:
+            self._fail_session(e)
+            return
+        for (job, i), result in finished:
+            slots = self._progress[id(job)]
+            slots[i] = result
+            if all(r is not None for r in slots):
+                del self._progress[id(job)]
+                self.jobs += 1
+                job.future.set_result(slots)
+        if not self._session.active:
+            self._session = None
+
+    def _fail_session(self, e: Exception) -> None:
+        for job in [j for j in self._backlog] + [row.tag[0] for row in getattr(getattr(self._session, "inner", None), "rows", [])]:
+            if not job.future.done():
+                job.future.set_exception(e)
+            self._progress.pop(id(job), None)
+        self._backlog = [j for j in self._backlog if not j.future.done()]
+        self._session = None

@@ -10,9 +10,8 @@ every sampled token (log-softmax of the unprocessed logits, temperature 1),
 which is what policy-gradient training needs. It also counts forward passes,
 so batching can be measured.
 
-Simplifications on purpose: static batches (a request that arrives while a
-batch is decoding waits for the next one); finished rows stay in the batch
-until the longest row ends.
+Rows join and leave a running batch between decode steps (continuous
+batching, `sia.decode`).
 """
 
 from __future__ import annotations
@@ -145,79 +144,21 @@ class LocalPolicy:
         return self.model(**kw, use_cache=True, logits_to_keep=1)
 
     def _generate(self, requests: list[GenRequest], torch) -> list[GenResult]:
-        B = len(requests)
-        for r in requests:
-            r.max_tokens = max(0, min(r.max_tokens, self.config.max_context - len(r.prompt_ids)))
-        # The prefix shared by every prompt (system prompt, instruction) is computed once and its
-        # KV cache copied to each row; the rest is left-padded after it, so every row ends in the
-        # same column. Padding in the middle is masked, and positions count real tokens only.
-        shared = self._lcp([r.prompt_ids for r in requests]) if B > 1 else 0
-        shared = min(shared, min(len(r.prompt_ids) for r in requests) - 1)
-        rest = [r.prompt_ids[shared:] for r in requests]
-        Lr = max(len(x) for x in rest)
-        input_ids = torch.full((B, Lr), self.pad_id, dtype=torch.long)
-        attn = torch.zeros((B, shared + Lr), dtype=torch.long)
-        attn[:, :shared] = 1
-        for i, x in enumerate(rest):
-            input_ids[i, Lr - len(x) :] = torch.tensor(x, dtype=torch.long)
-            attn[i, shared + Lr - len(x) :] = 1
-        pos = (attn.cumsum(-1) - 1).clamp(min=0)
-        gens = []
-        for r in requests:
-            g = torch.Generator()
-            g.manual_seed(r.seed if r.seed is not None else int.from_bytes(os.urandom(4), "little"))
-            gens.append(g)
-        out_ids: list[list[int]] = [[] for _ in requests]
-        out_lp: list[list[float]] = [[] for _ in requests]
-        finish = ["length"] * B
-        done = [r.max_tokens == 0 for r in requests]
-        texts: list[str | None] = [None] * B
-        if all(done):
-            return [GenResult([], [], "", "length") for _ in requests]
-        from transformers import DynamicCache
+        from sia.decode import DecodeSession
 
-        cache = DynamicCache(config=self.model.config)
-        if shared > 0:
-            self.forward_passes += 1
-            self.model(input_ids=torch.tensor([requests[0].prompt_ids[:shared]]), past_key_values=cache, use_cache=True, logits_to_keep=1)
-            self._select_rows(cache, torch.zeros(B, dtype=torch.long))
-        out = self._forward(input_ids=input_ids, attention_mask=attn, position_ids=pos[:, shared:], past_key_values=cache)
-        cache = out.past_key_values
-        logits = out.logits[:, -1, :]
-        while True:
-            logprobs = torch.log_softmax(logits.float(), dim=-1)
-            nxt = torch.full((B,), self.pad_id, dtype=torch.long)
-            for i, r in enumerate(requests):
-                if done[i]:
-                    continue
-                tok = self._sample(logits[i], r.temperature, r.top_p, gens[i], torch)
-                nxt[i] = tok
-                out_ids[i].append(tok)
-                out_lp[i].append(float(logprobs[i, tok]))
-                if tok in self.stop_ids:
-                    done[i], finish[i] = True, "stop"
-                    out_ids[i].pop(), out_lp[i].pop()  # the end-of-turn token is not part of the text
-                    continue
-                if r.stop:
-                    text = self.decode(out_ids[i])
-                    cut = min((text.find(s) for s in r.stop if s and s in text), default=-1)
-                    if cut >= 0:
-                        texts[i], done[i], finish[i] = text[:cut], True, "stop"
-                        continue
-                if len(out_ids[i]) >= r.max_tokens:
-                    done[i] = True
-            if all(done):
-                break
-            attn = torch.cat([attn, torch.ones((B, 1), dtype=torch.long)], dim=1)
-            pos = pos[:, -1:] + 1
-            out = self._forward(input_ids=nxt[:, None], attention_mask=attn, position_ids=pos, past_key_values=cache)
-            cache = out.past_key_values
-            logits = out.logits[:, -1, :]
-        results = []
-        for i in range(B):
-            text = texts[i] if texts[i] is not None else self.decode(out_ids[i])
-            results.append(GenResult(out_ids[i], out_lp[i], text, finish[i]))
-        return results
+        session = DecodeSession(self)
+        results: dict[int, GenResult] = dict(session.add(requests, list(range(len(requests)))))
+        while session.active:
+            results.update(session.step())
+        return [results[i] for i in range(len(requests))]
+
+    def session(self, model: str | None = None) -> "ModelSession":
+        """A continuous-batching decode session for `model` (see `sia.decode`)."""
+        return ModelSession(self, model)
+
+    def _result(self, row) -> GenResult:
+        text = row.text if row.text is not None else self.decode(row.out_ids)
+        return GenResult(row.out_ids, row.out_lp, text, row.finish)
 
     @staticmethod
     def _sample(logits, temperature: float, top_p: float, gen, torch) -> int:
@@ -347,3 +288,30 @@ class LocalPolicy:
             vals += [float(lp2[n, j - g - m - 1, s[j]]) for j in range(g + m + 1, len(s))]
             results.append(vals)
         return results
+
+
+class ModelSession:
+    """A decode session bound to one model name; each call runs under the policy lock as that model,
+    so scoring requests for other adapters can run between two of its steps."""
+
+    def __init__(self, policy: LocalPolicy, model: str | None) -> None:
+        from sia.decode import DecodeSession
+
+        self.policy, self.model = policy, model
+        self.inner = DecodeSession(policy)
+
+    @property
+    def active(self) -> int:
+        return self.inner.active
+
+    def add(self, requests: list[GenRequest], tags: list) -> list:
+        import torch
+
+        with self.policy._lock, torch.inference_mode(), self.policy.use(self.model):
+            return self.inner.add(requests, tags)
+
+    def step(self) -> list:
+        import torch
+
+        with self.policy._lock, torch.inference_mode(), self.policy.use(self.model):
+            return self.inner.step()

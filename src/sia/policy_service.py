@@ -80,7 +80,7 @@ class LocalBackend:
 
     def __init__(self, policy: LocalPolicy, max_batch: int = 32, window_s: float = 0.005) -> None:
         self.policy = policy
-        self.batcher = Batcher(self._run_group, max_batch=max_batch, window_s=window_s)
+        self.batcher = Batcher(self._run_group, max_batch=max_batch, window_s=window_s, open_session=policy.session)
 
     def model_names(self) -> list[str]:
         return self.policy.model_names()
