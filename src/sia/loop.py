@@ -311,7 +311,7 @@ def run_summary(store: Store, task: Task) -> dict[str, Any]:
                      "accepted": bool(v and v["accept"]), "delta": v["delta"] if v else None, "p_value": v["p_value"] if v else None,
                      "ci": v["ci"] if v else None, "n": v["n"] if v else None, "stopped_early": v["stopped_early"] if v else None,
                      "reason": v["reason"] if v else g["lesson"], "rationale": p.get("rationale") or p.get("reason", ""),
-                     "status": g["status"]})
+                     "status": g["status"], "val": score(g["candidate_id"], "val") if v and v["accept"] else None})
     cfg = store.get_meta("run_config", {})
     return {"run_dir": str(store.run_dir), "task": task.name, "seed": cfg.get("seed"), "levers": cfg.get("levers"),
             "status": store.get_meta("status"), "stop_reason": store.get_meta("stop_reason"),

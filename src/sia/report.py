@@ -39,9 +39,12 @@ def _plot(summary: dict[str, Any]) -> str:
     points = []
     for g in summary["generations"]:
         cur = champ[-1]
-        if g["delta"] is not None:
-            points.append((g["generation"], cur + g["delta"], g["lever"], g["accepted"], g["kind"]))
-        champ.append(cur + g["delta"] if g["accepted"] and g["delta"] is not None else cur)
+        # an accepted challenger is drawn at its full validation score; a rejected one at the
+        # champion's score plus the paired delta measured on the examples the gate saw
+        value = g.get("val") if g["accepted"] and g.get("val") is not None else (cur + g["delta"] if g["delta"] is not None else None)
+        if value is not None:
+            points.append((g["generation"], value, g["lever"], g["accepted"], g["kind"]))
+        champ.append(value if g["accepted"] and value is not None else cur)
     n = max(1, len(champ) - 1)
     ys = champ + [p[1] for p in points]
     lo, hi = max(0.0, min(ys) - 0.05), min(1.0, max(ys) + 0.05) if max(ys) <= 1 else max(ys) + 0.05
