@@ -97,6 +97,8 @@ def test_service_rejects_bad_requests_cleanly(runtime):
     assert r.status_code == 400 and "messages" in r.json()["error"]["message"]
     r = httpx.post(url + "/chat/completions", content=b"{not json", headers=h)
     assert r.status_code == 400
+    r = httpx.post(url + "/completions", json={"model": "base", "prompt": "", "max_tokens": 4}, headers=h)
+    assert r.status_code == 400 and "empty" in r.json()["error"]["message"]
 
 
 def test_same_client_through_a_recording_proxy_to_an_external_endpoint(runtime):

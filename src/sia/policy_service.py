@@ -159,6 +159,8 @@ class LocalBackend:
             return resp, {"kind": "score", "model": model, "params": _params(req), "prompts": records}
         items = []
         for ids in encoded:
+            if not ids:
+                raise HTTPError(400, "a prompt is empty; generation needs at least one token")
             mt = self._budget(ids, req.max_tokens)
             items += [GenRequest(ids, mt, req.temperature, req.top_p, _stops(req.stop), None if req.seed is None else req.seed + k)
                       for k in range(req.n)]
