@@ -101,9 +101,14 @@ class Batcher:
 
     def _decode_step(self) -> None:
         """Admit waiting generation jobs into the session, then run one decode step."""
+        admitted: list[Job] = []
         try:
             if self._session is None and self._backlog:
-                self._session = self._open_session(self._backlog[0].model)
+                try:
+                    self._session = self._open_session(self._backlog[0].model)
+                except Exception as e:
+                    self._backlog.pop(0).future.set_exception(e)
+                    return
                 self.batches += 1
             if self._session is None:
                 return
@@ -112,6 +117,7 @@ class Batcher:
                 fits = self._session.active + len(items) + len(job.items) <= self.max_batch
                 if job.model == self._session.model and (fits or (self._session.active == 0 and not items)):
                     self._progress[id(job)] = [None] * len(job.items)
+                    admitted.append(job)
                     items += job.items
                     tags += [(job, i) for i in range(len(job.items))]
                 else:
@@ -122,7 +128,7 @@ class Batcher:
             if self._session.active:
                 finished += self._session.step()
         except Exception as e:
-            self._fail_session(e)
+            self._fail_session(e, admitted)
             return
         for (job, i), result in finished:
             slots = self._progress[id(job)]
@@ -134,10 +140,11 @@ class Batcher:
         if not self._session.active:
             self._session = None
 
-    def _fail_session(self, e: Exception) -> None:
-        for job in [j for j in self._backlog] + [row.tag[0] for row in getattr(getattr(self._session, "inner", None), "rows", [])]:
+    def _fail_session(self, e: Exception, admitted: list[Job]) -> None:
+        """A failed prefill or step fails every job in the session and those being admitted; the worker lives on."""
+        rows = getattr(getattr(self._session, "inner", None), "rows", [])
+        for job in admitted + [row.tag[0] for row in rows]:
             if not job.future.done():
                 job.future.set_exception(e)
             self._progress.pop(id(job), None)
-        self._backlog = [j for j in self._backlog if not j.future.done()]
         self._session = None
