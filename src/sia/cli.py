@@ -5,15 +5,12 @@ from __future__ import annotations
 import json
 import os
 import sys
-import time
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
-from rich.progress import ProgressColumn
 from rich.table import Table
-from rich.text import Text
 
 from sia.errors import SiaError
 
@@ -26,16 +23,6 @@ out = Console()
 def fail(e: SiaError) -> None:
     err.print(f"[bold red]error:[/] {e.message}" + (f" [dim]({e.hint})[/]" if e.hint else ""), highlight=False, soft_wrap=True)
     raise typer.Exit(2)
-
-
-class RateColumn(ProgressColumn):
-    def render(self, task) -> Text:
-        speed = task.finished_speed or task.speed
-        return Text(f"{speed:.2f} rollouts/s" if speed else "-- rollouts/s", style="cyan")
-
-
-def default_run_dir(task: str, kind: str) -> Path:
-    return Path("runs") / f"{Path(task).name}-{kind}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
 @app.command()
@@ -92,28 +79,6 @@ def list_tasks(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.
     out.print(table)
 
 
-def _runtime(endpoint: Optional[str], model: Optional[str]):
-    from sia.policy_runtime import PolicyRuntime
-
-    if endpoint:
-        if not model:
-            raise SiaError("--endpoint needs --model (the model name the endpoint serves)", "e.g. --model Qwen/Qwen2.5-7B-Instruct")
-        return PolicyRuntime.remote(endpoint, model, os.environ.get("SIA_API_KEY") or os.environ.get("OPENAI_API_KEY"))
-    with err.status("loading the policy model..."):
-        return PolicyRuntime.local(model)
-
-
-def read_harness(path: Path) -> str:
-    from sia.errors import HarnessError
-
-    if not path.is_file():
-        raise HarnessError(f"harness file {path} not found", "pass an existing .py file to --harness")
-    try:
-        return path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        raise HarnessError(f"cannot read harness file {path}: {e}", "pass a UTF-8 Python file") from None
-
-
 @app.command("eval")
 def eval_cmd(
     task: Annotated[str, typer.Argument(help="Builtin task name or task folder.")],
@@ -135,9 +100,7 @@ def eval_cmd(
         from sia.evaluation import run_eval
 
         result = run_eval(task, harness=harness, split=split, limit=limit, samples=samples, seed=seed, concurrency=concurrency,
-                          timeout=timeout, run_dir=run_dir, endpoint=endpoint, model=model, adapter=adapter, console=err,
-                          runtime_factory=lambda: _runtime(endpoint, model), read_harness=read_harness,
-                          default_run_dir=default_run_dir)
+                          timeout=timeout, run_dir=run_dir, endpoint=endpoint, model=model, adapter=adapter, console=err)
     except SiaError as e:
         fail(e)
     if as_json:

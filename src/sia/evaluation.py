@@ -5,13 +5,13 @@ The CLI and the Python API (`sia.evaluate`) both call `run_eval`.
 
 from __future__ import annotations
 
+import os
 import re
-import time
 from pathlib import Path
-from typing import Any, Callable
 
-from sia.errors import HarnessError
+from sia.errors import HarnessError, SiaError
 from sia.executor import EvalConfig, EvalResult, check_harness_source, evaluate
+from sia.paths import default_run_dir
 from sia.sandbox import SandboxLimits
 from sia.store import Store
 from sia.task import Task, load_task
@@ -29,18 +29,33 @@ def default_harness_source(task: Task) -> tuple[str, str]:
     return initial_harness(task)
 
 
-def _read(path: Path) -> str:
+def read_harness(path: Path) -> str:
     if not path.is_file():
-        raise HarnessError(f"harness file {path} not found", "pass an existing .py file")
-    return path.read_text(encoding="utf-8")
+        raise HarnessError(f"harness file {path} not found", "pass an existing .py file to --harness")
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise HarnessError(f"cannot read harness file {path}: {e}", "pass a UTF-8 Python file") from None
+
+
+def start_runtime(endpoint: str | None, model: str | None, console=None):
+    """The policy for a command: a recording proxy to `endpoint`, or the local model (default: embedded)."""
+    from sia.policy_runtime import PolicyRuntime
+
+    if endpoint:
+        if not model:
+            raise SiaError("--endpoint needs --model (the model name the endpoint serves)", "e.g. --model Qwen/Qwen2.5-7B-Instruct")
+        return PolicyRuntime.remote(endpoint, model, os.environ.get("SIA_API_KEY") or os.environ.get("OPENAI_API_KEY"))
+    if console is None:
+        return PolicyRuntime.local(model)
+    with console.status("loading the policy model..."):
+        return PolicyRuntime.local(model)
 
 
 def run_eval(task: str | Path | Task, *, harness: Path | str | None = None, split: str = "val", limit: int | None = None,
              samples: int = 1, seed: int = 0, concurrency: int = 8, timeout: float | None = None,
              run_dir: Path | str | None = None, endpoint: str | None = None, model: str | None = None,
-             adapter: Path | str | None = None, console=None,
-             runtime_factory: Callable[[], Any] | None = None, read_harness: Callable[[Path], str] = _read,
-             default_run_dir: Callable[[str, str], Path] | None = None) -> EvalResult:
+             adapter: Path | str | None = None, console=None) -> EvalResult:
     task_obj = task if isinstance(task, Task) else load_task(task)
     task_obj.split(split)  # validates the split name and that the data is there
     if harness is not None:
@@ -49,18 +64,12 @@ def run_eval(task: str | Path | Task, *, harness: Path | str | None = None, spli
     else:
         source, rationale = default_harness_source(task_obj)
     if run_dir is None:
-        run_dir = default_run_dir(task_obj.name, "eval") if default_run_dir else Path("runs") / f"{task_obj.name}-eval-{time.strftime('%Y%m%d-%H%M%S')}"
+        run_dir = default_run_dir(task_obj.name, "eval")
     limits = SandboxLimits(timeout_s=timeout or task_obj.spec.harness.timeout_s)
     config = EvalConfig(split=split, limit=limit, samples=samples, seed=seed, concurrency=concurrency, limits=limits)
     with Store(run_dir) as store:
         store.set_meta("task", {"name": task_obj.name, "folder": str(task_obj.folder)})
-        if runtime_factory is None:
-            from sia.policy_runtime import PolicyRuntime
-
-            runtime = PolicyRuntime.remote(endpoint, model or "") if endpoint else PolicyRuntime.local(model)
-        else:
-            runtime = runtime_factory()
-        with runtime:
+        with start_runtime(endpoint, model, console) as runtime:
             adapter_name = None
             if adapter is not None:
                 adapter_name = re.sub(r"[^A-Za-z0-9_.-]", "-", Path(adapter).resolve().name)
@@ -74,7 +83,7 @@ def run_eval(task: str | Path | Task, *, harness: Path | str | None = None, spli
 def _with_progress(task, source, store, runtime, config, rationale, console, adapter=None) -> EvalResult:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-    from sia.cli import RateColumn
+    from sia.live import RateColumn
 
     state = {"score": 0.0, "n": 0}
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), RateColumn(),

@@ -23,7 +23,6 @@ wins; its reasons are the rationale. When nothing relevant is left, it stops.
 
 from __future__ import annotations
 
-import hashlib
 import random
 from collections import Counter
 from dataclasses import dataclass, field
@@ -33,6 +32,7 @@ from sia.analysis import Analysis
 from sia.harness_template import read_config, render
 from sia.memory import Memory
 from sia.proposal import HarnessEdit, Proposal, Stop
+from sia.store import source_sha
 from sia.task import Example, Task
 
 INSTRUCTION_VARIANTS = [
@@ -42,10 +42,6 @@ INSTRUCTION_VARIANTS = [
 SYSTEM_VARIANT = "You are a careful annotator. You answer with the label only."
 
 
-def source_key(source: str) -> str:
-    return hashlib.sha256(source.encode()).hexdigest()
-
-
 @dataclass
 class AgentState:
     task: Task
@@ -53,7 +49,7 @@ class AgentState:
     analysis: Analysis
     memory: Memory
     train: list[Example]
-    tried: set[str] = field(default_factory=set)
+    tried: set[str] = field(default_factory=set)  # source_sha of every harness tried
     generation: int = 0
     levers: tuple[str, ...] = ("harness",)
     seed: int = 0
@@ -87,7 +83,7 @@ class BuiltinFeedbackAgent:
         ranked = []
         for c in candidates:
             source = render(c.config)
-            if source_key(source) in state.tried or source == state.champion_source:
+            if source_sha(source) in state.tried or source == state.champion_source:
                 continue
             rel = c.relevance
             past = state.memory.mean_gain(c.kind)

@@ -21,7 +21,7 @@ from typing import Any, Callable
 
 from sia.analysis import analyse
 from sia.executor import EvalConfig, EvalResult, evaluate
-from sia.feedback import AgentState, BuiltinFeedbackAgent, source_key
+from sia.feedback import AgentState, BuiltinFeedbackAgent
 from sia.gate import GateConfig, Verdict, compare, decided
 from sia.memory import Entry, Memory, lesson_for
 from sia.meta_agent import initial_harness
@@ -204,9 +204,8 @@ class Loop:
             ana_eid = self._eval(champion, "train", self.task.split("train")[: self.config.analysis_examples],
                                  f"{champion}:train", "analysis (train)").evaluation_id
             analysis = analyse(self.task, self.store, ana_eid)
-            tried = {source_key(self.store.harness_source(v["version"])) for v in
-                     self.store.db.execute("SELECT version FROM harness_versions").fetchall()}
-            state = AgentState(self.task, self._source(champion), analysis, mem, self.task.split("train"), tried, gen,
+            state = AgentState(self.task, self._source(champion), analysis, mem, self.task.split("train"),
+                               self.store.harness_source_shas(), gen,
                                tuple(self.config.levers), self.config.seed)
             proposal = self.agent.decide(state)
             self.store.add_generation(gen, champion, {**to_dict(proposal), "analysis": analysis.summary(),

@@ -8,6 +8,7 @@ and `sia setup` turns them into the cached forms.
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 
@@ -25,3 +26,8 @@ def models_dir() -> Path:
 
 def task_data_dir(task_name: str) -> Path:
     return sia_home() / "tasks" / task_name
+
+
+def default_run_dir(task_name: str, kind: str) -> Path:
+    """runs/TASK-KIND-TIMESTAMP under the current directory."""
+    return Path("runs") / f"{Path(task_name).name}-{kind}-{time.strftime('%Y%m%d-%H%M%S')}"

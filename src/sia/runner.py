@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import re
-import time
 from pathlib import Path
 from typing import Any
 
 from sia.errors import SiaError, StoreError
 from sia.gate import GateConfig
 from sia.loop import Loop, Observer, RunConfig, _quiet, run_summary
+from sia.paths import default_run_dir
 from sia.store import Store
 from sia.task import load_task
 
@@ -60,7 +60,7 @@ def run(task: str, *, budget: str | float = "10m", levers: str | list[str] = "ha
     task_obj.split("val")
     config = RunConfig(task=str(task), budget_s=parse_budget(budget), levers=parse_levers(levers), seed=seed,
                        gate=GateConfig(tau=tau, alpha=alpha, seed=seed), **options)
-    run_dir = Path(run_dir) if run_dir else Path("runs") / f"{task_obj.name}-run-{time.strftime('%Y%m%d-%H%M%S')}"
+    run_dir = Path(run_dir) if run_dir else default_run_dir(task_obj.name, "run")
     if (run_dir / "sia.db").exists():
         raise StoreError(f"{run_dir} already holds a run", f"continue it with `sia resume {run_dir}` or pick another --run-dir")
     with Store(run_dir) as store:

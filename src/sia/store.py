@@ -10,6 +10,7 @@ writer holds an exclusive lock on `RUN_DIR/.lock`, and a second one is refused.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import hashlib
 import json
@@ -84,13 +85,18 @@ def _tokens(events: list[dict[str, Any]]) -> int:
     return n
 
 
-def _git(repo: Path, *args: str) -> str:
+def source_sha(source: str) -> str:
+    """The identity of a harness source: equal sources are the same version."""
+    return hashlib.sha256(source.encode()).hexdigest()
+
+
+def _git(repo: Path, *args: str, strip: bool = True) -> str:
     env = {**os.environ, "GIT_AUTHOR_NAME": "sia", "GIT_AUTHOR_EMAIL": "sia@localhost", "GIT_COMMITTER_NAME": "sia",
            "GIT_COMMITTER_EMAIL": "sia@localhost", "GIT_CONFIG_NOSYSTEM": "1", "GIT_CONFIG_GLOBAL": os.devnull}
     r = subprocess.run(["git", *args], cwd=repo, env=env, capture_output=True, text=True)
     if r.returncode != 0:
         raise StoreError(f"git {' '.join(args[:2])} failed in {repo}: {r.stderr.strip()[:300]}", "is git installed?")
-    return r.stdout.strip()
+    return r.stdout.strip() if strip else r.stdout
 
 
 class Store:
@@ -152,8 +158,8 @@ class Store:
     # -- harness versions (git) -------------------------------------------------------------
     def add_harness_version(self, source: str, rationale: str, parent: str | None = None) -> str:
         """Commit `source` as a new harness version; an identical source returns its existing version."""
-        source_sha = hashlib.sha256(source.encode()).hexdigest()
-        row = self.db.execute("SELECT version FROM harness_versions WHERE source_sha = ?", (source_sha,)).fetchone()
+        sha = source_sha(source)
+        row = self.db.execute("SELECT version FROM harness_versions WHERE source_sha = ?", (sha,)).fetchone()
         if row:
             return row["version"]
         if not (self.harness_repo / ".git").is_dir():
@@ -164,16 +170,20 @@ class Store:
         (self.harness_repo / "harness.py").write_text(source, encoding="utf-8")
         _git(self.harness_repo, "add", "harness.py")
         _git(self.harness_repo, "commit", "-q", "--allow-empty", "-m", f"{version}: {rationale}")
-        sha = _git(self.harness_repo, "rev-parse", "HEAD")
-        _git(self.harness_repo, "tag", "-f", version, sha)
-        self.db.execute("INSERT INTO harness_versions VALUES (?, ?, ?, ?, ?, ?)", (version, sha, source_sha, parent, rationale, time.time()))
+        commit = _git(self.harness_repo, "rev-parse", "HEAD")
+        _git(self.harness_repo, "tag", "-f", version, commit)
+        self.db.execute("INSERT INTO harness_versions VALUES (?, ?, ?, ?, ?, ?)", (version, commit, sha, parent, rationale, time.time()))
         return version
 
     def harness_source(self, version: str) -> str:
         row = self.db.execute("SELECT commit_sha FROM harness_versions WHERE version = ?", (version,)).fetchone()
         if not row:
             raise StoreError(f"no harness version {version!r} in {self.run_dir}", "see `sia status`")
-        return _git(self.harness_repo, "show", f"{row['commit_sha']}:harness.py") + "\n"
+        return _git(self.harness_repo, "show", f"{row['commit_sha']}:harness.py", strip=False)
+
+    def harness_source_shas(self) -> set[str]:
+        """Hashes of every harness source this run has tried."""
+        return {r["source_sha"] for r in self.db.execute("SELECT source_sha FROM harness_versions")}
 
     # -- candidates and evaluations -----------------------------------------------------------
     def add_candidate(self, harness_version: str, adapter_version: str | None, lever: str, rationale: str,
@@ -216,17 +226,15 @@ class Store:
                                 [(r.id, i, ev["kind"], float(ev.get("t", now)), json.dumps(ev.get("data", {}), default=repr))
                                  for i, ev in enumerate(r.events)])
 
-    def _transaction(self):
-        db = self.db
-
-        class _Tx:
-            def __enter__(self_inner):
-                db.execute("BEGIN IMMEDIATE")
-
-            def __exit__(self_inner, exc_type, *rest):
-                db.execute("ROLLBACK" if exc_type else "COMMIT")
-
-        return _Tx()
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[None]:
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        self.db.execute("COMMIT")
 
     def done_keys(self, eid: str) -> set[tuple[str, int]]:
         return {(r["example_id"], r["sample"]) for r in self.db.execute("SELECT example_id, sample FROM rollouts WHERE evaluation_id = ?", (eid,))}
