@@ -153,10 +153,43 @@ def test_trainer_skips_groups_without_spread_and_sft_raises_likelihood(tmp_path)
     assert sft.log[-1]["loss"] < sft.log[0]["loss"]
 
 
-def test_collapse_onto_one_output_stops_training(tmp_path):
-    from sia.trainer import Sample, TrainConfig, train
+def test_collapse_is_judged_on_the_models_preferred_answers_not_on_the_data(tmp_path):
+    from sia.trainer import Sample, TrainConfig, collapsed, train
 
+    assert collapsed([("positive", "negative")] * 5 + [("positive", "positive")] * 5, 0.95) == "positive"
+    assert collapsed([("positive", "positive")] * 10, 0.95) is None, "preferring the answer that is always best is no collapse"
+    assert collapsed([("positive", "negative"), ("negative", "negative")] * 5, 0.95) is None
     base_dir = _tiny_model_dir(tmp_path)
-    same = [Sample(f"g{g}", [1, 2, 3 + g], [4, 5], [-3.0, -3.0], float(k % 2), "positive") for g in range(2) for k in range(4)]
-    r = train(base_dir, same, TrainConfig(steps=10, collapse_patience=2), tmp_path / "a3")
-    assert len(r.log) == 2 and "collapsed onto 'positive'" in r.stopped_early
+    # two completions per group, the rewarded one alternating across groups; collected outputs all say "positive"
+    same = [Sample(f"g{g}", [1, 2, 3 + g], [4 + k, 5], [-3.0, -3.0], float(k == g % 2), "positive") for g in range(4) for k in range(2)]
+    r = train(base_dir, same, TrainConfig(steps=4, prompts_per_step=2, collapse_patience=2), tmp_path / "a3")
+    assert len(r.log) == 4 and r.stopped_early is None, "collected outputs that agree are not a collapse of the model"
+    assert all(sum(e["predicted"].values()) == 2 for e in r.log)
+
+
+def test_shared_prompt_forward_equals_the_full_sequence_forward_in_value_and_gradient(tmp_path):
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from sia.grpo import completion_logprobs, shared_prompt_logprobs
+
+    base = AutoModelForCausalLM.from_pretrained(_tiny_model_dir(tmp_path))
+    model = get_peft_model(base, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+    pairs = [([1, 2, 3, 4, 5], [6, 7, 8]), ([1, 2, 3, 4, 5], [9, 10]), ([11, 12, 13], [14, 15, 16, 17]), ([1, 2, 3, 4, 5], [6, 20, 21, 22])]
+    shared, logits, mask = shared_prompt_logprobs(model, pairs)
+    L = max(len(p) + len(c) for p, c in pairs)
+    ids = torch.zeros((len(pairs), L), dtype=torch.long)
+    attn, comp = torch.zeros_like(ids), torch.zeros((len(pairs), L))
+    for i, (p, c) in enumerate(pairs):
+        ids[i, : len(p) + len(c)] = torch.tensor(p + c)
+        attn[i, : len(p) + len(c)] = 1
+        comp[i, len(p) : len(p) + len(c)] = 1
+    full, _ = completion_logprobs(model, ids, attn, comp)
+    for i, (p, c) in enumerate(pairs):
+        assert torch.allclose(shared[i, : len(c)], full[i, len(p) : len(p) + len(c)], atol=1e-5)
+        assert mask[i].sum() == len(c)
+    lora = [p for n, p in model.named_parameters() if "lora_A" in n]
+    g_shared = torch.autograd.grad(shared.sum(), lora)
+    g_full = torch.autograd.grad(full.sum(), lora)
+    for a, b in zip(g_shared, g_full):
+        assert torch.allclose(a, b, atol=1e-5)

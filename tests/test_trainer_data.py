@@ -3,11 +3,11 @@
 import torch
 
 from sia.executor import EvalConfig, evaluate
-from sia.grpo import completion_logprobs
+from sia.grpo import shared_prompt_logprobs
 from sia.models import embedded_model_dir
 from sia.store import Store
 from sia.task import load_task
-from sia.trainer import _batch, samples_from_store
+from sia.samples import samples_from_store
 
 SAMPLING_HARNESS = '''
 def solve(example, ctx):
@@ -31,7 +31,8 @@ def test_recorded_calls_become_samples_whose_logprobs_the_trainer_reproduces(tin
         assert len(s.completion_ids) == len(s.old_logprobs) and s.prompt_ids
     # the behaviour logprobs recorded at sampling time equal the trainer's own forward pass (ratio 1 at step 0)
     model = AutoModelForCausalLM.from_pretrained(str(embedded_model_dir())).eval()
-    ids, attn, comp, old = _batch(samples[:4], 0, torch)
     with torch.inference_mode():
-        new, _ = completion_logprobs(model, ids, attn, comp)
-    assert torch.allclose(new * comp, old * comp, atol=2e-3), float((new * comp - old * comp).abs().max())
+        new, _, mask = shared_prompt_logprobs(model, [(s.prompt_ids, s.completion_ids) for s in samples[:6]])
+    for i, s in enumerate(samples[:6]):
+        got = new[i, : len(s.completion_ids)]
+        assert torch.allclose(got, torch.tensor(s.old_logprobs), atol=2e-3), float((got - torch.tensor(s.old_logprobs)).abs().max())

@@ -164,7 +164,7 @@ def _run_with_view(fn, budget_s: float, elapsed0: float, as_json: bool):
 def run_cmd(
     task: Annotated[str, typer.Argument(help="Builtin task name or task folder.")] = "sentiment",
     budget: Annotated[str, typer.Option(help="Wall-clock budget, e.g. 10m, 90s, 1h.")] = "10m",
-    levers: Annotated[str, typer.Option(help="Comma-separated levers: harness (weights comes later).")] = "harness",
+    levers: Annotated[str, typer.Option(help="Comma-separated levers the Feedback-Agent may pull: harness, weights (LoRA training), or both.")] = "harness,weights",
     seed: Annotated[int, typer.Option(help="Seed for sampling, demos and the gate.")] = 0,
     run_dir: Annotated[Optional[Path], typer.Option(help="Run directory (default: runs/TASK-run-TIMESTAMP).")] = None,
     max_generations: Annotated[int, typer.Option(min=1, help="At most this many generations.")] = 20,

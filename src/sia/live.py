@@ -62,6 +62,14 @@ class RunView:
             dt = time.monotonic() - self._started
             self.progress.advance(self.bar)
             self._refresh(rate=f"{self._count / dt:.2f} rollouts/s" if dt > 0 else "")
+        elif event == "train_start":
+            self._started, self._count = time.monotonic(), 0
+            self.progress.reset(self.bar, total=d["steps"], completed=0, description="training")
+            self._refresh(rate="")
+        elif event == "train_step":
+            self.progress.advance(self.bar)
+            predicted = ", ".join(f"{k[:12]}:{v}" for k, v in list(d.get("predicted", {}).items())[:3])
+            self._refresh(rate=f"reward {d['reward_mean']:.2f}±{d['reward_std']:.2f} loss {d['loss']:+.3f} [{predicted}]")
         elif event == "proposal":
             self.gen = d["gen"]
             p = d["proposal"]

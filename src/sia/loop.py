@@ -26,7 +26,7 @@ from sia.gate import GateConfig, Verdict, compare, decided
 from sia.memory import Entry, Memory, lesson_for
 from sia.meta_agent import initial_harness
 from sia.policy_runtime import PolicyRuntime
-from sia.proposal import HarnessEdit, Stop, from_dict, to_dict
+from sia.proposal import HarnessEdit, Stop, WeightUpdate, from_dict, to_dict
 from sia.sandbox import SandboxLimits
 from sia.store import Store
 from sia.task import Task
@@ -43,7 +43,7 @@ class RunConfig:
     max_tokens: int | None = None
     patience: int = 5
     """Stop after this many generations in a row without an accepted change."""
-    levers: list[str] = field(default_factory=lambda: ["harness"])
+    levers: list[str] = field(default_factory=lambda: ["harness", "weights"])
     seed: int = 0
     analysis_examples: int = 48
     """Train examples the champion is run on for the Feedback-Agent each time it changes."""
@@ -101,12 +101,23 @@ class Loop:
             cid, split, self.config.seed, 1, n_full, {"purpose": key, "model": self.runtime.model_name(cand["adapter_version"])}))
         return self._run_chunk(cid, eid, split, examples, label)
 
-    def _run_chunk(self, cid: str, eid: str, split: str, examples, label: str) -> EvalResult:
+    def ensure_adapter(self, version: str | None) -> None:
+        """Serve adapter `version` from the run directory if the policy service does not have it yet (after a resume)."""
+        if version and not self.runtime.has_model(version):
+            self.runtime.load_adapter(version, self.store.adapter_path(version))
+
+    def _run_chunk(self, cid: str, eid: str, split: str, examples, label: str, samples: int = 1,
+                   seed: int | None = None, model: str | None = None) -> EvalResult:
+        """Run `examples` into evaluation `eid`; `model` overrides the candidate's adapter (training collection)."""
         cand = self.store.candidate(cid)
-        config = EvalConfig(split=split, seed=self.config.seed, concurrency=self.config.concurrency, limits=self.limits)
+        adapter = model or cand["adapter_version"]
+        if model is None:
+            self.ensure_adapter(adapter)
+        config = EvalConfig(split=split, seed=self.config.seed if seed is None else seed, samples=samples,
+                            concurrency=self.config.concurrency, limits=self.limits)
         self.ui("eval_start", label=label, evaluation=eid)
         result = evaluate(self.task, self._source(cid), store=self.store, runtime=self.runtime, config=config,
-                          harness_version=cand["harness_version"], adapter=cand["adapter_version"], candidate_id=cid,
+                          harness_version=cand["harness_version"], adapter=adapter, candidate_id=cid,
                           evaluation_id=eid, examples=examples,
                           on_start=lambda total, done: self.ui("eval_total", total=total, done=done),
                           on_rollout=lambda r: self.ui("rollout", record=r))
@@ -125,7 +136,7 @@ class Loop:
             if p["lever"] == "stop":
                 continue
             entries.append(Entry(g["gen"], p["lever"], p["kind"], v["accept"], v["delta"], v["p_value"], g["rollouts"] or 0,
-                                 g["seconds"] or 0.0, g["lesson"] or ""))
+                                 g["seconds"] or 0.0, g["lesson"] or "", self.store.candidate(g["champion"])["adapter_version"]))
         return Memory(entries)
 
     def _budget_left(self, reserve_s: float) -> str | None:
@@ -204,9 +215,12 @@ class Loop:
             ana_eid = self._eval(champion, "train", self.task.split("train")[: self.config.analysis_examples],
                                  f"{champion}:train", "analysis (train)").evaluation_id
             analysis = analyse(self.task, self.store, ana_eid)
+            adapter = self.store.candidate(champion)["adapter_version"]
             state = AgentState(self.task, self._source(champion), analysis, mem, self.task.split("train"),
-                               self.store.harness_source_shas(), gen,
-                               tuple(self.config.levers), self.config.seed)
+                               {sha for sha, a in self.store.tried_pairs() if a == adapter}, gen,
+                               tuple(self.config.levers), self.config.seed, adapter,
+                               self._val_seconds(champion) / max(1, len(self.val)), len(self.val),
+                               self.config.budget_s - self.elapsed() - self._test_reserve(champion))
             proposal = self.agent.decide(state)
             self.store.add_generation(gen, champion, {**to_dict(proposal), "analysis": analysis.summary(),
                                                       "ranking": self.agent.last_ranking[:6]})
@@ -230,6 +244,12 @@ class Loop:
         self._save_clock()
         return None
 
+    def _val_seconds(self, cid: str) -> float:
+        """Seconds one full validation evaluation of `cid` took (what a gate costs at most)."""
+        eid = self.store.get_meta(f"eval:{cid}:val")
+        rows = self.store.rollouts(eid) if eid else []
+        return max(r["created"] for r in rows) - min(r["created"] for r in rows) if len(rows) > 1 else 60.0
+
     def _generation_estimate(self) -> float:
         done = [g["seconds"] for g in self.store.generations() if g["seconds"]]
         return sum(done) / len(done) if done else 30.0
@@ -237,20 +257,44 @@ class Loop:
     def _reject(self, reason: str, delta: float = 0.0) -> Verdict:
         return Verdict(False, delta, (0.0, 0.0), 1.0, 0, len(self.val), "none", False, reason)
 
-    def _try(self, gen: int, champion: str, proposal: HarnessEdit) -> tuple[Verdict, str | None, str | None]:
+    def _try(self, gen: int, champion: str, proposal: HarnessEdit | WeightUpdate) -> tuple[Verdict, str | None, str | None]:
+        if isinstance(proposal, WeightUpdate):
+            return self._try_weights(gen, champion, proposal)
+        return self._try_harness(gen, champion, proposal)
+
+    def _try_weights(self, gen: int, champion: str, proposal: WeightUpdate) -> tuple[Verdict, str | None, str | None]:
+        from sia.errors import SiaError
+        from sia.weight_lever import run_weight_update
+
+        try:
+            version, info = run_weight_update(self, gen, champion, proposal)
+        except SiaError as e:
+            return self._reject(f"weight update refused: {e.message}"), None, None
+        if version is None:
+            return self._reject(info), None, None
+        self.ui("phase", text=f"generation {gen}: {info}")
+        cid = self.store.add_candidate(self.store.candidate(champion)["harness_version"], version, proposal.lever,
+                                       f"{proposal.rationale} | {info}", parent=champion)
+        return self._gate(gen, champion, cid)
+
+    def _try_harness(self, gen: int, champion: str, proposal: HarnessEdit) -> tuple[Verdict, str | None, str | None]:
         from sia.errors import HarnessError
         from sia.executor import check_harness_source
 
+        adapter = self.store.candidate(champion)["adapter_version"]
         try:
             check_harness_source(proposal.source)
         except HarnessError as e:
             version = self.store.add_harness_version(proposal.source, f"[rejected before running] {proposal.rationale}")
-            cid = self.store.add_candidate(version, None, proposal.lever, proposal.rationale, parent=champion)
+            cid = self.store.add_candidate(version, adapter, proposal.lever, proposal.rationale, parent=champion)
             return self._reject(f"invalid harness: {e.message}"), cid, None
         version = self.store.add_harness_version(proposal.source, proposal.rationale,
                                                  parent=self.store.candidate(champion)["harness_version"])
-        cid = self.store.add_candidate(version, self.store.candidate(champion)["adapter_version"], proposal.lever,
-                                       proposal.rationale, parent=champion)
+        cid = self.store.add_candidate(version, adapter, proposal.lever, proposal.rationale, parent=champion)
+        return self._gate(gen, champion, cid)
+
+    def _gate(self, gen: int, champion: str, cid: str) -> tuple[Verdict, str | None, str | None]:
+        """Smoke test, then the sequential paired gate on validation against the champion."""
         self.ui("phase", text=f"generation {gen}: smoke test on {self.config.smoke_examples} train examples")
         smoke = self._eval(cid, "train", self.task.split("train")[: self.config.smoke_examples], f"{cid}:smoke", "smoke")
         rows = self.store.rollouts(smoke.evaluation_id)

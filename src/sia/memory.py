@@ -22,6 +22,8 @@ class Entry:
     rollouts: int
     seconds: float
     lesson: str
+    base_adapter: str | None = None
+    """The champion's adapter when the change was tried: a harness edit rejected on one adapter may pass on the next."""
 
 
 class Memory:
@@ -31,8 +33,22 @@ class Memory:
     def of_kind(self, kind: str) -> list[Entry]:
         return [e for e in self.entries if e.kind == kind]
 
-    def rejections(self, kind: str) -> int:
-        return sum(1 for e in self.of_kind(kind) if not e.accepted)
+    def rejections(self, kind: str, base_adapter: str | None | object = ...) -> int:
+        """Rejected tries of `kind`; only those made on `base_adapter` when it is given."""
+        return sum(1 for e in self.of_kind(kind) if not e.accepted and (base_adapter is ... or e.base_adapter == base_adapter))
+
+    def lever_stalled(self, lever: str) -> int:
+        """Tries of `lever` since it last had a change accepted."""
+        n = 0
+        for e in reversed([e for e in self.entries if e.lever == lever]):
+            if e.accepted:
+                break
+            n += 1
+        return n
+
+    def seconds_per_try(self, lever: str) -> float | None:
+        es = [e.seconds for e in self.entries if e.lever == lever and e.seconds > 0]
+        return sum(es) / len(es) if es else None
 
     def mean_gain(self, kind: str) -> float | None:
         es = self.of_kind(kind)
@@ -62,7 +78,8 @@ class Memory:
         return n
 
     def summary(self) -> list[str]:
-        return [f"gen {e.generation} [{e.lever}/{e.kind}] {'ACCEPTED' if e.accepted else 'rejected'} "
+        return [f"gen {e.generation} [{e.lever}/{e.kind}{' on ' + e.base_adapter if e.base_adapter else ''}] "
+                f"{'ACCEPTED' if e.accepted else 'rejected'} "
                 f"delta={e.delta:+.3f} p={e.p_value:.3g}: {e.lesson}" for e in self.entries]
 
 

@@ -67,6 +67,7 @@ class LocalPolicy:
         if self.config.threads:
             torch.set_num_threads(self.config.threads)
         path: Path = resolve_model_path(self.config.model)
+        self.model_path = path
         self.name = EMBEDDED_NAME if self.config.model in (None, "", EMBEDDED_NAME, "embedded") else path.name
         self.tokenizer = AutoTokenizer.from_pretrained(str(path))
         self.model = AutoModelForCausalLM.from_pretrained(str(path), dtype=torch.float32)
@@ -120,6 +121,13 @@ class LocalPolicy:
                 self.model = PeftModel.from_pretrained(self.model, str(path), adapter_name=name)
             self.model.eval()
             self._adapters[name] = str(path.resolve())
+
+    def unload_adapter(self, name: str) -> None:
+        """Stop serving adapter `name` and free it (used for the intermediate adapters of on-policy training)."""
+        with self._lock:
+            if name in self._adapters:
+                self.model.delete_adapter(name)
+                del self._adapters[name]
 
     def use(self, model: str | None):
         """Context that runs the forward passes as `model`: the base (adapters off) or an adapter."""

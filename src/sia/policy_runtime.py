@@ -35,13 +35,19 @@ class PolicyRuntime:
         service.start()
         return cls(service)
 
+    def local_policy(self):
+        """The in-process model (for adapters and training), or a clear error when the policy is remote."""
+        if not isinstance(self.service.backend, LocalBackend):
+            raise PolicyError("adapters and the weights lever need the local policy, not a remote endpoint",
+                              "drop --endpoint, or use --levers harness")
+        return self.service.backend.policy
+
     def load_adapter(self, name: str, path) -> None:
         """Serve the adapter folder `path` as model `name` next to the base (local policy only)."""
-        from sia.policy_service import LocalBackend
+        self.local_policy().load_adapter(name, path)
 
-        if not isinstance(self.service.backend, LocalBackend):
-            raise PolicyError("adapters need the local policy", "drop --endpoint to use --adapter")
-        self.service.backend.policy.load_adapter(name, path)
+    def has_model(self, name: str) -> bool:
+        return name in self.service.backend.model_names()
 
     def model_name(self, adapter: str | None = None) -> str:
         return adapter or self.service.backend.model_names()[0]

@@ -16,6 +16,12 @@ Supported subset: chat completions and completions, non-streaming; `n`,
 with `echo` and `max_tokens=0` score a prompt. `POST /v1/sia/render_chat` turns
 messages into the model's chat prompt and `POST /v1/sia/adapters` loads a LoRA
 adapter folder under a new model name, without a restart (local backend only).
+
+Exploration for training: `explore(prefix, temperature)` makes every generation
+request of rollouts whose id starts with `prefix` sample at `temperature`,
+whatever the harness asked for (a harness usually decodes greedily). The
+recorded params show the temperature actually used. This is how the weight
+lever collects G different samples per example through an unchanged harness.
 """
 
 from __future__ import annotations
@@ -278,6 +284,7 @@ class PolicyService:
         self.backend = backend
         self.api_key = api_key if api_key is not None else secrets.token_hex(16)
         self._calls: dict[str, list[dict[str, Any]]] = {}
+        self._explore: dict[str, float] = {}
         self._lock = threading.Lock()
         self.requests = 0
         self.app = self._build_app()
@@ -297,6 +304,22 @@ class PolicyService:
         with self._lock:
             return self._calls.pop(rollout, [])
 
+    def explore(self, prefix: str, temperature: float | None) -> None:
+        """Sample generations of rollouts with ids starting `prefix` at `temperature` (None ends it)."""
+        with self._lock:
+            if temperature is None:
+                self._explore.pop(prefix, None)
+            else:
+                self._explore[prefix] = temperature
+
+    def _exploring(self, rollout: str | None, req: BaseModel) -> None:
+        if not rollout or not self._explore or getattr(req, "max_tokens", None) == 0:
+            return
+        with self._lock:
+            temps = [t for p, t in self._explore.items() if rollout.startswith(p)]
+        if temps:
+            req.temperature = temps[0]
+
     # -- HTTP -------------------------------------------------------------------------------
     def _build_app(self) -> FastAPI:
         app = FastAPI(title="sia policy service", docs_url=None, redoc_url=None)
@@ -312,6 +335,7 @@ class PolicyService:
             try:
                 body = await request.json()
                 req = model_cls.model_validate(body)
+                self._exploring(request.headers.get("x-sia-rollout"), req)
                 resp, record = await method(req)
             except ValidationError as e:
                 first = e.errors()[0]

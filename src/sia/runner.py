@@ -34,9 +34,7 @@ def parse_levers(text: str | list[str]) -> list[str]:
     bad = [x for x in levers if x not in LEVERS]
     if bad or not levers:
         raise SiaError(f"unknown lever(s) {bad or text!r}", f"choose from {', '.join(LEVERS)}, comma-separated")
-    if "weights" in levers:
-        raise SiaError("the weights lever (LoRA training) is not available yet", "use --levers harness")
-    return levers
+    return list(dict.fromkeys(levers))
 
 
 def _runtime(model: str | None):
@@ -52,7 +50,7 @@ def _finish(store: Store, task, summary: dict[str, Any]) -> dict[str, Any]:
     return summary
 
 
-def run(task: str, *, budget: str | float = "10m", levers: str | list[str] = "harness", seed: int = 0,
+def run(task: str, *, budget: str | float = "10m", levers: str | list[str] = "harness,weights", seed: int = 0,
         run_dir: str | Path | None = None, observer: Observer = _quiet, model: str | None = None,
         tau: float = 0.01, alpha: float = 0.05, **options: Any) -> dict[str, Any]:
     """Improve the agent on `task` and return the run summary (see README 'sia run')."""
@@ -117,7 +115,7 @@ def _locked(lock: Path) -> bool:
 
 
 def rollback(run_dir: str | Path, to: str) -> dict[str, Any]:
-    """Make an earlier accepted version (harness version like h2, or candidate id like c3) the champion again."""
+    """Make an earlier accepted version the champion again: a harness version (h2), an adapter version (a3) or a candidate (c3)."""
     with Store(run_dir) as store:
         champs = store.champions()
         if not champs:
@@ -128,7 +126,8 @@ def rollback(run_dir: str | Path, to: str) -> dict[str, Any]:
             if to in (c["candidate_id"], cand["harness_version"], cand["adapter_version"]):
                 match = c["candidate_id"]
         if match is None:
-            accepted = sorted({store.candidate(c["candidate_id"])["harness_version"] for c in champs})
+            accepted = sorted({v for c in champs for v in (store.candidate(c["candidate_id"])["harness_version"],
+                                                           store.candidate(c["candidate_id"])["adapter_version"]) if v})
             raise StoreError(f"{to!r} was never an accepted version of this run", f"choose one of {', '.join(accepted)}")
         before = store.champion()
         store.push_champion(match, f"rollback from {before} to {to}")

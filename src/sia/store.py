@@ -48,6 +48,8 @@ CREATE INDEX IF NOT EXISTS rollouts_by_eval ON rollouts(evaluation_id);
 CREATE TABLE IF NOT EXISTS generations(
   gen INTEGER PRIMARY KEY, champion TEXT NOT NULL, candidate_id TEXT, proposal TEXT NOT NULL, status TEXT NOT NULL,
   verdict TEXT, lesson TEXT, val_eval TEXT, started REAL NOT NULL, finished REAL, rollouts INTEGER, seconds REAL);
+CREATE TABLE IF NOT EXISTS adapter_versions(
+  version TEXT PRIMARY KEY, parent TEXT, path TEXT NOT NULL, algorithm TEXT NOT NULL, info TEXT NOT NULL, created REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS champions(
   seq INTEGER PRIMARY KEY, candidate_id TEXT NOT NULL, reason TEXT NOT NULL, generation INTEGER, created REAL NOT NULL);
 """
@@ -181,9 +183,33 @@ class Store:
             raise StoreError(f"no harness version {version!r} in {self.run_dir}", "see `sia status`")
         return _git(self.harness_repo, "show", f"{row['commit_sha']}:harness.py", strip=False)
 
-    def harness_source_shas(self) -> set[str]:
-        """Hashes of every harness source this run has tried."""
-        return {r["source_sha"] for r in self.db.execute("SELECT source_sha FROM harness_versions")}
+    # -- adapter versions (folders under adapters/) ------------------------------------------
+    def adapters_dir(self) -> Path:
+        return self.run_dir / "adapters"
+
+    def add_adapter_version(self, version: str, parent: str | None, algorithm: str, info: dict) -> str:
+        """Record the finished adapter folder `adapters/<version>`; a version is written once and never changed."""
+        path = self.adapters_dir() / version
+        if not (path / "adapter_config.json").is_file():
+            raise StoreError(f"adapter folder {path} is missing or incomplete", "train it again with `sia resume`")
+        self.db.execute("INSERT OR IGNORE INTO adapter_versions VALUES (?, ?, ?, ?, ?, ?)",
+                        (version, parent, str(path.relative_to(self.run_dir)), algorithm, json.dumps(info, default=str), time.time()))
+        return version
+
+    def adapter_version(self, version: str) -> sqlite3.Row | None:
+        return self.db.execute("SELECT * FROM adapter_versions WHERE version = ?", (version,)).fetchone()
+
+    def adapter_path(self, version: str) -> Path:
+        row = self.adapter_version(version)
+        if row is None:
+            raise StoreError(f"no adapter version {version!r} in {self.run_dir}", "see `sia status`")
+        return self.run_dir / row["path"]
+
+    def tried_pairs(self) -> set[tuple[str, str | None]]:
+        """(harness source hash, adapter version) of every candidate this run has made."""
+        rows = self.db.execute("SELECT h.source_sha, c.adapter_version FROM candidates c "
+                               "JOIN harness_versions h ON h.version = c.harness_version")
+        return {(r[0], r[1]) for r in rows}
 
     # -- candidates and evaluations -----------------------------------------------------------
     def add_candidate(self, harness_version: str, adapter_version: str | None, lever: str, rationale: str,

@@ -1,0 +1,116 @@
+"""Training samples from the model calls the policy service recorded during rollouts.
+
+The trainer never re-runs or re-implements the harness: it reads the rollouts
+of an evaluation from the run store and turns each recorded model call into
+samples, grouped by example (a GRPO group).
+
+- A generation call (chat or completion) gives one sample per completion: the
+  prompt token ids, the sampled token ids and the behaviour policy's logprobs,
+  credited with the whole rollout's reward.
+- A scoring call (completions with echo, one prompt per candidate
+  continuation, as `ctx.llm.logprobs` sends) gives one sample per candidate:
+  the shared prefix is the prompt, the rest of each scored prompt is the
+  completion, and its reward is what the task's grader gives that candidate
+  as the answer. The group is then the exact set of answers the harness chose
+  between, so the policy gradient needs no sampling. A scored prompt that
+  several examples share (a content-free calibration input) says nothing about
+  any one example and is skipped.
+
+Simplification on purpose: every call of a rollout gets the rollout's reward;
+there is no per-call credit assignment.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any, Callable
+
+Grade = Callable[[str, str], float]
+"""grade(example_id, answer_text) -> reward; only needed for scoring calls."""
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One recorded completion, credited with a reward."""
+    group: str
+    prompt_ids: list[int]
+    completion_ids: list[int]
+    old_logprobs: list[float]
+    reward: float
+    output: str
+
+
+def _lcp(seqs: list[list[int]]) -> int:
+    n = min(len(s) for s in seqs)
+    for i in range(n):
+        if any(s[i] != seqs[0][i] for s in seqs):
+            return i
+    return n
+
+
+def _generation_samples(example_id: str, d: dict[str, Any], reward: float, output: str) -> list[Sample]:
+    prompts = [d.get("prompt_token_ids")] if d.get("kind") == "chat" else [p.get("prompt_token_ids") for p in d.get("prompts", [])]
+    comps = d.get("completions", [])
+    per_prompt = max(1, len(comps) // max(1, len(prompts)))
+    out = []
+    for i, c in enumerate(comps):
+        prompt = prompts[min(i // per_prompt, len(prompts) - 1)]
+        if prompt and c.get("token_ids") and c.get("logprobs") and len(c["token_ids"]) == len(c["logprobs"]):
+            out.append(Sample(example_id, list(prompt), list(c["token_ids"]), list(c["logprobs"]), reward, output))
+    return out
+
+
+def _score_samples(example_id: str, d: dict[str, Any], grade: Grade, output: str) -> list[Sample]:
+    prompts = [p for p in d.get("prompts", []) if p.get("prompt_token_ids") and p.get("prompt_logprobs")]
+    if len(prompts) < 2:
+        return []
+    ids = [p["prompt_token_ids"] for p in prompts]
+    cut = _lcp(ids)
+    text_cut = len(_common_text(prompts))
+    out = []
+    for p in prompts:
+        comp, lps = p["prompt_token_ids"][cut:], p["prompt_logprobs"][cut:]
+        if not comp or any(lp is None for lp in lps):
+            return []  # a candidate with no tokens of its own cannot be trained on
+        answer = p["prompt"][text_cut:].strip()
+        out.append(Sample(example_id, list(p["prompt_token_ids"][:cut]), list(comp), [float(x) for x in lps],
+                          float(grade(example_id, answer)), output))
+    return out
+
+
+def _common_text(prompts: list[dict[str, Any]]) -> str:
+    texts = [p["prompt"] for p in prompts]
+    n = min(len(t) for t in texts)
+    i = 0
+    while i < n and all(t[i] == texts[0][i] for t in texts):
+        i += 1
+    return texts[0][:i]
+
+
+def samples_from_store(store, evaluation_id: str, grade: Grade | None = None) -> list[Sample]:
+    """Every recorded completion of an evaluation's rollouts, as samples grouped by example."""
+    gen: list[Sample] = []
+    scored: list[tuple[str, str, list[Sample]]] = []  # (shared prefix text, example id, samples)
+    for r in store.rollouts(evaluation_id):
+        output = json.loads(r["output"]) if r["output"] else ""
+        output = output if isinstance(output, str) else json.dumps(output)
+        for ev in store.events(r["id"]):
+            d = ev["data"]
+            if ev["kind"] != "llm_call":
+                continue
+            if d.get("kind") in ("chat", "completion"):
+                gen += _generation_samples(r["example_id"], d, float(r["score"]), output)
+            elif d.get("kind") == "score" and grade is not None:
+                ss = _score_samples(r["example_id"], d, grade, output)
+                if ss:
+                    scored.append((_common_text(d["prompts"]), r["example_id"], ss))
+    examples_of: dict[str, set[str]] = {}
+    for prefix, ex, _ in scored:
+        examples_of.setdefault(prefix, set()).add(ex)
+    seen: set[tuple[str, str]] = set()
+    for prefix, ex, ss in scored:
+        if len(examples_of[prefix]) == 1 and (prefix, ex) not in seen:  # one group per distinct scored prompt
+            seen.add((prefix, ex))
+            gen += ss
+    return gen

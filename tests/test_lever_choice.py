@@ -1,0 +1,67 @@
+"""The builtin Feedback-Agent chooses between harness and weights from the evidence, and logs why."""
+
+from collections import Counter
+
+from sia.analysis import Analysis
+from sia.feedback import AgentState, BuiltinFeedbackAgent
+from sia.harness_template import make_config, render
+from sia.memory import Entry, Memory
+from sia.proposal import HarnessEdit, WeightUpdate
+from sia.task import load_task
+
+
+def _analysis(n=40, correct=20, wrong=20, unparseable=0, predicted=None):
+    outcomes = Counter({"correct": correct, "wrong": wrong, "unparseable": unparseable})
+    return Analysis(n, correct / n, outcomes, Counter(predicted or {"positive": 20, "negative": 20}),
+                    Counter({"positive": 20, "negative": 20}), Counter())
+
+
+def _state(task, source, analysis, memory=None, levers=("harness", "weights"), adapter=None, tried=()):
+    return AgentState(task, source, analysis, memory or Memory(), task.split("train"), set(tried), 1, levers, 0, adapter, 0.3, 200)
+
+
+def test_malformed_answers_point_at_the_harness_and_wrong_ones_at_the_weights():
+    task = load_task("sentiment")
+    gen_src = render(make_config(task.public_info()))
+    agent = BuiltinFeedbackAgent()
+    malformed = agent.decide(_state(task, gen_src, _analysis(correct=16, wrong=4, unparseable=20)))
+    assert isinstance(malformed, HarnessEdit)
+    weights_ranked = [r for r in agent.last_ranking if r[0] in ("grpo", "sft")]
+    assert all(r[1] < 0.2 for r in weights_ranked), "malformed output makes the weights lever (nearly) irrelevant"
+    # well-formed but wrong, with the harness edits already tried on this adapter: the weights
+    score_src = render(make_config(task.public_info(), mode="score", calibrate=True))
+    choice = agent.decide(_state(task, score_src, _analysis(correct=24, wrong=16), levers=("weights",)))
+    assert isinstance(choice, WeightUpdate) and choice.lever == "weights"
+    assert "well-formed but wrong" in choice.rationale and "per minute" in choice.rationale
+
+
+def test_the_algorithm_follows_the_reward_shape():
+    task = load_task("sentiment")
+    agent = BuiltinFeedbackAgent()
+    score_src = render(make_config(task.public_info(), mode="score"))
+    scored = agent.decide(_state(task, score_src, _analysis(), levers=("weights",)))
+    assert scored.algorithm == "grpo" and scored.config["samples"] == 1, "a scoring harness's group is its label set"
+    gen_src = render(make_config(task.public_info()))
+    balanced = agent.decide(_state(task, gen_src, _analysis(correct=20, wrong=20), levers=("weights",)))
+    assert balanced.algorithm == "grpo" and balanced.config["samples"] == 8
+    rare = agent.decide(_state(task, gen_src, _analysis(correct=1, wrong=39), levers=("weights",)))
+    assert rare.algorithm == "sft" and "few groups with reward spread" in rare.rationale
+
+
+def test_measured_gains_per_minute_steer_the_choice_and_harness_edits_are_rechecked_on_a_new_adapter():
+    task = load_task("sentiment")
+    agent = BuiltinFeedbackAgent()
+    gen_src = render(make_config(task.public_info()))
+    evidence = _analysis(correct=20, wrong=20, predicted={"positive": 40})
+    first = agent.decide(_state(task, gen_src, evidence))
+    assert isinstance(first, HarnessEdit) and first.kind == "score_labels"
+    # the harness lever has been rejected three times in a row, each slowly; the weights gained before, cheaply
+    mem = Memory([Entry(1, "weights", "grpo", True, 0.10, 0.01, 300, 120.0, "", None)]
+                 + [Entry(i, "harness", k, False, -0.02, 0.5, 100, 200.0, "", "a1")
+                    for i, k in ((2, "score_labels"), (3, "few_shot"), (4, "instruction"))])
+    later = agent.decide(_state(task, gen_src, evidence, memory=mem, adapter="a1"))
+    assert isinstance(later, WeightUpdate), agent.last_ranking[:3]
+    assert "continuing from adapter a1" in later.rationale
+    # a harness edit rejected on adapter a1 is proposed again, undiscounted, once a2 is the champion's adapter
+    again = agent.decide(_state(task, gen_src, evidence, memory=Memory(mem.entries[1:]), adapter="a2", levers=("harness",)))
+    assert isinstance(again, HarnessEdit) and again.kind == "score_labels"
