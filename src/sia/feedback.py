@@ -183,7 +183,8 @@ def weight_candidate(cfg: dict | None, s: AgentState) -> Candidate | None:
     else:
         G, p = 8, a.score
         spread = 1 - p ** G - (1 - p) ** G if s.task.spec.score == "binary" else (1.0 if 0 < p < 1 else 0.0)
-        base = {"rounds": 5, "examples": 8, "samples": G, "steps": 2, "prompts_per_step": 4, "lr": 3e-4, "temperature": 1.0}
+        base = {"rounds": 5, "examples": 8, "samples": G, "steps": 2, "prompts_per_step": 4, "lr": 1e-3, "temperature": 1.0,
+                "token_selection": "entropy", "token_fraction": 0.2}
         if spread >= 0.25:
             config = {"algorithm": "grpo", **base}
             shape = f"train score {p:.2f}, so about {spread:.0%} of groups of {G} samples should have reward spread: GRPO"

@@ -120,10 +120,10 @@ def rollback(run_dir: str | Path, to: str) -> dict[str, Any]:
         champs = store.champions()
         if not champs:
             raise StoreError(f"{run_dir} has no champion history", "rollback works on runs made by `sia run`")
-        match = None
+        match = None  # a candidate id names itself; a harness or adapter version the first champion that had it
         for c in champs:
             cand = store.candidate(c["candidate_id"])
-            if to in (c["candidate_id"], cand["harness_version"], cand["adapter_version"]):
+            if to == c["candidate_id"] or (to in (cand["harness_version"], cand["adapter_version"]) and match is None):
                 match = c["candidate_id"]
         if match is None:
             accepted = sorted({v for c in champs for v in (store.candidate(c["candidate_id"])["harness_version"],

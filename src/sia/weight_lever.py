@@ -33,6 +33,7 @@ from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING
 
 from sia.errors import SiaError
+from sia.grpo import GRPOConfig
 from sia.proposal import WeightUpdate
 from sia.samples import samples_from_store
 from sia.trainer import TrainConfig
@@ -65,16 +66,22 @@ def plan(proposal: WeightUpdate) -> WeightPlan:
     cfg = dict(proposal.config or {})
     plan_keys = {f.name for f in fields(WeightPlan)} - {"train"}
     train_keys = {f.name for f in fields(TrainConfig)} - {"algorithm", "grpo"}
-    unknown = sorted(set(cfg) - plan_keys - train_keys)
+    grpo_keys = {f.name for f in fields(GRPOConfig)}
+    unknown = sorted(set(cfg) - plan_keys - train_keys - grpo_keys)
     if unknown:
-        raise SiaError(f"unknown weight-update setting(s) {', '.join(unknown)}", f"use {', '.join(sorted(plan_keys | train_keys))}")
+        raise SiaError(f"unknown weight-update setting(s) {', '.join(unknown)}",
+                       f"use {', '.join(sorted(plan_keys | train_keys | grpo_keys))}")
     try:
-        tc = TrainConfig(algorithm=proposal.algorithm, **{k: v for k, v in cfg.items() if k in train_keys})
+        grpo = GRPOConfig(**{k: v for k, v in cfg.items() if k in grpo_keys})
+        tc = TrainConfig(algorithm=proposal.algorithm, grpo=grpo, **{k: v for k, v in cfg.items() if k in train_keys})
         wp = WeightPlan(train=tc, **{k: v for k, v in cfg.items() if k in plan_keys})
         checks = [(int(wp.examples) >= 1, "examples >= 1"), (int(wp.samples) >= 1, "samples >= 1"),
                   (0 < float(wp.temperature) <= 2, "0 < temperature <= 2"), (0 < float(tc.lr) < 1, "0 < lr < 1"),
                   (1 <= int(tc.steps) <= 1000, "1 <= steps <= 1000"), (1 <= int(tc.rank) <= 256, "1 <= rank <= 256"),
-                  (int(tc.prompts_per_step) >= 1, "prompts_per_step >= 1")]
+                  (int(tc.prompts_per_step) >= 1, "prompts_per_step >= 1"),
+                  (0 < float(grpo.token_fraction) <= 1, "0 < token_fraction <= 1"),
+                  (grpo.token_selection in ("none", "entropy", "gmts"), "token_selection none|entropy|gmts"),
+                  (grpo.aggregation in ("token", "sequence", "constant"), "aggregation token|sequence|constant")]
     except (TypeError, ValueError) as e:
         raise SiaError(f"bad weight-update setting: {e}", "numbers must be numbers") from None
     bad = [what for ok, what in checks if not ok]
