@@ -45,7 +45,10 @@ test: setup chromium
 	$(BIN)/python -m pytest -q
 
 bench: setup
+	$(BIN)/pip install -q -r requirements-bench.txt torch==2.13.0 -c requirements.lock
+	$(BIN)/python -c 'import torch; v = torch.__version__; assert v.startswith("2.13.0"), f"torch {v} replaced the pinned 2.13.0"'
 	$(BIN)/python bench/policy_throughput.py
+	$(BIN)/python bench/grpo_step.py
 
 clean:
 	rm -rf $(VENV) runs

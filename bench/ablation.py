@@ -1,0 +1,99 @@
+"""Ablation: baseline, harness only, weights only and both levers, at the same budget, over several seeds.
+
+Each (arm, seed) is a real `sia run` in its own process and run directory
+(`--out`, default bench/results/ablation-<task>), so an interrupted ablation
+resumes with the arms it has. "baseline" is the Meta-Agent's harness on the
+base model, scored on test by every run before it changes anything.
+
+Printed: held-out test mean per arm with a 95% interval over all (seed, test
+example) pairs, and the one-sided paired p-value of "both" against the better
+single lever, pairing the same test example in the same seed (exact McNemar
+for binary tasks, a permutation test otherwise: sia's gate statistics).
+
+    python bench/ablation.py --task sentiment --budget 10m --seeds 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+ARMS = {"harness": "harness", "weights": "weights", "both": "harness,weights"}
+
+
+def test_scores(run_dir: Path, which: str) -> dict[str, float]:
+    from sia.store import Store
+
+    with Store(run_dir, write=False) as store:
+        champs = store.champions()
+        cid = champs[0]["candidate_id"] if which == "baseline" else store.champion()
+        eid = store.get_meta(f"eval:{cid}:test")
+        return {r["example_id"]: r["score"] for r in store.rollouts(eid)}
+
+
+def run_arm(task: str, arm: str, seed: int, budget: str, out: Path) -> Path:
+    run_dir = out / f"{arm}-seed{seed}"
+    done = run_dir / "summary.json"
+    if done.is_file():
+        return run_dir
+    if run_dir.exists():
+        import shutil
+
+        shutil.rmtree(run_dir)
+    sia = str(Path(sys.executable).parent / "sia")
+    t0 = time.monotonic()
+    r = subprocess.run([sia, "run", task, "--levers", ARMS[arm], "--budget", budget, "--seed", str(seed),
+                        "--run-dir", str(run_dir), "--json"], capture_output=True, text=True)
+    if r.returncode != 0:
+        raise SystemExit(f"{arm} seed {seed} failed:\n{r.stderr[-2000:]}")
+    summary = json.loads(r.stdout)
+    summary["bench_seconds"] = round(time.monotonic() - t0, 1)
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=1))
+    print(f"  {arm:8s} seed {seed}: test {summary['baseline']['test']:.3f} -> {summary['final']['test']:.3f} "
+          f"({summary['accepted']} accepted, {summary['bench_seconds']:.0f}s)", flush=True)
+    return run_dir
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--task", default="sentiment")
+    ap.add_argument("--budget", default="10m")
+    ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--out", type=Path, default=None)
+    args = ap.parse_args()
+    from sia.gate import compare
+    from sia.stats import mean_ci
+    from sia.task import load_task
+
+    binary = load_task(args.task).spec.score == "binary"
+    out = args.out or Path(__file__).parent / "results" / f"ablation-{args.task}"
+    out.mkdir(parents=True, exist_ok=True)
+    scores: dict[str, dict[str, float]] = {arm: {} for arm in ("baseline", *ARMS)}
+    for seed in range(args.seeds):
+        for arm in ARMS:
+            run_dir = run_arm(args.task, arm, seed, args.budget, out)
+            scores[arm].update({f"{seed}:{k}": v for k, v in test_scores(run_dir, "final").items()})
+            if arm == "harness":
+                scores["baseline"].update({f"{seed}:{k}": v for k, v in test_scores(run_dir, "baseline").items()})
+    print(f"\nablation on {args.task}, budget {args.budget} per run, seeds {args.seeds} (held-out test)")
+    print(f"{'arm':10s} {'mean':>7s}   95% CI            n")
+    means = {}
+    for arm, s in scores.items():
+        mean, (lo, hi) = mean_ci(list(s.values()), binary)
+        means[arm] = mean
+        print(f"{arm:10s} {mean:7.3f}   ({lo:.3f}, {hi:.3f})   {len(s)}")
+    better = max(("harness", "weights"), key=lambda a: means[a])
+    v = compare(scores[better], scores["both"], binary=binary)
+    print(f"\nboth vs {better} (the better single lever): delta {v.delta:+.3f}, paired one-sided p = {v.p_value:.4g} "
+          f"({v.method}, n={v.n})")
+
+
+if __name__ == "__main__":
+    main()
