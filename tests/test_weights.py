@@ -6,19 +6,11 @@ import pytest
 
 from sia.gate import GateConfig
 from sia.loop import Loop, RunConfig
-from sia.proposal import Stop, WeightUpdate
+from sia.proposal import WeightUpdate
 from sia.runner import rollback
 from sia.store import Store
 from sia.task import load_task
-
-
-class ScriptedAgent:
-    def __init__(self, proposals):
-        self.proposals = list(proposals)
-        self.last_ranking = []
-
-    def decide(self, state):
-        return self.proposals.pop(0) if self.proposals else Stop("script finished")
+from test_loop import ScriptedAgent
 
 
 @pytest.fixture
