@@ -164,7 +164,7 @@ def _run_with_view(fn, budget_s: float, elapsed0: float, as_json: bool):
 def run_cmd(
     task: Annotated[str, typer.Argument(help="Builtin task name or task folder.")] = "sentiment",
     budget: Annotated[str, typer.Option(help="Wall-clock budget, e.g. 10m, 90s, 1h.")] = "10m",
-    levers: Annotated[str, typer.Option(help="Comma-separated levers the Feedback-Agent may pull: harness, weights (LoRA training), or both.")] = "harness,weights",
+    levers: Annotated[Optional[str], typer.Option(help="Comma-separated levers the Feedback-Agent may pull: harness, weights (LoRA training), or both. Default: both (harness only with --task-model).")] = None,
     seed: Annotated[int, typer.Option(help="Seed for sampling, demos and the gate.")] = 0,
     run_dir: Annotated[Optional[Path], typer.Option(help="Run directory (default: runs/TASK-run-TIMESTAMP).")] = None,
     max_generations: Annotated[int, typer.Option(min=1, help="At most this many generations.")] = 20,
@@ -177,6 +177,16 @@ def run_cmd(
     test_limit: Annotated[Optional[int], typer.Option(min=1, help="Report on the first N test examples only.")] = None,
     analysis_examples: Annotated[int, typer.Option(min=1, help="Train examples the Feedback-Agent analyses per champion.")] = 48,
     concurrency: Annotated[int, typer.Option(min=1, help="Rollouts at once.")] = 16,
+    feedback: Annotated[str, typer.Option(help="Feedback-Agent: builtin (no extra model) or llm (needs --feedback-model).")] = "builtin",
+    feedback_model: Annotated[Optional[str], typer.Option(help="anthropic:MODEL, openai:MODEL or openai:MODEL@http://host:port/v1.")] = None,
+    meta_model: Annotated[Optional[str], typer.Option(help="Model that writes the first harness (default with --feedback llm: the feedback model; 'template': sia's template).")] = None,
+    task_model: Annotated[Optional[str], typer.Option(help="Run the task agent on a remote model (same spelling) instead of the local one; the weights lever is then unavailable.")] = None,
+    agent_budget_usd: Annotated[Optional[float], typer.Option(min=0, help="Money the Meta- and Feedback-Agents may spend in this run (USD).")] = None,
+    agent_budget_tokens: Annotated[Optional[int], typer.Option(min=1, help="Tokens the Meta- and Feedback-Agents may spend in this run.")] = None,
+    agent_max_tokens: Annotated[int, typer.Option(min=16, help="Longest reply asked of an agent model.")] = 4096,
+    agent_context_tokens: Annotated[int, typer.Option(min=500, help="Token budget of the evidence shown to the LLM Feedback-Agent.")] = 16000,
+    price: Annotated[Optional[list[str]], typer.Option(help="MODEL=IN,OUT: USD per million input/output tokens (repeatable).")] = None,
+    replay: Annotated[Optional[Path], typer.Option(help="Answer the agents' model calls from this run directory (or JSONL recording) instead of the network.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the JSON summary on stdout.")] = False,
 ) -> None:
     """Improve the agent on TASK: generations of analyse, propose, gate, record, within the budget."""
@@ -185,12 +195,20 @@ def run_cmd(
         from sia.task import load_task
 
         budget_s = runner.parse_budget(budget)
-        lever_list = runner.parse_levers(levers)
-        load_task(task).split("val")  # a bad task fails here, before the live view starts
+        lever_list = runner.parse_levers(levers) if levers else None
+        agents = {"feedback": feedback, "feedback_model": feedback_model, "task_model": task_model,
+                  "meta_model": meta_model, "agent_budget_usd": agent_budget_usd,
+                  "agent_budget_tokens": agent_budget_tokens, "agent_max_tokens": agent_max_tokens,
+                  "agent_context_tokens": agent_context_tokens, "prices": list(price or []),
+                  "replay": str(replay) if replay else None}
+        load_task(task).split("val")  # a bad task or agent setting fails here, before the live view starts
+        runner.check_agents(runner.RunConfig(task=task, levers=lever_list or (["harness"] if task_model else ["harness", "weights"]),
+                                             **{**agents, "meta_model": None if meta_model == "template" else meta_model}))
         _run_with_view(lambda view: runner.run(task, budget=budget_s, levers=lever_list, seed=seed, run_dir=run_dir, observer=view,
                                                tau=tau, alpha=alpha, max_generations=max_generations, max_rollouts=max_rollouts,
                                                max_tokens=max_tokens, patience=patience, val_limit=val_limit, test_limit=test_limit,
-                                               concurrency=concurrency, analysis_examples=analysis_examples), budget_s, 0.0, as_json)
+                                               concurrency=concurrency, analysis_examples=analysis_examples, **agents),
+                       budget_s, 0.0, as_json)
     except SiaError as e:
         fail(e)
 

@@ -67,6 +67,10 @@ class AgentState:
     val_n: int = 200
     seconds_left: float | None = None
     """Budget left for this generation; a change that costs more is not proposed."""
+    champion_val: float | None = None
+    """The champion's validation score (what the gate compares against)."""
+    analysis_eval: str | None = None
+    """The evaluation id of the champion's train rollouts that `analysis` summarises."""
 
 
 @dataclass

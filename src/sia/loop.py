@@ -24,9 +24,11 @@ from sia.executor import EvalConfig, EvalResult, evaluate
 from sia.feedback import AgentState, BuiltinFeedbackAgent
 from sia.gate import GateConfig, Verdict, compare, decided
 from sia.memory import Entry, Memory, lesson_for
-from sia.meta_agent import initial_harness
+from sia.agent_models import AgentModelError
+from sia.guards import check_harness
+from sia.meta_agent import initial_harness, llm_initial_harness
 from sia.policy_runtime import PolicyRuntime
-from sia.proposal import HarnessEdit, Stop, WeightUpdate, from_dict, to_dict
+from sia.proposal import HarnessEdit, Invalid, Stop, WeightUpdate, from_dict, to_dict
 from sia.sandbox import SandboxLimits
 from sia.store import Store
 from sia.task import Task
@@ -54,6 +56,22 @@ class RunConfig:
     test_limit: int | None = None
     timeout_s: float | None = None
     gate: GateConfig = field(default_factory=GateConfig)
+    feedback: str = "builtin"
+    """Feedback-Agent: builtin (no extra model) or llm (--feedback-model)."""
+    feedback_model: str | None = None
+    meta_model: str | None = None
+    """Model that writes the first harness; None: the template."""
+    task_model: str | None = None
+    """A remote task policy (openai:MODEL@URL or anthropic:MODEL) instead of the local model."""
+    agent_budget_usd: float | None = None
+    agent_budget_tokens: int | None = None
+    agent_max_tokens: int = 4096
+    agent_context_tokens: int = 16000
+    agent_repairs: int = 2
+    meta_attempts: int = 3
+    prices: list[str] = field(default_factory=list)
+    replay: str | None = None
+    """Answer the agents' model calls from this run directory or JSONL recording instead of the network."""
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -73,10 +91,13 @@ def _quiet(event: str, **data: Any) -> None:
 
 
 class Loop:
-    def __init__(self, task: Task, store: Store, runtime: PolicyRuntime, config: RunConfig, observer: Observer = _quiet) -> None:
+    def __init__(self, task: Task, store: Store, runtime: PolicyRuntime, config: RunConfig, observer: Observer = _quiet,
+                 agent=None, meta_model=None, meta_attempts: int = 3) -> None:
+        """`agent`: the Feedback-Agent (builtin by default); `meta_model`: an AgentModel that writes the first harness."""
         self.task, self.store, self.runtime, self.config = task, store, runtime, config
         self.ui = observer
-        self.agent = BuiltinFeedbackAgent()
+        self.agent = agent or BuiltinFeedbackAgent()
+        self.meta_model, self.meta_attempts = meta_model, meta_attempts
         self.binary = task.spec.score == "binary"
         self._t0 = time.monotonic()
         self._elapsed0 = float(store.get_meta("elapsed_s", 0.0))
@@ -165,7 +186,11 @@ class Loop:
         self.store.set_meta("status", "running")
         champion = self.store.champion()
         if champion is None:
-            source, rationale = initial_harness(self.task)
+            try:
+                source, rationale = self._initial_harness()
+            except AgentModelError as e:
+                self.store.set_meta("status", "stopped")
+                raise AgentModelError(f"the Meta-Agent could not write the first harness: {e.message}", e.hint) from None
             version = self.store.add_harness_version(source, rationale)
             champion = self.store.add_candidate(version, None, "baseline", rationale)
             self.store.push_champion(champion, "baseline from the Meta-Agent", 0)
@@ -186,6 +211,34 @@ class Loop:
         self.store.set_meta("status", "done")
         self._save_clock()
         return run_summary(self.store, self.task)
+
+    def _initial_harness(self) -> tuple[str, str]:
+        if self.meta_model is None:
+            return initial_harness(self.task)
+        self.ui("phase", text=f"Meta-Agent {self.meta_model.spec.spelling}: writing the first harness")
+        return llm_initial_harness(self.task, self.meta_model, self._validate_first, self.meta_attempts)
+
+    def _validate_first(self, source: str, attempt: int) -> str | None:
+        """Why a Meta-Agent harness cannot be the baseline, or None: it compiles, passes the guards, runs on train examples."""
+        from sia.errors import HarnessError
+        from sia.executor import check_harness_source
+
+        try:
+            check_harness_source(source)
+        except HarnessError as e:
+            return e.message
+        refused = check_harness(source, self.task)
+        version = self.store.add_harness_version(source, f"[Meta-Agent attempt {attempt}]" + (" [refused by guards]" if refused else ""))
+        if refused:
+            return "refused by guards: " + "; ".join(refused)
+        cid = self.store.add_candidate(version, None, "meta", f"Meta-Agent attempt {attempt}")
+        rows = self.store.rollouts(self._eval(cid, "train", self.task.split("train")[: max(2, self.config.smoke_examples)],
+                                              f"{cid}:meta", f"Meta-Agent attempt {attempt}").evaluation_id)
+        bad = [r for r in rows if r["status"] != "ok"]
+        if bad:
+            msg = (bad[0]["error"] or bad[0]["error_type"] or "").strip().splitlines()
+            return f"it failed on {len(bad)}/{len(rows)} train examples; first error ({bad[0]['error_type']}): " + " | ".join(msg[-3:])[:800]
+        return None
 
     def _show_champion(self) -> None:
         eid = self.store.get_meta(f"eval:{self.store.champion()}:val")
@@ -216,12 +269,18 @@ class Loop:
                                  f"{champion}:train", "analysis (train)").evaluation_id
             analysis = analyse(self.task, self.store, ana_eid)
             adapter = self.store.candidate(champion)["adapter_version"]
+            champ_val = self._scores(self.store.get_meta(f"eval:{champion}:val"))
             state = AgentState(self.task, self._source(champion), analysis, mem, self.task.split("train"),
                                {sha for sha, a in self.store.tried_pairs() if a == adapter}, gen,
                                tuple(self.config.levers), self.config.seed, adapter,
                                self._val_seconds(champion) / max(1, len(self.val)), len(self.val),
-                               self.config.budget_s - self.elapsed() - self._test_reserve(champion))
-            proposal = self.agent.decide(state)
+                               self.config.budget_s - self.elapsed() - self._test_reserve(champion),
+                               sum(champ_val.values()) / len(champ_val) if champ_val else None, ana_eid)
+            try:
+                proposal = self.agent.decide(state)
+            except AgentModelError as e:  # budget spent, recording exhausted, endpoint down: stop with the state saved
+                self._save_clock()
+                return f"Feedback-Agent model: {e}"
             self.store.add_generation(gen, champion, {**to_dict(proposal), "analysis": analysis.summary(),
                                                       "ranking": self.agent.last_ranking[:6]})
         self.ui("proposal", gen=gen, proposal=proposal)
@@ -229,7 +288,10 @@ class Loop:
         if isinstance(proposal, Stop):
             self.store.update_generation(gen, status="decided", verdict=None, lesson=proposal.reason, finished=time.time())
             return f"Feedback-Agent stopped: {proposal.reason}"
-        verdict, cid, val_eid = self._try(gen, champion, proposal)
+        if isinstance(proposal, Invalid):
+            verdict, cid, val_eid = self._reject(proposal.reason), None, None
+        else:
+            verdict, cid, val_eid = self._try(gen, champion, proposal)
         lesson = lesson_for(proposal.kind, verdict.accept, verdict.delta, verdict.reason)
         if verdict.accept:
             self.ui("phase", text=f"generation {gen}: accepted; completing the new champion's validation scores")
@@ -284,6 +346,9 @@ class Loop:
         adapter = self.store.candidate(champion)["adapter_version"]
         try:
             check_harness_source(proposal.source)
+            refused = check_harness(proposal.source, self.task)
+            if refused:
+                raise HarnessError("refused by guards: " + "; ".join(refused))
         except HarnessError as e:
             version = self.store.add_harness_version(proposal.source, f"[rejected before running] {proposal.rationale}")
             cid = self.store.add_candidate(version, adapter, proposal.lever, proposal.rationale, parent=champion)

@@ -1,4 +1,4 @@
-"""What a Feedback-Agent may propose: a harness edit, a weight update, or to stop.
+"""What a Feedback-Agent may propose: a harness edit, a weight update, or to stop (or an answer it could not make valid).
 
 Proposals are immutable records; the loop stores them as JSON before acting on
 them, so a resumed run acts on exactly the proposal it had made.
@@ -39,8 +39,22 @@ class Stop:
         return self.reason
 
 
-Proposal = Union[HarnessEdit, WeightUpdate, Stop]
-_TYPES = {"harness": HarnessEdit, "weights": WeightUpdate, "stop": Stop}
+@dataclass(frozen=True)
+class Invalid:
+    """A Feedback-Agent answer that could not be turned into a change after repairs: rejected with its reason."""
+
+    reason: str
+    raw: str = ""
+    kind: str = "malformed"
+    lever: str = "invalid"
+
+    @property
+    def rationale(self) -> str:
+        return self.reason
+
+
+Proposal = Union[HarnessEdit, WeightUpdate, Stop, Invalid]
+_TYPES = {"harness": HarnessEdit, "weights": WeightUpdate, "stop": Stop, "invalid": Invalid}
 
 
 def to_dict(p: Proposal) -> dict[str, Any]:

@@ -37,10 +37,56 @@ def parse_levers(text: str | list[str]) -> list[str]:
     return list(dict.fromkeys(levers))
 
 
-def _runtime(model: str | None):
+def _runtime(model: str | None, task_model: str | None = None):
     from sia.policy_runtime import PolicyRuntime
 
+    if task_model:
+        from sia.agent_models import ANTHROPIC_OPENAI_URL, api_key, parse_model_spec
+
+        spec = parse_model_spec(task_model)
+        url = spec.base_url or (ANTHROPIC_OPENAI_URL if spec.provider == "anthropic" else "https://api.openai.com/v1")
+        return PolicyRuntime.remote(url, spec.model, api_key(spec))
     return PolicyRuntime.local(model)
+
+
+def check_agents(config: RunConfig) -> None:
+    """Refuse inconsistent agent settings before anything is loaded, in one line each."""
+    from sia.agent_models import api_key, parse_model_spec, parse_prices
+
+    if config.feedback not in ("builtin", "llm"):
+        raise SiaError(f"unknown Feedback-Agent {config.feedback!r}", "use --feedback builtin or --feedback llm")
+    if config.feedback == "llm" and not config.feedback_model:
+        raise SiaError("--feedback llm needs --feedback-model", "e.g. --feedback-model anthropic:claude-sonnet-4-6")
+    if config.feedback == "builtin" and config.feedback_model:
+        raise SiaError("--feedback-model is set but the Feedback-Agent is builtin", "add --feedback llm")
+    parse_prices(config.prices)
+    for spelling in (config.feedback_model, config.meta_model, config.task_model):
+        if spelling:
+            spec = parse_model_spec(spelling)
+            if not config.replay or spelling == config.task_model:
+                api_key(spec)
+    if config.task_model and "weights" in config.levers:
+        raise SiaError(f"the weights lever trains a LoRA adapter on the local model, and --task-model {config.task_model} is remote",
+                       "use --levers harness with a remote task model, or drop --task-model")
+
+
+def build_agents(config: RunConfig, store: Store) -> dict[str, Any]:
+    """The Loop's Feedback-Agent and Meta-Agent model from the run config (recorded, or replayed with --replay)."""
+    from sia.agent_models import AgentBudget, AgentModel, AgentModelConfig, Recording, parse_model_spec, parse_prices
+
+    recording = Recording.load(config.replay) if config.replay else None
+    mconf = AgentModelConfig(max_tokens=config.agent_max_tokens, prices=parse_prices(config.prices),
+                             budget=AgentBudget(config.agent_budget_usd, config.agent_budget_tokens))
+    out: dict[str, Any] = {"meta_attempts": config.meta_attempts}
+    if config.meta_model:
+        out["meta_model"] = AgentModel(parse_model_spec(config.meta_model), "meta", store, mconf, recording)
+    if config.feedback == "llm":
+        from sia.llm_feedback import LLMAgentConfig, LLMFeedbackAgent
+
+        model = AgentModel(parse_model_spec(config.feedback_model), "feedback", store, mconf, recording)
+        out["agent"] = LLMFeedbackAgent(model, store, LLMAgentConfig(context_tokens=config.agent_context_tokens,
+                                                                     repairs=config.agent_repairs))
+    return out
 
 
 def _finish(store: Store, task, summary: dict[str, Any]) -> dict[str, Any]:
@@ -50,14 +96,24 @@ def _finish(store: Store, task, summary: dict[str, Any]) -> dict[str, Any]:
     return summary
 
 
-def run(task: str, *, budget: str | float = "10m", levers: str | list[str] = "harness,weights", seed: int = 0,
+def run(task: str, *, budget: str | float = "10m", levers: str | list[str] | None = None, seed: int = 0,
         run_dir: str | Path | None = None, observer: Observer = _quiet, model: str | None = None,
         tau: float = 0.01, alpha: float = 0.05, **options: Any) -> dict[str, Any]:
-    """Improve the agent on `task` and return the run summary (see README 'sia run')."""
+    """Improve the agent on `task` and return the run summary (see README 'sia run').
+
+    `levers` defaults to harness and weights, or harness alone with a remote `task_model` (weights need the local model).
+    """
     task_obj = load_task(task)
     task_obj.split("val")
+    if levers is None:
+        levers = "harness" if options.get("task_model") else "harness,weights"
+    if options.get("meta_model") == "template":
+        options["meta_model"] = None
+    elif options.get("feedback") == "llm" and not options.get("meta_model") and options.get("feedback_model"):
+        options["meta_model"] = options["feedback_model"]
     config = RunConfig(task=str(task), budget_s=parse_budget(budget), levers=parse_levers(levers), seed=seed,
                        gate=GateConfig(tau=tau, alpha=alpha, seed=seed), **options)
+    check_agents(config)
     run_dir = Path(run_dir) if run_dir else default_run_dir(task_obj.name, "run")
     if (run_dir / "sia.db").exists():
         raise StoreError(f"{run_dir} already holds a run", f"continue it with `sia resume {run_dir}` or pick another --run-dir")
@@ -65,8 +121,8 @@ def run(task: str, *, budget: str | float = "10m", levers: str | list[str] = "ha
         store.set_meta("run_config", config.to_json())
         store.set_meta("task", {"name": task_obj.name, "folder": str(task_obj.folder)})
         store.set_meta("model", model)
-        with _runtime(model) as runtime:
-            summary = Loop(task_obj, store, runtime, config, observer).run()
+        with _runtime(model, config.task_model) as runtime:
+            summary = Loop(task_obj, store, runtime, config, observer, **build_agents(config, store)).run()
         return _finish(store, task_obj, summary)
 
 
@@ -81,8 +137,9 @@ def resume(run_dir: str | Path, observer: Observer = _quiet) -> dict[str, Any]:
             raise StoreError(f"{run_dir} holds an evaluation, not a `sia run`", "start a run with `sia run`")
         config = RunConfig.from_json(raw)
         task_obj = load_task(store.get_meta("task")["folder"])
-        with _runtime(store.get_meta("model")) as runtime:
-            summary = Loop(task_obj, store, runtime, config, observer).run()
+        check_agents(config)
+        with _runtime(store.get_meta("model"), config.task_model) as runtime:
+            summary = Loop(task_obj, store, runtime, config, observer, **build_agents(config, store)).run()
         return _finish(store, task_obj, summary)
 
 

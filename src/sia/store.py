@@ -50,6 +50,11 @@ CREATE TABLE IF NOT EXISTS generations(
   verdict TEXT, lesson TEXT, val_eval TEXT, started REAL NOT NULL, finished REAL, rollouts INTEGER, seconds REAL);
 CREATE TABLE IF NOT EXISTS adapter_versions(
   version TEXT PRIMARY KEY, parent TEXT, path TEXT NOT NULL, algorithm TEXT NOT NULL, info TEXT NOT NULL, created REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS agent_calls(
+  seq INTEGER PRIMARY KEY, role TEXT NOT NULL, provider TEXT NOT NULL, model TEXT NOT NULL, url TEXT NOT NULL,
+  request TEXT NOT NULL, status INTEGER NOT NULL, headers TEXT NOT NULL, response TEXT NOT NULL,
+  input_tokens INTEGER NOT NULL DEFAULT 0, output_tokens INTEGER NOT NULL DEFAULT 0, cost REAL NOT NULL DEFAULT 0,
+  replayed INTEGER NOT NULL DEFAULT 0, created REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS champions(
   seq INTEGER PRIMARY KEY, candidate_id TEXT NOT NULL, reason TEXT NOT NULL, generation INTEGER, created REAL NOT NULL);
 """
@@ -319,3 +324,23 @@ class Store:
         cols = ", ".join(f"{k} = ?" for k in fields)
         vals = [json.dumps(v) if isinstance(v, (dict, list)) else v for v in fields.values()]
         self.db.execute(f"UPDATE generations SET {cols} WHERE gen = ?", (*vals, gen))
+
+    def add_agent_call(self, role: str, provider: str, model: str, url: str, request: str, status: int,
+                       headers: dict[str, str], response: str, input_tokens: int = 0, output_tokens: int = 0,
+                       cost: float = 0.0, replayed: bool = False) -> None:
+        """One HTTP exchange of a Meta- or Feedback-Agent model call (status 0: no response, `response` holds the error)."""
+        self.db.execute("INSERT INTO agent_calls(role, provider, model, url, request, status, headers, response, input_tokens,"
+                        " output_tokens, cost, replayed, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        (role, provider, model, url, request, status, json.dumps(headers), response, input_tokens,
+                         output_tokens, cost, int(replayed), time.time()))
+
+    def agent_calls(self, role: str | None = None) -> list[sqlite3.Row]:
+        if role is None:
+            return self.db.execute("SELECT * FROM agent_calls ORDER BY seq").fetchall()
+        return self.db.execute("SELECT * FROM agent_calls WHERE role = ? ORDER BY seq", (role,)).fetchall()
+
+    def agent_usage(self) -> tuple[int, float]:
+        """(tokens, USD) spent by the Meta- and Feedback-Agents in this run."""
+        row = self.db.execute("SELECT COALESCE(SUM(input_tokens + output_tokens), 0) AS t, COALESCE(SUM(cost), 0) AS c"
+                              " FROM agent_calls").fetchone()
+        return int(row["t"]), float(row["c"])
