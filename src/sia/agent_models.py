@@ -138,10 +138,10 @@ class AgentBudget:
         tokens, usd = store.agent_usage()
         if self.tokens is not None and tokens >= self.tokens:
             raise AgentBudgetSpent(f"agent token budget spent ({tokens} of {self.tokens} tokens)",
-                                   "resume with a larger --agent-budget-tokens, or use the builtin Feedback-Agent")
+                                   "`sia resume RUN_DIR --agent-budget-tokens N` with a larger N continues the run")
         if self.usd is not None and usd >= self.usd:
             raise AgentBudgetSpent(f"agent money budget spent (${usd:.4f} of ${self.usd:.2f})",
-                                   "resume with a larger --agent-budget-usd, or use the builtin Feedback-Agent")
+                                   "`sia resume RUN_DIR --agent-budget-usd X` with a larger X continues the run")
 
 
 def usage_of(provider: str, body: dict[str, Any]) -> tuple[int, int]:
@@ -184,6 +184,10 @@ class Recording:
             if isinstance(r.get("response"), (dict, list)):
                 r["response"] = json.dumps(r["response"])
         return cls(rows)
+
+    def skip(self, role: str, n: int) -> None:
+        """Mark the first `n` exchanges of `role` as used (a resumed replay continues after what it already replayed)."""
+        self._used[role] = self._used.get(role, 0) + n
 
     def next(self, role: str) -> dict[str, Any]:
         with self._lock:
@@ -311,8 +315,14 @@ class AgentModel:
         except self._errors as e:
             if self._transport.exhausted is not None:
                 raise self._transport.exhausted from None
-            raise AgentModelError(f"{self.spec.spelling} failed after {self.config.max_retries} retries: "
-                                  f"{type(e).__name__}: {str(e)[:300]}", "check the endpoint, key and rate limits") from None
+            status = getattr(e, "status_code", None)
+            if status in (401, 403):
+                var = KEY_VARS[self.spec.provider]
+                raise AgentModelError(f"{self.spec.spelling} refused the API key (HTTP {status})",
+                                      f"set {var} to a key this endpoint accepts") from None
+            retried = "" if status is not None and status < 500 and status != 429 else f" after {self.config.max_retries} retries"
+            raise AgentModelError(f"{self.spec.spelling} failed{retried}: {type(e).__name__}: {str(e)[:300]}",
+                                  "check the endpoint, the model name and the rate limits") from None
 
     def close(self) -> None:
         self._http.close()

@@ -185,6 +185,8 @@ def run_cmd(
     agent_budget_tokens: Annotated[Optional[int], typer.Option(min=1, help="Tokens the Meta- and Feedback-Agents may spend in this run.")] = None,
     agent_max_tokens: Annotated[int, typer.Option(min=16, help="Longest reply asked of an agent model.")] = 4096,
     agent_context_tokens: Annotated[int, typer.Option(min=500, help="Token budget of the evidence shown to the LLM Feedback-Agent.")] = 16000,
+    agent_repairs: Annotated[int, typer.Option(min=0, help="Times a malformed Feedback-Agent answer is shown its error and asked again.")] = 2,
+    meta_attempts: Annotated[int, typer.Option(min=1, help="Harnesses the LLM Meta-Agent may write before sia falls back to its template.")] = 3,
     price: Annotated[Optional[list[str]], typer.Option(help="MODEL=IN,OUT: USD per million input/output tokens (repeatable).")] = None,
     replay: Annotated[Optional[Path], typer.Option(help="Answer the agents' model calls from this run directory (or JSONL recording) instead of the network.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the JSON summary on stdout.")] = False,
@@ -200,6 +202,7 @@ def run_cmd(
                   "meta_model": meta_model, "agent_budget_usd": agent_budget_usd,
                   "agent_budget_tokens": agent_budget_tokens, "agent_max_tokens": agent_max_tokens,
                   "agent_context_tokens": agent_context_tokens, "prices": list(price or []),
+                  "agent_repairs": agent_repairs, "meta_attempts": meta_attempts,
                   "replay": str(replay) if replay else None}
         load_task(task).split("val")  # a bad task or agent setting fails here, before the live view starts
         runner.check_agents(runner.RunConfig(task=task, levers=lever_list or (["harness"] if task_model else ["harness", "weights"]),
@@ -215,6 +218,8 @@ def run_cmd(
 
 @app.command("resume")
 def resume_cmd(run_dir: Annotated[Path, typer.Argument(help="The run directory of an interrupted run.")],
+               agent_budget_usd: Annotated[Optional[float], typer.Option(min=0, help="Raise the agents' money budget (a run stopped by it continues).")] = None,
+               agent_budget_tokens: Annotated[Optional[int], typer.Option(min=1, help="Raise the agents' token budget (a run stopped by it continues).")] = None,
                as_json: Annotated[bool, typer.Option("--json", help="Print the JSON summary on stdout.")] = False) -> None:
     """Continue a run where it stopped; finished rollouts are neither lost nor redone."""
     try:
@@ -224,7 +229,8 @@ def resume_cmd(run_dir: Annotated[Path, typer.Argument(help="The run directory o
         with Store(run_dir, write=False) as store:
             cfg = store.get_meta("run_config") or {}
             elapsed = float(store.get_meta("elapsed_s", 0.0))
-        _run_with_view(lambda view: runner.resume(run_dir, observer=view), float(cfg.get("budget_s", 0)), elapsed, as_json)
+        raised = {k: v for k, v in {"agent_budget_usd": agent_budget_usd, "agent_budget_tokens": agent_budget_tokens}.items() if v is not None}
+        _run_with_view(lambda view: runner.resume(run_dir, observer=view, **raised), float(cfg.get("budget_s", 0)), elapsed, as_json)
     except SiaError as e:
         fail(e)
 

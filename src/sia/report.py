@@ -7,7 +7,7 @@ import html
 from pathlib import Path
 from typing import Any
 
-from sia.loop import run_summary
+from sia.summary import run_summary
 from sia.store import Store
 from sia.task import Task
 

@@ -8,7 +8,8 @@ from typing import Any
 
 from sia.errors import SiaError, StoreError
 from sia.gate import GateConfig
-from sia.loop import Loop, Observer, RunConfig, _quiet, run_summary
+from sia.loop import Loop, Observer, RunConfig, _quiet
+from sia.summary import run_summary
 from sia.paths import default_run_dir
 from sia.store import Store
 from sia.task import load_task
@@ -75,6 +76,8 @@ def build_agents(config: RunConfig, store: Store) -> dict[str, Any]:
     from sia.agent_models import AgentBudget, AgentModel, AgentModelConfig, Recording, parse_model_spec, parse_prices
 
     recording = Recording.load(config.replay) if config.replay else None
+    for role in ("meta", "feedback") if recording else ():
+        recording.skip(role, len(store.agent_calls(role)))
     mconf = AgentModelConfig(max_tokens=config.agent_max_tokens, prices=parse_prices(config.prices),
                              budget=AgentBudget(config.agent_budget_usd, config.agent_budget_tokens))
     out: dict[str, Any] = {"meta_attempts": config.meta_attempts}
@@ -126,8 +129,11 @@ def run(task: str, *, budget: str | float = "10m", levers: str | list[str] | Non
         return _finish(store, task_obj, summary)
 
 
-def resume(run_dir: str | Path, observer: Observer = _quiet) -> dict[str, Any]:
-    """Continue a run where it stopped, without redoing any finished rollout."""
+def resume(run_dir: str | Path, observer: Observer = _quiet, **raised: Any) -> dict[str, Any]:
+    """Continue a run where it stopped, without redoing any finished rollout.
+
+    `agent_budget_usd` / `agent_budget_tokens` raise the agents' budgets; a run that stopped because one was spent continues.
+    """
     run_dir = Path(run_dir)
     if not (run_dir / "sia.db").exists():
         raise StoreError(f"{run_dir} is not a sia run directory", "pass the --run-dir of an earlier `sia run`")
@@ -136,6 +142,12 @@ def resume(run_dir: str | Path, observer: Observer = _quiet) -> dict[str, Any]:
         if raw is None:
             raise StoreError(f"{run_dir} holds an evaluation, not a `sia run`", "start a run with `sia run`")
         config = RunConfig.from_json(raw)
+        if raised:
+            config = RunConfig.from_json({**config.to_json(), **raised})
+            store.set_meta("run_config", config.to_json())
+            reason = store.get_meta("stop_reason") or ""
+            if "budget spent" in reason and reason.startswith("Feedback-Agent model"):
+                store.db.execute("DELETE FROM meta WHERE key = 'stop_reason'")
         task_obj = load_task(store.get_meta("task")["folder"])
         check_agents(config)
         with _runtime(store.get_meta("model"), config.task_model) as runtime:

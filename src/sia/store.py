@@ -334,13 +334,21 @@ class Store:
                         (role, provider, model, url, request, status, json.dumps(headers), response, input_tokens,
                          output_tokens, cost, int(replayed), time.time()))
 
+    def _has_agent_calls(self) -> bool:
+        """Run directories written before agent calls were recorded, opened read-only, lack the table."""
+        return self.db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'agent_calls'").fetchone() is not None
+
     def agent_calls(self, role: str | None = None) -> list[sqlite3.Row]:
+        if not self._has_agent_calls():
+            return []
         if role is None:
             return self.db.execute("SELECT * FROM agent_calls ORDER BY seq").fetchall()
         return self.db.execute("SELECT * FROM agent_calls WHERE role = ? ORDER BY seq", (role,)).fetchall()
 
     def agent_usage(self) -> tuple[int, float]:
         """(tokens, USD) spent by the Meta- and Feedback-Agents in this run."""
+        if not self._has_agent_calls():
+            return 0, 0.0
         row = self.db.execute("SELECT COALESCE(SUM(input_tokens + output_tokens), 0) AS t, COALESCE(SUM(cost), 0) AS c"
                               " FROM agent_calls").fetchone()
         return int(row["t"]), float(row["c"])
