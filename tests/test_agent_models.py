@@ -85,3 +85,10 @@ def test_a_money_budget_needs_a_price(tmp_path):
     with Store(tmp_path / "run") as store, pytest.raises(AgentModelError, match="--price mystery"):
         AgentModel(parse_model_spec("openai:mystery@https://h/v1"), "feedback", store,
                    AgentModelConfig(budget=AgentBudget(usd=1.0)), Recording([]))
+
+
+def test_a_remote_task_model_cannot_take_the_weights_lever(tmp_path):
+    r = subprocess.run([SIA, "run", "sentiment", "--task-model", "openai:qwen@http://127.0.0.1:9/v1", "--levers", "harness,weights",
+                        "--run-dir", str(tmp_path / "r")], capture_output=True, text=True, timeout=120)
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert r.returncode != 0 and len(lines) == 1 and "remote" in lines[0] and "--levers harness" in lines[0], r.stderr

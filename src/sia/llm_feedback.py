@@ -69,7 +69,7 @@ For weights: one ```json block {{"algorithm": "grpo" or "sft", "config": {{...}}
 DECISION_RE = re.compile(r"^\W*DECISION\W*:?\s*\**\s*(harness|weights|stop)\b", re.I | re.M)
 RATIONALE_RE = re.compile(r"^\W*RATIONALE\W*:?\s*(.+?)(?=^```|^<{5,}|\Z)", re.I | re.M | re.S)
 TOOL_RE = re.compile(r"^\s*TOOL:\s*(\w+)\s*(\{.*\})?\s*$", re.M | re.S)
-FENCE_RE = re.compile(r"```(\w*)[ \t]*\n(.*?)```", re.S)
+FENCE_RE = re.compile(r"```(\w*)[ \t]*\n(.*?)(?:```|\Z)", re.S)  # a reply cut at max_tokens leaves the fence open
 
 
 class DecisionError(ValueError):

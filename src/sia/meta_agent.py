@@ -22,7 +22,7 @@ from typing import Callable
 from sia.harness_template import make_config, render
 from sia.task import Task
 
-FENCE_RE = re.compile(r"```(?:python|py)?[ \t]*\n(.*?)```", re.S)
+FENCE_RE = re.compile(r"```(?:python|py)?[ \t]*\n(.*?)(?:```|\Z)", re.S)  # a reply cut at max_tokens leaves the fence open
 
 
 def initial_harness(task: Task) -> tuple[str, str]:

@@ -87,8 +87,9 @@ def build_agents(config: RunConfig, store: Store) -> dict[str, Any]:
         from sia.llm_feedback import LLMAgentConfig, LLMFeedbackAgent
 
         model = AgentModel(parse_model_spec(config.feedback_model), "feedback", store, mconf, recording)
+        note = "the task model is remote and LoRA training needs the local model" if config.task_model else None
         out["agent"] = LLMFeedbackAgent(model, store, LLMAgentConfig(context_tokens=config.agent_context_tokens,
-                                                                     repairs=config.agent_repairs))
+                                                                     repairs=config.agent_repairs), weights_note=note)
     return out
 
 
