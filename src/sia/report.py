@@ -99,7 +99,9 @@ def render_report(store: Store, task: Task) -> str:
     out = [f"<!doctype html><html><head><meta charset='utf-8'><title>sia report: {html.escape(task.name)}</title><style>{CSS}</style></head><body>",
            f"<h1>sia run on <code>{html.escape(task.name)}</code></h1>",
            f"<p class=muted>{html.escape(str(s['run_dir']))} · status {_fmt(s['status'])} · {_fmt(s['stop_reason'])} · "
-           f"{s['rollouts']} rollouts · {s['tokens']} tokens · {s['elapsed_s']} s</p>",
+           f"{s['rollouts']} rollouts · {s['tokens']} tokens · {s['elapsed_s']} s"
+           + (f" · agent models: {s['agents']['calls']} calls, {s['agents']['tokens']} tokens, ${s['agents']['usd']}" if s["agents"]["calls"] else "")
+           + "</p>",
            "<h2>Baseline versus final</h2><table><tr><th></th><th>version</th><th>validation</th><th>test (held out)</th></tr>",
            f"<tr><td>baseline</td><td>{_fmt(b.get('harness_version'))}</td><td>{_fmt(b.get('val'))}</td><td class=big>{_fmt(b.get('test'))}</td></tr>",
            f"<tr><td>final</td><td>{_fmt(f.get('harness_version'))}{' + ' + _fmt(f.get('adapter')) if f.get('adapter') else ''}</td>"
