@@ -81,3 +81,30 @@ def test_kill_at_several_points_then_resume(tmp_path):
             n = len(store.rollouts(ev["id"]))
             assert n <= ev["n_examples"] * ev["samples"]
     assert summary["rollouts"] == len(final)
+
+
+def test_kill_during_weight_training_then_resume(tmp_path):
+    """SIGKILL between training rounds: resume retrains the generation (a new attempt) and keeps every recorded rollout."""
+    from agent_recordings import openai_reply, write
+
+    small = {"rounds": 2, "examples": 4, "samples": 4, "steps": 1, "prompts_per_step": 2}
+    recording = write(tmp_path / "rec.jsonl", [("feedback", openai_reply(
+        f"DECISION: weights\nRATIONALE: scripted.\n```json\n{json.dumps({'algorithm': 'grpo', 'config': small})}\n```"))])
+    run = tmp_path / "run"
+    db = run / "sia.db"
+    args = ["run", "sentiment", "--levers", "weights", "--feedback", "llm", "--feedback-model", "openai:gpt-4.1",
+            "--meta-model", "template", "--replay", recording, "--budget", "15m", "--val-limit", "16", "--test-limit", "8",
+            "--analysis-examples", "4", "--max-generations", "1", "--tau", "-1", "--alpha", "1.01", "--run-dir", run]
+    rounds = run / "adapters" / ".rounds"
+    snap = _kill_when(_start(*args), db, lambda: rounds.is_dir() and any(rounds.iterdir()), timeout=600)
+    assert len(_query(db, "SELECT id FROM rollouts WHERE evaluation_id IN (SELECT id FROM evaluations WHERE config LIKE '%collect%')")) >= 16
+    done = subprocess.run([SIA, "resume", str(run), "--json"], capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary = json.loads(done.stdout)
+    assert summary["status"] == "done" and [g["kind"] for g in summary["generations"]] == ["grpo"]
+    final = _rollouts(db)
+    assert all(final[rid] == created for rid, created in snap.items()), "a rollout recorded before the kill was lost or redone"
+    with Store(run, write=False) as store:
+        assert store.get_meta("gen:1:train_attempts") == 2
+        assert (store.adapter_path("a1") / "adapter_config.json").is_file() and not rounds.exists()
+        assert len(store.agent_calls("feedback")) == 1, "the recorded decision was acted on, not asked again"
