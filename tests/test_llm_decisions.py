@@ -78,3 +78,29 @@ def test_guards_refuse_hidden_labels_hard_coded_answers_and_escapes():
         assert any(reason in r for r in found), (code, found)
     # train text is the agent's to use (few-shot demonstrations)
     assert check_harness(f"DEMO = {train_ex.inputs['text']!r}\n\ndef solve(example, ctx):\n    return 'positive'\n", task) == []
+
+
+def test_a_model_that_only_calls_tools_ends_in_a_rejected_invalid_proposal(tmp_path):
+    from collections import Counter
+
+    from agent_recordings import openai_reply, write
+    from sia.agent_models import AgentModel, Recording, parse_model_spec
+    from sia.analysis import Analysis
+    from sia.feedback import AgentState
+    from sia.llm_feedback import LLMAgentConfig, LLMFeedbackAgent
+    from sia.memory import Memory
+    from sia.proposal import Invalid
+    from sia.store import Store
+
+    task = load_task("sentiment")
+    rec = Recording.load(write(tmp_path / "r.jsonl", [("feedback", openai_reply('TOOL: harness {"version": "h0"}'))] * 6))
+    with Store(tmp_path / "run") as store:
+        store.add_harness_version(SRC, "test")
+        model = AgentModel(parse_model_spec("openai:gpt-4.1"), "feedback", store, recording=rec)
+        agent = LLMFeedbackAgent(model, store, LLMAgentConfig(tool_rounds=3, repairs=1))
+        state = AgentState(task, SRC, Analysis(0, 0.0, Counter(), Counter(), Counter(), Counter()), Memory(), task.split("train"),
+                           levers=("harness",))
+        p = agent.decide(state)
+        assert isinstance(p, Invalid) and "no tool calls left (3 used)" in p.reason
+        assert len(store.agent_calls()) == 5, "3 tool rounds, then one repair, then it gives up"
+        assert "def solve(example, ctx)" in agent.transcript[2]["content"], "the harness tool returned the stored source"

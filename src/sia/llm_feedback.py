@@ -157,19 +157,18 @@ class LLMFeedbackAgent:
             messages.append({"role": "assistant", "content": reply})
             self.transcript = messages
             tool = TOOL_RE.search(reply)
-            if tool and not DECISION_RE.search(reply):
-                if tools_left <= 0:
-                    note = "No more tool calls: decide now, in the decision format."
-                else:
-                    tools_left -= 1
-                    try:
-                        args = json.loads(tool.group(2) or "{}")
-                    except ValueError:
-                        args = {}
-                    note = f"Result of {tool.group(1)}:\n{evidence.tool(tool.group(1), args if isinstance(args, dict) else {})}"
+            if tool and not DECISION_RE.search(reply) and tools_left > 0:
+                tools_left -= 1
+                try:
+                    args = json.loads(tool.group(2) or "{}")
+                except ValueError:
+                    args = {}
+                note = f"Result of {tool.group(1)}:\n{evidence.tool(tool.group(1), args if isinstance(args, dict) else {})}"
                 messages.append({"role": "user", "content": note[:20000]})
                 continue
             try:
+                if tool and not DECISION_RE.search(reply):  # tool calls used up: this counts as a malformed answer
+                    raise DecisionError(f"no tool calls left ({self.config.tool_rounds} used); decide now")
                 return parse_decision(reply, state.champion_source, levers)
             except NeedFullFile as e:
                 err, ask = str(e), ("Your SEARCH/REPLACE edits could not be applied ({err}). Reply again in the decision "
