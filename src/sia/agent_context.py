@@ -102,10 +102,8 @@ class Evidence:
                 return render_trajectory(self.store, self.rows[rid], 4000) if rid else f"no train rollout of example {args.get('id')!r}"
             if name == "harness":
                 return self.store.harness_source(str(args.get("version")))
-        except (KeyError, ValueError, TypeError) as e:
+        except Exception as e:  # bad arguments or an unknown version: the agent reads the reason
             return f"tool {name} failed: {type(e).__name__}: {e}"
-        except Exception as e:  # a store lookup of an unknown version, say: the agent reads the reason
-            return f"tool {name} failed: {e}"
         return f"unknown tool {name!r}; tools: trajectories, example, harness"
 
 
@@ -126,8 +124,7 @@ def training_curves(store) -> list[str]:
     return out
 
 
-def build_context(state: AgentState, store, champion_val: float | None, budget_tokens: int,
-                  weights_note: str | None = None) -> str:
+def build_context(state: AgentState, store, ev: Evidence, budget_tokens: int, weights_note: str | None = None) -> str:
     """The evidence for one decision, within about `budget_tokens` tokens."""
     task = state.task.public_info()
     a = state.analysis
@@ -144,7 +141,7 @@ def build_context(state: AgentState, store, champion_val: float | None, budget_t
     left = f"{state.seconds_left / 60:.1f} min" if state.seconds_left is not None else "unknown"
     levers.append(f"- stop: end the run. Budget left: {left}. Champion adapter: {state.champion_adapter or 'none (base model)'}")
     sections.append(("Levers", "\n".join(levers)))
-    metrics = [f"champion validation score: {champion_val:.3f} on {state.val_n} examples" if champion_val is not None else
+    metrics = [f"champion validation score: {state.champion_val:.3f} on {state.val_n} examples" if state.champion_val is not None else
                "champion validation score: not yet measured",
                f"champion on {a.n} train examples: {json.dumps(a.summary(), ensure_ascii=False)}"]
     sections.append(("Metrics (the test split is never shown)", "\n".join(metrics)))
@@ -155,7 +152,6 @@ def build_context(state: AgentState, store, champion_val: float | None, budget_t
     if curves:
         sections.append(("Training curves of past weight updates", "\n".join(curves)))
     text = "\n\n".join(f"## {t}\n{b}" for t, b in sections)
-    ev = Evidence(state, store)
     summary = ", ".join(f"{k!r} x{n}" for k, n in ev.cluster_summary())
     text += f"\n\n## Failure clusters of the champion on train\n{summary or 'no rollouts'}\n"
     used = estimate_tokens(text)

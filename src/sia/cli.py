@@ -205,8 +205,7 @@ def run_cmd(
                   "agent_repairs": agent_repairs, "meta_attempts": meta_attempts,
                   "replay": str(replay) if replay else None}
         load_task(task).split("val")  # a bad task or agent setting fails here, before the live view starts
-        runner.check_agents(runner.RunConfig(task=task, levers=lever_list or (["harness"] if task_model else ["harness", "weights"]),
-                                             **{**agents, "meta_model": None if meta_model == "template" else meta_model}))
+        runner.run_config(task, levers=lever_list, **agents)
         _run_with_view(lambda view: runner.run(task, budget=budget_s, levers=lever_list, seed=seed, run_dir=run_dir, observer=view,
                                                tau=tau, alpha=alpha, max_generations=max_generations, max_rollouts=max_rollouts,
                                                max_tokens=max_tokens, patience=patience, val_limit=val_limit, test_limit=test_limit,

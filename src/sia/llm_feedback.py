@@ -148,8 +148,8 @@ class LLMFeedbackAgent:
 
     def decide(self, state: AgentState) -> Proposal:
         levers = tuple(lv for lv in state.levers if not (lv == "weights" and self.weights_note))
-        context = build_context(state, self.store, state.champion_val, self.config.context_tokens, self.weights_note)
         evidence = Evidence(state, self.store)
+        context = build_context(state, self.store, evidence, self.config.context_tokens, self.weights_note)
         messages = [{"role": "user", "content": context + "\n\nDecide the next change (or call a tool first)."}]
         tools_left, repairs_left = self.config.tool_rounds, self.config.repairs
         while True:

@@ -219,8 +219,8 @@ class Loop:
         self.ui("phase", text=f"Meta-Agent {self.meta_model.spec.spelling}: writing the first harness")
         return llm_initial_harness(self.task, self.meta_model, self._validate_first, self.meta_attempts)
 
-    def _validate_first(self, source: str, attempt: int) -> str | None:
-        """Why a Meta-Agent harness cannot be the baseline, or None: it compiles, passes the guards, runs on train examples."""
+    def _refusal(self, source: str) -> str | None:
+        """Why `source` may not run at all (it does not compile or define solve, or the guards refuse it), or None."""
         from sia.errors import HarnessError
         from sia.executor import check_harness_source
 
@@ -229,9 +229,14 @@ class Loop:
         except HarnessError as e:
             return e.message
         refused = check_harness(source, self.task)
-        version = self.store.add_harness_version(source, f"[Meta-Agent attempt {attempt}]" + (" [refused by guards]" if refused else ""))
+        return "refused by guards: " + "; ".join(refused) if refused else None
+
+    def _validate_first(self, source: str, attempt: int) -> str | None:
+        """Why a Meta-Agent harness cannot be the baseline, or None: it may run (see _refusal) and runs on train examples."""
+        refused = self._refusal(source)
+        version = self.store.add_harness_version(source, f"[Meta-Agent attempt {attempt}]" + (" [refused before running]" if refused else ""))
         if refused:
-            return "refused by guards: " + "; ".join(refused)
+            return refused
         cid = self.store.add_candidate(version, None, "meta", f"Meta-Agent attempt {attempt}")
         rows = self.store.rollouts(self._eval(cid, "train", self.task.split("train")[: max(2, self.config.smoke_examples)],
                                               f"{cid}:meta", f"Meta-Agent attempt {attempt}").evaluation_id)
@@ -343,19 +348,12 @@ class Loop:
         return self._gate(gen, champion, cid)
 
     def _try_harness(self, gen: int, champion: str, proposal: HarnessEdit) -> tuple[Verdict, str | None, str | None]:
-        from sia.errors import HarnessError
-        from sia.executor import check_harness_source
-
         adapter = self.store.candidate(champion)["adapter_version"]
-        try:
-            check_harness_source(proposal.source)
-            refused = check_harness(proposal.source, self.task)
-            if refused:
-                raise HarnessError("refused by guards: " + "; ".join(refused))
-        except HarnessError as e:
+        refused = self._refusal(proposal.source)
+        if refused:
             version = self.store.add_harness_version(proposal.source, f"[rejected before running] {proposal.rationale}")
             cid = self.store.add_candidate(version, adapter, proposal.lever, proposal.rationale, parent=champion)
-            return self._reject(f"invalid harness: {e.message}"), cid, None
+            return self._reject(f"invalid harness: {refused}"), cid, None
         version = self.store.add_harness_version(proposal.source, proposal.rationale,
                                                  parent=self.store.candidate(champion)["harness_version"])
         cid = self.store.add_candidate(version, adapter, proposal.lever, proposal.rationale, parent=champion)

@@ -100,15 +100,9 @@ def _finish(store: Store, task, summary: dict[str, Any]) -> dict[str, Any]:
     return summary
 
 
-def run(task: str, *, budget: str | float = "10m", levers: str | list[str] | None = None, seed: int = 0,
-        run_dir: str | Path | None = None, observer: Observer = _quiet, model: str | None = None,
-        tau: float = 0.01, alpha: float = 0.05, **options: Any) -> dict[str, Any]:
-    """Improve the agent on `task` and return the run summary (see README 'sia run').
-
-    `levers` defaults to harness and weights, or harness alone with a remote `task_model` (weights need the local model).
-    """
-    task_obj = load_task(task)
-    task_obj.split("val")
+def run_config(task: str, *, budget: str | float = "10m", levers: str | list[str] | None = None, seed: int = 0,
+               tau: float = 0.01, alpha: float = 0.05, **options: Any) -> RunConfig:
+    """The checked RunConfig of `sia run`: lever and Meta-Agent defaults applied, agent settings refused early."""
     if levers is None:
         levers = "harness" if options.get("task_model") else "harness,weights"
     if options.get("meta_model") == "template":
@@ -118,6 +112,19 @@ def run(task: str, *, budget: str | float = "10m", levers: str | list[str] | Non
     config = RunConfig(task=str(task), budget_s=parse_budget(budget), levers=parse_levers(levers), seed=seed,
                        gate=GateConfig(tau=tau, alpha=alpha, seed=seed), **options)
     check_agents(config)
+    return config
+
+
+def run(task: str, *, budget: str | float = "10m", levers: str | list[str] | None = None, seed: int = 0,
+        run_dir: str | Path | None = None, observer: Observer = _quiet, model: str | None = None,
+        tau: float = 0.01, alpha: float = 0.05, **options: Any) -> dict[str, Any]:
+    """Improve the agent on `task` and return the run summary (see README 'sia run').
+
+    `levers` defaults to harness and weights, or harness alone with a remote `task_model` (weights need the local model).
+    """
+    task_obj = load_task(task)
+    task_obj.split("val")
+    config = run_config(task, budget=budget, levers=levers, seed=seed, tau=tau, alpha=alpha, **options)
     run_dir = Path(run_dir) if run_dir else default_run_dir(task_obj.name, "run")
     if (run_dir / "sia.db").exists():
         raise StoreError(f"{run_dir} already holds a run", f"continue it with `sia resume {run_dir}` or pick another --run-dir")

@@ -345,6 +345,9 @@ class Store:
             return self.db.execute("SELECT * FROM agent_calls ORDER BY seq").fetchall()
         return self.db.execute("SELECT * FROM agent_calls WHERE role = ? ORDER BY seq", (role,)).fetchall()
 
+    def agent_call_count(self) -> int:
+        return self.db.execute("SELECT COUNT(*) FROM agent_calls").fetchone()[0] if self._has_agent_calls() else 0
+
     def agent_usage(self) -> tuple[int, float]:
         """(tokens, USD) spent by the Meta- and Feedback-Agents in this run."""
         if not self._has_agent_calls():

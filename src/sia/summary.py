@@ -42,10 +42,11 @@ def run_summary(store: Store, task: Task) -> dict[str, Any]:
                      "reason": v["reason"] if v else g["lesson"], "rationale": p.get("rationale") or p.get("reason", ""),
                      "status": g["status"], "val": score(g["candidate_id"], "val") if v and v["accept"] else None})
     cfg = store.get_meta("run_config", {})
+    agent_tokens, agent_usd = store.agent_usage()
     return {"run_dir": str(store.run_dir), "task": task.name, "seed": cfg.get("seed"), "levers": cfg.get("levers"),
             "status": store.get_meta("status"), "stop_reason": store.get_meta("stop_reason"),
             "baseline": describe(baseline), "final": describe(final), "generations": gens,
             "accepted": sum(1 for g in gens if g["accepted"]), "rollouts": store.count_rollouts(), "tokens": store.count_tokens(),
             "elapsed_s": round(float(store.get_meta("elapsed_s", 0.0)), 1),
-            "agents": {"calls": len(store.agent_calls()), "tokens": store.agent_usage()[0], "usd": round(store.agent_usage()[1], 4)},
+            "agents": {"calls": store.agent_call_count(), "tokens": agent_tokens, "usd": round(agent_usd, 4)},
             "champions": [{"candidate": c["candidate_id"], "reason": c["reason"], "generation": c["generation"]} for c in champs]}
