@@ -29,7 +29,7 @@ ARMS = {"harness": "harness", "weights": "weights", "both": "harness,weights"}
 
 
 def test_scores(run_dir: Path, which: str) -> dict[str, float]:
-    from sia.store import Store
+    from sia.store.store import Store
 
     with Store(run_dir, write=False) as store:
         champs = store.champions()
@@ -68,9 +68,9 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
-    from sia.gate import compare
-    from sia.stats import mean_ci
-    from sia.task import load_task
+    from sia.loop.gate import compare
+    from sia.evaluation.stats import mean_ci
+    from sia.task.loading import load_task
 
     binary = load_task(args.task).spec.score == "binary"
     out = args.out or Path(__file__).parent / "results" / f"ablation-{args.task}"

@@ -26,7 +26,7 @@ PROMPTS, SAMPLES, MAX_TOKENS, LR = 4, 8, 20, 3e-4
 
 
 def prompts():
-    from sia.task import load_task
+    from sia.task.loading import load_task
 
     task = load_task("sentiment")
     info = task.public_info()
@@ -40,9 +40,9 @@ def reward(text: str, label: str) -> float:
 
 
 def bench_sia(data, steps: int) -> tuple[list[float], list[float]]:
-    from sia.policy import GenRequest, LocalPolicy
-    from sia.samples import Sample
-    from sia.trainer import TrainConfig, Trainer
+    from sia.policy.local import GenRequest, LocalPolicy
+    from sia.weights.samples import Sample
+    from sia.weights.trainer import TrainConfig, Trainer
 
     policy = LocalPolicy()
     trainer = Trainer(policy.model_path, TrainConfig(lr=LR, prompts_per_step=PROMPTS, steps=1), pad_id=policy.pad_id)
@@ -75,7 +75,7 @@ def bench_trl(data, steps: int) -> list[float]:
     from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
     from trl import GRPOConfig, GRPOTrainer
 
-    from sia.models import embedded_model_dir
+    from sia.policy.embedded import embedded_model_dir
 
     path = str(embedded_model_dir())
     ds = datasets.Dataset.from_list([{"prompt": m, "label": lab} for m, lab in data])

@@ -23,7 +23,7 @@ PROMPTS = [f"Write a short story about a {thing}. Once upon a time," for thing i
 
 
 def bench_service(concurrency: int, requests: int, max_tokens: int) -> tuple[float, int, int]:
-    from sia.llm_client import LLMClient
+    from sia.harness.client import LLMClient
 
     rt = RUNTIME
     tokens = [0] * concurrency
@@ -53,7 +53,7 @@ def bench_llama_cpp(requests: int, max_tokens: int) -> float | None:
         from llama_cpp import Llama
     except ImportError:
         return None
-    from sia.models import gguf_path
+    from sia.policy.embedded import gguf_path
 
     llm = Llama(model_path=str(gguf_path()), n_ctx=2048, n_threads=os.cpu_count(), verbose=False, seed=0)
     total, t0 = 0, time.perf_counter()
@@ -69,7 +69,7 @@ def main() -> None:
     ap.add_argument("--max-tokens", type=int, default=48)
     ap.add_argument("--requests", type=int, default=16, help="requests per concurrency level")
     args = ap.parse_args()
-    from sia.policy_runtime import PolicyRuntime
+    from sia.policy.runtime import PolicyRuntime
 
     RUNTIME = PolicyRuntime.local()
     try:

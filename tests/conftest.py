@@ -12,8 +12,8 @@ SIA = str(Path(sys.executable).parent / "sia")
 @pytest.fixture(scope="session")
 def runtime():
     """The embedded model behind a real policy service, shared by the tests that need a model."""
-    from sia.models import embedded_model_dir
-    from sia.policy_runtime import PolicyRuntime
+    from sia.policy.embedded import embedded_model_dir
+    from sia.policy.runtime import PolicyRuntime
 
     if not (embedded_model_dir() / "config.json").is_file():
         pytest.fail("the embedded model is not converted: run `make setup` (make test does it)")
@@ -25,7 +25,7 @@ def runtime():
 @pytest.fixture
 def tiny_task(tmp_path: Path) -> Path:
     """A copy of the sentiment task folder with 12 examples, 4 per split."""
-    from sia.task import BUILTIN_DIR
+    from sia.task.loading import BUILTIN_DIR
 
     src = BUILTIN_DIR / "sentiment"
     dst = tmp_path / "tiny"

@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from sia.errors import PolicyError
-from sia.llm_client import LLMClient
-from sia.models import embedded_model_dir
+from sia.harness.client import LLMClient
+from sia.policy.embedded import embedded_model_dir
 
 
 @pytest.fixture(scope="module")

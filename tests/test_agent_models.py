@@ -7,9 +7,9 @@ import pytest
 
 from agent_recordings import anthropic_overloaded, anthropic_reply, openai_rate_limit, openai_reply, write
 from conftest import SIA
-from sia.agent_models import (AgentBudget, AgentBudgetSpent, AgentModel, AgentModelConfig, AgentModelError, Recording,
+from sia.agents.clients import (AgentBudget, AgentBudgetSpent, AgentModel, AgentModelConfig, AgentModelError, Recording,
                               ReplayExhausted, api_key, parse_model_spec, parse_prices, price_of)
-from sia.store import Store
+from sia.store.store import Store
 
 
 def test_one_spelling_names_every_model():

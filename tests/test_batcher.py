@@ -2,7 +2,7 @@
 
 import pytest
 
-from sia.batcher import Batcher
+from sia.policy.batcher import Batcher
 
 
 class ExplodingSession:

@@ -4,7 +4,7 @@ import random
 
 import pytest
 
-from sia.gate import GateConfig, compare, decided
+from sia.loop.gate import GateConfig, compare, decided
 
 
 def _scores(values, prefix="x"):

@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from sia.grpo import GRPOConfig, completion_logprobs, group_advantages, gmts_scores, has_spread, policy_loss, select_tokens
+from sia.weights.grpo import GRPOConfig, completion_logprobs, group_advantages, gmts_scores, has_spread, policy_loss, select_tokens
 
 
 def test_group_advantages_match_hand_computation():
@@ -112,7 +112,7 @@ def _tiny_model_dir(tmp_path):
 
 
 def _samples():
-    from sia.trainer import Sample
+    from sia.weights.trainer import Sample
 
     rng = torch.Generator().manual_seed(1)
     out = []
@@ -128,7 +128,7 @@ def test_trainer_saves_a_standard_peft_adapter_and_logs_steps(tmp_path):
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    from sia.trainer import TrainConfig, train
+    from sia.weights.trainer import TrainConfig, train
 
     base_dir = _tiny_model_dir(tmp_path)
     result = train(base_dir, _samples(), TrainConfig(steps=3, prompts_per_step=2, lr=1e-2, rank=4, alpha=8), tmp_path / "a1",
@@ -143,7 +143,7 @@ def test_trainer_saves_a_standard_peft_adapter_and_logs_steps(tmp_path):
 
 
 def test_trainer_skips_groups_without_spread_and_sft_raises_likelihood(tmp_path):
-    from sia.trainer import Sample, TrainConfig, train
+    from sia.weights.trainer import Sample, TrainConfig, train
 
     base_dir = _tiny_model_dir(tmp_path)
     flat = [Sample("g", [1, 2, 3], [4, 5], [-3.0, -3.0], 1.0, "same") for _ in range(4)]
@@ -154,7 +154,7 @@ def test_trainer_skips_groups_without_spread_and_sft_raises_likelihood(tmp_path)
 
 
 def test_collapse_is_judged_on_the_models_preferred_answers_not_on_the_data(tmp_path):
-    from sia.trainer import Sample, TrainConfig, collapsed, train
+    from sia.weights.trainer import Sample, TrainConfig, collapsed, train
 
     assert collapsed([("positive", "negative")] * 5 + [("positive", "positive")] * 5, 0.95) == "positive"
     assert collapsed([("positive", "positive")] * 10, 0.95) is None, "preferring the answer that is always best is no collapse"
@@ -171,7 +171,7 @@ def test_shared_prompt_forward_equals_the_full_sequence_forward_in_value_and_gra
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
-    from sia.grpo import completion_logprobs, shared_prompt_logprobs
+    from sia.weights.grpo import completion_logprobs, shared_prompt_logprobs
 
     base = AutoModelForCausalLM.from_pretrained(_tiny_model_dir(tmp_path))
     model = get_peft_model(base, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], init_lora_weights=False))

@@ -7,7 +7,7 @@ import subprocess
 import time
 
 from conftest import SIA
-from sia.store import Store
+from sia.store.store import Store
 
 
 def _count(db) -> int:
@@ -33,7 +33,7 @@ def _sandboxes(parent: int) -> list[int]:
             cmd = open(f"/proc/{d}/cmdline", "rb").read()
         except OSError:
             continue
-        if b"sia.sandbox_child" in cmd:
+        if b"sia.harness.child" in cmd:
             try:
                 env = open(f"/proc/{d}/environ", "rb").read()
             except OSError:

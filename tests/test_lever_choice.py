@@ -2,12 +2,12 @@
 
 from collections import Counter
 
-from sia.analysis import Analysis
-from sia.feedback import AgentState, BuiltinFeedbackAgent
-from sia.harness_template import make_config, render
-from sia.memory import Entry, Memory
-from sia.proposal import HarnessEdit, WeightUpdate
-from sia.task import load_task
+from sia.evaluation.analysis import Analysis
+from sia.agents.builtin import AgentState, BuiltinFeedbackAgent
+from sia.harness.template import make_config, render
+from sia.store.memory import Entry, Memory
+from sia.agents.proposal import HarnessEdit, WeightUpdate
+from sia.task.loading import load_task
 
 
 def _analysis(n=40, correct=20, wrong=20, unparseable=0, predicted=None):

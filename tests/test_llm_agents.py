@@ -7,10 +7,10 @@ sandbox, the gate and the trainer are the real ones.
 import json
 
 from agent_recordings import anthropic_reply, openai_rate_limit, openai_reply, write
-from sia.harness_template import make_config, render
-from sia.runner import resume, run
-from sia.store import Store
-from sia.task import load_task
+from sia.harness.template import make_config, render
+from sia.api import resume, run
+from sia.store.store import Store
+from sia.task.loading import load_task
 
 SMALL = {"val_limit": 40, "test_limit": 10, "analysis_examples": 8, "tau": 0.0, "alpha": 0.2}
 

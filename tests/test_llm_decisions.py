@@ -2,12 +2,12 @@
 
 import pytest
 
-from sia.edits import EditError, apply_edit, apply_edits, parse_edits
-from sia.guards import check_harness
-from sia.harness_template import make_config, render
-from sia.llm_feedback import DecisionError, NeedFullFile, parse_decision
-from sia.proposal import HarnessEdit, Stop, WeightUpdate
-from sia.task import load_task
+from sia.harness.edits import EditError, apply_edit, apply_edits, parse_edits
+from sia.harness.guards import check_harness
+from sia.harness.template import make_config, render
+from sia.agents.llm import DecisionError, NeedFullFile, parse_decision
+from sia.agents.proposal import HarnessEdit, Stop, WeightUpdate
+from sia.task.loading import load_task
 
 SRC = '''LABELS = ["positive", "negative"]
 
@@ -63,7 +63,7 @@ def test_guards_refuse_hidden_labels_hard_coded_answers_and_escapes():
     cases = {
         "open('/root/.cache/sia/tasks/sentiment/labels.jsonl').read()": "data file 'labels.jsonl'",
         "import sqlite3": "imports sqlite3",
-        "from sia.task import load_task": "imports sia.task",
+        "from sia.task.loading import load_task": "imports sia.task.loading",
         "import socket": "network access",
         "import urllib.request": "network access",
         "import subprocess": "process or foreign-code",
@@ -84,13 +84,13 @@ def test_a_model_that_only_calls_tools_ends_in_a_rejected_invalid_proposal(tmp_p
     from collections import Counter
 
     from agent_recordings import openai_reply, write
-    from sia.agent_models import AgentModel, Recording, parse_model_spec
-    from sia.analysis import Analysis
-    from sia.feedback import AgentState
-    from sia.llm_feedback import LLMAgentConfig, LLMFeedbackAgent
-    from sia.memory import Memory
-    from sia.proposal import Invalid
-    from sia.store import Store
+    from sia.agents.clients import AgentModel, Recording, parse_model_spec
+    from sia.evaluation.analysis import Analysis
+    from sia.agents.builtin import AgentState
+    from sia.agents.llm import LLMAgentConfig, LLMFeedbackAgent
+    from sia.store.memory import Memory
+    from sia.agents.proposal import Invalid
+    from sia.store.store import Store
 
     task = load_task("sentiment")
     rec = Recording.load(write(tmp_path / "r.jsonl", [("feedback", openai_reply('TOOL: harness {"version": "h0"}'))] * 6))

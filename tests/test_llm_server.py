@@ -10,7 +10,7 @@ import os
 import subprocess
 
 from conftest import SIA
-from sia.store import Store
+from sia.store.store import Store
 
 
 def test_sia_run_with_an_llm_feedback_agent_on_a_local_openai_compatible_server(tmp_path, runtime):

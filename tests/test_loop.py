@@ -4,13 +4,13 @@ import json
 
 import pytest
 
-from sia.feedback import AgentState
-from sia.harness_template import make_config, read_config, render
-from sia.loop import Loop, RunConfig
-from sia.proposal import HarnessEdit, Stop
-from sia.runner import rollback
-from sia.store import Store
-from sia.task import load_task
+from sia.agents.builtin import AgentState
+from sia.harness.template import make_config, read_config, render
+from sia.loop.loop import Loop, RunConfig
+from sia.agents.proposal import HarnessEdit, Stop
+from sia.api import rollback
+from sia.store.store import Store
+from sia.task.loading import load_task
 
 
 class ScriptedAgent:

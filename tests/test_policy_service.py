@@ -6,8 +6,8 @@ import httpx
 import pytest
 import torch
 
-from sia.llm_client import LLMClient, LLMError
-from sia.policy_service import PolicyService, RemoteBackend
+from sia.harness.client import LLMClient, LLMError
+from sia.policy.service import PolicyService, RemoteBackend
 
 
 def _client(rt, rollout=None):

@@ -6,10 +6,10 @@ import subprocess
 
 import pytest
 
-from sia.loop import Loop, RunConfig
-from sia.report import write_report
-from sia.store import Store
-from sia.task import load_task
+from sia.loop.loop import Loop, RunConfig
+from sia.store.report import write_report
+from sia.store.store import Store
+from sia.task.loading import load_task
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 

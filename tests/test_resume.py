@@ -8,7 +8,7 @@ import subprocess
 import time
 
 from conftest import SIA
-from sia.store import Store
+from sia.store.store import Store
 
 
 def _query(db, sql):

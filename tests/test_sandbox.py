@@ -2,10 +2,10 @@
 
 import pytest
 
-from sia.executor import EvalConfig, evaluate
-from sia.sandbox import SandboxLimits
-from sia.store import Store
-from sia.task import load_task
+from sia.evaluation.executor import EvalConfig, evaluate
+from sia.harness.sandbox import SandboxLimits
+from sia.store.store import Store
+from sia.task.loading import load_task
 
 HOSTILE = {
     "infinite_loop": ("def solve(example, ctx):\n    while True:\n        pass\n", "timeout"),

@@ -1,6 +1,6 @@
 import pytest
 
-from sia.stats import bootstrap_ci, mean_ci, wilson
+from sia.evaluation.stats import bootstrap_ci, mean_ci, wilson
 
 
 def test_wilson_interval_contains_the_estimate():

@@ -4,7 +4,7 @@ import subprocess
 import pytest
 
 from sia.errors import StoreError
-from sia.store import RolloutRecord, Store
+from sia.store.store import RolloutRecord, Store
 
 
 def _record(i: int) -> RolloutRecord:

@@ -3,8 +3,8 @@ import json
 import pytest
 
 from sia.errors import TaskError
-from sia.grader import exact_label, option_set_f1, single_choice
-from sia.task import Example, builtin_tasks, load_task
+from sia.task.graders import exact_label, option_set_f1, single_choice
+from sia.task.loading import Example, builtin_tasks, load_task
 
 
 def test_builtin_tasks_load_with_fixed_disjoint_splits():

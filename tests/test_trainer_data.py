@@ -2,12 +2,12 @@
 
 import torch
 
-from sia.executor import EvalConfig, evaluate
-from sia.grpo import shared_prompt_logprobs
-from sia.models import embedded_model_dir
-from sia.store import Store
-from sia.task import load_task
-from sia.samples import samples_from_store
+from sia.evaluation.executor import EvalConfig, evaluate
+from sia.weights.grpo import shared_prompt_logprobs
+from sia.policy.embedded import embedded_model_dir
+from sia.store.store import Store
+from sia.task.loading import load_task
+from sia.weights.samples import samples_from_store
 
 SAMPLING_HARNESS = '''
 def solve(example, ctx):

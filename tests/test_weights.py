@@ -4,19 +4,19 @@ import json
 
 import pytest
 
-from sia.gate import GateConfig
-from sia.loop import Loop, RunConfig
-from sia.proposal import WeightUpdate
-from sia.runner import rollback
-from sia.store import Store
-from sia.task import load_task
+from sia.loop.gate import GateConfig
+from sia.loop.loop import Loop, RunConfig
+from sia.agents.proposal import WeightUpdate
+from sia.api import rollback
+from sia.store.store import Store
+from sia.task.loading import load_task
 from test_loop import ScriptedAgent
 
 
 @pytest.fixture
 def own_runtime():
     """A policy service of its own: adapter names (a1, ...) are per run."""
-    from sia.policy_runtime import PolicyRuntime
+    from sia.policy.runtime import PolicyRuntime
 
     rt = PolicyRuntime.local()
     yield rt

@@ -14,19 +14,19 @@ __all__ = ["evaluate", "run", "resume", "load_task", "Grade"]
 
 def __getattr__(name: str) -> Any:
     if name == "evaluate":
-        from sia.evaluation import run_eval
+        from sia.api_eval_tmp import run_eval
 
         return run_eval
     if name in ("run", "resume", "rollback", "status"):
-        from sia import runner
+        from sia import api as runner
 
         return getattr(runner, name)
     if name == "load_task":
-        from sia.task import load_task
+        from sia.task.loading import load_task
 
         return load_task
     if name == "Grade":
-        from sia.grader import Grade
+        from sia.task.graders import Grade
 
         return Grade
     raise AttributeError(name)

@@ -1,0 +1,3 @@
+from sia.cli.app import main
+
+__all__ = ["main"]

@@ -1,0 +1,297 @@
+"""The `sia` command line. Every user error is one line with a hint, never a traceback."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from sia.errors import SiaError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="sia: improve an LLM agent's harness and weights against a task's grader.")
+err = Console(stderr=True)
+out = Console()
+
+
+def fail(e: SiaError) -> None:
+    err.print(f"[bold red]error:[/] {e.message}" + (f" [dim]({e.hint})[/]" if e.hint else ""), highlight=False, soft_wrap=True)
+    raise typer.Exit(2)
+
+
+@app.command()
+def setup(tasks: Annotated[bool, typer.Option(help="Also build the data of tasks fetched at setup (LawBench).")] = True) -> None:
+    """Convert the embedded model to a cached HF folder and prepare task data. Never downloads."""
+    try:
+        from sia.policy.embedded import embedded_model_dir, ensure_embedded_model
+        from sia.task.loading import builtin_tasks, load_task
+
+        if (embedded_model_dir() / "config.json").is_file():
+            err.print(f"model: cached at {embedded_model_dir()}")
+        else:
+            with err.status("converting the embedded GGUF model to a cached HF folder (once, ~30 s)..."):
+                path = ensure_embedded_model()
+            err.print(f"model: converted to {path}")
+        if tasks:
+            for name in builtin_tasks():
+                task = load_task(name)
+                if task.spec.data.prepare and not task.data_ready():
+                    with err.status(f"preparing task data for {name}..."):
+                        task.prepare()
+                err.print(f"task {name}: " + ", ".join(f"{k} {v}" for k, v in task.sizes().items()))
+    except SiaError as e:
+        fail(e)
+
+
+@app.command("tasks")
+def list_tasks(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
+    """List the builtin tasks with their split sizes."""
+    from sia.task.loading import builtin_tasks, load_task
+
+    rows = []
+    for name in builtin_tasks():
+        try:
+            task = load_task(name)
+            sizes = task.sizes() if task.data_ready() else None
+            rows.append({"name": name, "metric": task.spec.metric, "output": task.spec.output, "sizes": sizes,
+                         "description": task.spec.description, "ready": sizes is not None})
+        except SiaError as e:
+            rows.append({"name": name, "error": str(e), "ready": False})
+    if as_json:
+        print(json.dumps(rows, ensure_ascii=False, indent=2))
+        return
+    table = Table(title="builtin tasks")
+    for col in ("task", "metric", "train", "val", "test", "description"):
+        table.add_column(col, overflow="fold")
+    for r in rows:
+        s = r.get("sizes")
+        cells = [str(s[k]) for k in ("train", "val", "test")] if s else ["-", "-", "-"]
+        desc = r.get("description", r.get("error", ""))
+        if not r["ready"]:
+            desc = "[yellow](data not prepared: run `sia setup`)[/] " + desc
+        table.add_row(r["name"], r.get("metric", ""), *cells, desc[:120])
+    out.print(table)
+
+
+@app.command("eval")
+def eval_cmd(
+    task: Annotated[str, typer.Argument(help="Builtin task name or task folder.")],
+    harness: Annotated[Optional[Path], typer.Option(help="Harness file; default: the task's harness or the template.")] = None,
+    split: Annotated[str, typer.Option(help="train, val or test.")] = "val",
+    limit: Annotated[Optional[int], typer.Option(min=1, help="Only the first N examples of the split.")] = None,
+    samples: Annotated[int, typer.Option(min=1, help="Rollouts per example.")] = 1,
+    seed: Annotated[int, typer.Option(help="Base seed for sampling.")] = 0,
+    concurrency: Annotated[int, typer.Option(min=1, help="Rollouts at once.")] = 8,
+    timeout: Annotated[Optional[float], typer.Option(help="Wall-clock seconds per rollout (default: the task's).")] = None,
+    run_dir: Annotated[Optional[Path], typer.Option(help="Run directory (default: runs/TASK-eval-TIMESTAMP).")] = None,
+    endpoint: Annotated[Optional[str], typer.Option(help="External OpenAI-compatible base URL, e.g. http://localhost:8000/v1.")] = None,
+    model: Annotated[Optional[str], typer.Option(help="Model name at --endpoint, or a local HF model folder.")] = None,
+    adapter: Annotated[Optional[Path], typer.Option(help="A PEFT LoRA adapter folder to run the local policy with.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON result on stdout.")] = False,
+) -> None:
+    """Run a harness on a task split and print the score with a 95% confidence interval."""
+    try:
+        from sia.api_eval_tmp import run_eval
+
+        result = run_eval(task, harness=harness, split=split, limit=limit, samples=samples, seed=seed, concurrency=concurrency,
+                          timeout=timeout, run_dir=run_dir, endpoint=endpoint, model=model, adapter=adapter, console=err)
+    except SiaError as e:
+        fail(e)
+    if as_json:
+        print(json.dumps(result.summary(), ensure_ascii=False))
+        return
+    lo, hi = result.ci
+    out.print(f"[bold]{result.task}[/] {result.split}: score [bold green]{result.score:.3f}[/] "
+              f"(95% CI {lo:.3f}-{hi:.3f}, n={result.n}, rollouts={result.rollouts})")
+    if result.failures:
+        out.print("outcomes other than correct: " + ", ".join(f"{k} {v}" for k, v in sorted(result.failures.items())))
+    out.print(f"run directory: {result.run_dir}  (see `sia trace {result.run_dir}`)")
+
+
+@app.command()
+def trace(
+    run_dir: Annotated[Path, typer.Argument(help="A run directory.")],
+    limit: Annotated[int, typer.Option(min=1, help="Show at most N rollouts.")] = 5,
+    evaluation: Annotated[Optional[str], typer.Option(help="Only this evaluation id.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON (one object per rollout, full events).")] = False,
+) -> None:
+    """Print recorded trajectories with their events."""
+    try:
+        from sia.cli.trace import render_trace, trace_json
+
+        if as_json:
+            print(json.dumps(trace_json(run_dir, limit, evaluation), ensure_ascii=False))
+        else:
+            render_trace(run_dir, limit, evaluation, out)
+    except SiaError as e:
+        fail(e)
+
+
+def _print_summary(summary: dict) -> None:
+    b, f = summary["baseline"], summary["final"]
+    table = Table(title=f"sia run: {summary['task']} ({summary['stop_reason']})")
+    for col in ("", "version", "val", "test"):
+        table.add_column(col)
+    fmt = lambda x: "-" if x is None else f"{x:.3f}"  # noqa: E731
+    table.add_row("baseline", str(b.get("harness_version")), fmt(b.get("val")), fmt(b.get("test")))
+    table.add_row("final", str(f.get("harness_version")) + (f" + {f['adapter']}" if f.get("adapter") else ""), fmt(f.get("val")), fmt(f.get("test")))
+    out.print(table)
+    for g in summary["generations"]:
+        mark = "[green]accepted[/]" if g["accepted"] else "[red]rejected[/]" if g["lever"] != "stop" else "stop"
+        delta = "" if g["delta"] is None else f" delta {g['delta']:+.3f} p={g['p_value']:.4f}"
+        out.print(f"  gen {g['generation']} {g['lever']}/{g['kind']}: {mark}{delta}", highlight=False)
+    out.print(f"report: {summary.get('report')}")
+
+
+def _run_with_view(fn, budget_s: float, elapsed0: float, as_json: bool):
+    from sia.cli.live import RunView
+
+    with RunView(err, budget_s, elapsed0) as view:
+        summary = fn(view)
+    if as_json:
+        print(json.dumps(summary, ensure_ascii=False))
+    else:
+        _print_summary(summary)
+
+
+@app.command("run")
+def run_cmd(
+    task: Annotated[str, typer.Argument(help="Builtin task name or task folder.")] = "sentiment",
+    budget: Annotated[str, typer.Option(help="Wall-clock budget, e.g. 10m, 90s, 1h.")] = "10m",
+    levers: Annotated[Optional[str], typer.Option(help="Comma-separated levers the Feedback-Agent may pull: harness, weights (LoRA training), or both. Default: both (harness only with --task-model).")] = None,
+    seed: Annotated[int, typer.Option(help="Seed for sampling, demos and the gate.")] = 0,
+    run_dir: Annotated[Optional[Path], typer.Option(help="Run directory (default: runs/TASK-run-TIMESTAMP).")] = None,
+    max_generations: Annotated[int, typer.Option(min=1, help="At most this many generations.")] = 20,
+    max_rollouts: Annotated[Optional[int], typer.Option(min=1, help="Stop after this many rollouts.")] = None,
+    max_tokens: Annotated[Optional[int], typer.Option(min=1, help="Stop after this many model tokens.")] = None,
+    patience: Annotated[int, typer.Option(min=1, help="Stop after this many generations without a gain.")] = 5,
+    tau: Annotated[float, typer.Option(help="Smallest gain the gate accepts (absolute).")] = 0.01,
+    alpha: Annotated[float, typer.Option(help="Significance level of the gate.")] = 0.05,
+    val_limit: Annotated[Optional[int], typer.Option(min=1, help="Gate on the first N val examples only.")] = None,
+    test_limit: Annotated[Optional[int], typer.Option(min=1, help="Report on the first N test examples only.")] = None,
+    analysis_examples: Annotated[int, typer.Option(min=1, help="Train examples the Feedback-Agent analyses per champion.")] = 48,
+    concurrency: Annotated[int, typer.Option(min=1, help="Rollouts at once.")] = 16,
+    feedback: Annotated[str, typer.Option(help="Feedback-Agent: builtin (no extra model) or llm (needs --feedback-model).")] = "builtin",
+    feedback_model: Annotated[Optional[str], typer.Option(help="anthropic:MODEL, openai:MODEL or openai:MODEL@http://host:port/v1.")] = None,
+    meta_model: Annotated[Optional[str], typer.Option(help="Model that writes the first harness (default with --feedback llm: the feedback model; 'template': sia's template).")] = None,
+    task_model: Annotated[Optional[str], typer.Option(help="Run the task agent on a remote model (same spelling) instead of the local one; the weights lever is then unavailable.")] = None,
+    agent_budget_usd: Annotated[Optional[float], typer.Option(min=0, help="Money the Meta- and Feedback-Agents may spend in this run (USD).")] = None,
+    agent_budget_tokens: Annotated[Optional[int], typer.Option(min=1, help="Tokens the Meta- and Feedback-Agents may spend in this run.")] = None,
+    agent_max_tokens: Annotated[int, typer.Option(min=16, help="Longest reply asked of an agent model.")] = 4096,
+    agent_context_tokens: Annotated[int, typer.Option(min=500, help="Token budget of the evidence shown to the LLM Feedback-Agent.")] = 16000,
+    agent_repairs: Annotated[int, typer.Option(min=0, help="Times a malformed Feedback-Agent answer is shown its error and asked again.")] = 2,
+    meta_attempts: Annotated[int, typer.Option(min=1, help="Harnesses the LLM Meta-Agent may write before sia falls back to its template.")] = 3,
+    price: Annotated[Optional[list[str]], typer.Option(help="MODEL=IN,OUT: USD per million input/output tokens (repeatable).")] = None,
+    replay: Annotated[Optional[Path], typer.Option(help="Answer the agents' model calls from this run directory (or JSONL recording) instead of the network.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the JSON summary on stdout.")] = False,
+) -> None:
+    """Improve the agent on TASK: generations of analyse, propose, gate, record, within the budget."""
+    try:
+        from sia import api
+        from sia.task.loading import load_task
+
+        budget_s = api.parse_budget(budget)
+        lever_list = api.parse_levers(levers) if levers else None
+        agents = {"feedback": feedback, "feedback_model": feedback_model, "task_model": task_model,
+                  "meta_model": meta_model, "agent_budget_usd": agent_budget_usd,
+                  "agent_budget_tokens": agent_budget_tokens, "agent_max_tokens": agent_max_tokens,
+                  "agent_context_tokens": agent_context_tokens, "prices": list(price or []),
+                  "agent_repairs": agent_repairs, "meta_attempts": meta_attempts,
+                  "replay": str(replay) if replay else None}
+        load_task(task).split("val")  # a bad task or agent setting fails here, before the live view starts
+        api.run_config(task, levers=lever_list, **agents)
+        _run_with_view(lambda view: api.run(task, budget=budget_s, levers=lever_list, seed=seed, run_dir=run_dir, observer=view,
+                                               tau=tau, alpha=alpha, max_generations=max_generations, max_rollouts=max_rollouts,
+                                               max_tokens=max_tokens, patience=patience, val_limit=val_limit, test_limit=test_limit,
+                                               concurrency=concurrency, analysis_examples=analysis_examples, **agents),
+                       budget_s, 0.0, as_json)
+    except SiaError as e:
+        fail(e)
+
+
+@app.command("resume")
+def resume_cmd(run_dir: Annotated[Path, typer.Argument(help="The run directory of an interrupted run.")],
+               agent_budget_usd: Annotated[Optional[float], typer.Option(min=0, help="Raise the agents' money budget (a run stopped by it continues).")] = None,
+               agent_budget_tokens: Annotated[Optional[int], typer.Option(min=1, help="Raise the agents' token budget (a run stopped by it continues).")] = None,
+               as_json: Annotated[bool, typer.Option("--json", help="Print the JSON summary on stdout.")] = False) -> None:
+    """Continue a run where it stopped; finished rollouts are neither lost nor redone."""
+    try:
+        from sia import api
+        from sia.store.store import Store
+
+        with Store(run_dir, write=False) as store:
+            cfg = store.get_meta("run_config") or {}
+            elapsed = float(store.get_meta("elapsed_s", 0.0))
+        raised = {k: v for k, v in {"agent_budget_usd": agent_budget_usd, "agent_budget_tokens": agent_budget_tokens}.items() if v is not None}
+        _run_with_view(lambda view: api.resume(run_dir, observer=view, **raised), float(cfg.get("budget_s", 0)), elapsed, as_json)
+    except SiaError as e:
+        fail(e)
+
+
+@app.command("status")
+def status_cmd(run_dir: Annotated[Path, typer.Argument(help="A run directory.")],
+               as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
+    """Where a run stands: champion, scores, generations, budget used."""
+    try:
+        from sia import api
+
+        s = api.status(run_dir)
+    except SiaError as e:
+        fail(e)
+    if as_json:
+        print(json.dumps(s, ensure_ascii=False))
+        return
+    state = "running now" if s["running"] else s["status"]
+    out.print(f"[bold]{s['task']}[/] run in {s['run_dir']}: {state}; {s['elapsed_s']:.0f}s of {s['budget_s']:.0f}s used, "
+              f"{s['rollouts']} rollouts, {s['tokens']} tokens")
+    if s["stop_reason"]:
+        out.print(f"stopped: {s['stop_reason']}")
+    _print_summary({**s, "report": str(Path(run_dir) / "report.html")})
+
+
+@app.command("report")
+def report_cmd(run_dir: Annotated[Path, typer.Argument(help="A run directory.")]) -> None:
+    """Write RUN_DIR/report.html: scores per generation, lineage, accepted diffs, decision log."""
+    try:
+        from sia.store.report import write_report
+        from sia.store.store import Store
+        from sia.task.loading import load_task
+
+        with Store(run_dir, write=False) as store:
+            info = store.get_meta("task")
+            if info is None or store.get_meta("run_config") is None:
+                raise SiaError(f"{run_dir} holds no `sia run`", "pass the --run-dir of a run")
+            path = write_report(store, load_task(info["folder"]))
+    except SiaError as e:
+        fail(e)
+    out.print(f"report: {path}")
+
+
+@app.command("rollback")
+def rollback_cmd(run_dir: Annotated[Path, typer.Argument(help="A run directory.")],
+                 to: Annotated[str, typer.Option(help="An accepted version (e.g. h0) or candidate id (e.g. c2).")]) -> None:
+    """Make an earlier accepted version the champion again; recorded in the run."""
+    try:
+        from sia import api
+
+        s = api.rollback(run_dir, to)
+    except SiaError as e:
+        fail(e)
+    out.print(f"champion is now {s['final']['candidate']} ({s['final']['harness_version']}); "
+              f"`sia resume {run_dir}` scores it on test. report: {s['report']}")
+
+
+def main() -> None:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    try:
+        app()
+    except KeyboardInterrupt:
+        err.print("[yellow]interrupted; completed rollouts are saved in the run directory[/]")
+        sys.exit(130)

@@ -1,0 +1,185 @@
+"""Runs rollouts of one candidate on one split, concurrently, and records them.
+
+Each (example, sample) pair is one rollout: a sandboxed harness process whose
+model calls go through the policy service. A pool of threads waits on the
+processes (the work happens in the processes and in the model's batcher); the
+calling thread grades each finished rollout and writes it to the store in one
+transaction. Rollouts already in the store for this evaluation are skipped, so
+an interrupted evaluation resumes without redoing work.
+
+Seeds are derived from (evaluation seed, example id, sample index), so two
+candidates evaluated with the same seed see the same sampling seeds per
+example: the comparison is paired.
+"""
+
+from __future__ import annotations
+
+import time
+import zlib
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from sia.errors import HarnessError
+from sia.task.graders import Grade
+from sia.policy.runtime import PolicyRuntime
+from sia.harness.sandbox import SandboxLimits, SandboxResult, run_in_sandbox
+from sia.evaluation.stats import mean_ci
+from sia.store.store import RolloutRecord, Store
+from sia.task.loading import Example, Task
+
+
+@dataclass
+class EvalConfig:
+    split: str = "val"
+    """Which split to evaluate: train, val or test."""
+    limit: int | None = None
+    """Evaluate only the first N examples of the split (in split order)."""
+    samples: int = 1
+    """Rollouts per example."""
+    seed: int = 0
+    """Base seed; each rollout's sampling seed is derived from it."""
+    concurrency: int = 8
+    """Rollouts running at once."""
+    limits: SandboxLimits = field(default_factory=SandboxLimits)
+
+
+@dataclass
+class EvalResult:
+    run_dir: str
+    task: str
+    split: str
+    evaluation_id: str
+    candidate_id: str
+    harness_version: str
+    adapter: str | None
+    score: float
+    ci: tuple[float, float]
+    n: int
+    rollouts: int
+    samples: int
+    failures: dict[str, int]
+    per_example: dict[str, float]
+    duration_s: float
+    rollouts_per_s: float
+    policy_stats: dict[str, Any] = field(default_factory=dict)
+
+    def summary(self) -> dict[str, Any]:
+        return {"task": self.task, "split": self.split, "score": self.score, "ci": list(self.ci), "n": self.n,
+                "rollouts": self.rollouts, "samples": self.samples, "failures": self.failures, "run_dir": self.run_dir,
+                "evaluation_id": self.evaluation_id, "candidate_id": self.candidate_id, "harness_version": self.harness_version,
+                "adapter": self.adapter, "duration_s": round(self.duration_s, 2), "rollouts_per_s": round(self.rollouts_per_s, 3),
+                "policy": self.policy_stats}
+
+
+def check_harness_source(source: str, name: str = "harness.py") -> None:
+    """Refuse a harness that does not even compile, with one clear line."""
+    try:
+        compile(source, name, "exec")
+    except SyntaxError as e:
+        raise HarnessError(f"syntax error in {name} line {e.lineno}: {e.msg}", "fix the harness code") from None
+    if "def solve" not in source:
+        raise HarnessError(f"{name} defines no solve(example, ctx)", "a harness must define solve(example, ctx)")
+
+
+def rollout_seed(seed: int, example_id: str, sample: int) -> int:
+    return zlib.crc32(f"{seed}:{example_id}:{sample}".encode()) & 0x7FFFFFFF
+
+
+def _llm_events(calls: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [{"kind": "llm_call", "t": c.get("t", 0.0), "data": {k: v for k, v in c.items() if k != "t"}} for c in calls]
+
+
+def _grade(task: Task, example: Example, res: SandboxResult) -> tuple[Grade, str | None, str | None]:
+    if not res.ok:
+        first = res.message.splitlines()[0] if res.message else ""
+        return Grade(0.0, False, f"{res.error_type}: {first}"[:500]), res.error_type, res.message[:8000]
+    try:
+        return task.grade(example, res.output), None, None
+    except Exception as e:  # a grader bug must not lose the rollout
+        return Grade(0.0, False, f"grader error: {type(e).__name__}: {e}"[:500]), "grader", f"{type(e).__name__}: {e}"
+
+
+def evaluate(task: Task, source: str, *, store: Store, runtime: PolicyRuntime, config: EvalConfig,
+             harness_version: str | None = None, adapter: str | None = None, lever: str = "baseline",
+             rationale: str = "evaluation", evaluation_id: str | None = None, candidate_id: str | None = None,
+             examples: list[Example] | None = None, on_start: Callable[[int, int], None] | None = None,
+             on_rollout: Callable[[RolloutRecord], None] | None = None) -> EvalResult:
+    check_harness_source(source)
+    if examples is None:
+        examples = task.split(config.split)
+        if config.limit is not None:
+            examples = examples[: config.limit]
+    if harness_version is None:
+        harness_version = store.add_harness_version(source, rationale)
+    if candidate_id is None:
+        candidate_id = store.add_candidate(harness_version, adapter, lever, rationale)
+    if evaluation_id is None:
+        evaluation_id = store.add_evaluation(candidate_id, config.split, config.seed, config.samples, len(examples),
+                                             {"limit": config.limit, "concurrency": config.concurrency, "model": runtime.model_name(adapter)})
+    done = store.done_keys(evaluation_id)
+    jobs = [(ex, s) for ex in examples for s in range(config.samples) if (ex.id, s) not in done]
+    if on_start:
+        ev = store.evaluation(evaluation_id)
+        total = ev["n_examples"] * ev["samples"]
+        on_start(total, len(done))
+    model = runtime.model_name(adapter)
+    task_info = task.public_info()
+    t0 = time.monotonic()
+
+    def run_one(ex: Example, sample: int) -> RolloutRecord:
+        rid = f"{evaluation_id}:{ex.id}:{sample}"
+        seed = rollout_seed(config.seed, ex.id, sample)
+        runtime.service.pop_calls(rid)  # drop leftovers of an earlier, killed attempt
+        res = run_in_sandbox(source, ex.visible(), rollout_id=rid, llm_url=runtime.service.url, llm_key=runtime.service.api_key,
+                             model=model, task_info=task_info, seed=seed, sample=sample, output_kind=task.spec.output, limits=config.limits)
+        grade, error_type, error = _grade(task, ex, res)
+        now = time.time()
+        events = sorted(_llm_events(runtime.service.pop_calls(rid)) + res.events, key=lambda e: e.get("t", 0.0))
+        if res.ok:
+            events.append({"kind": "output", "t": now, "data": {"output": res.output}})
+        else:
+            events.append({"kind": "error", "t": now, "data": {"boundary": "harness" if error_type != "policy" else "policy",
+                                                               "error_type": error_type, "message": error,
+                                                               "stdout_tail": res.stdout_tail, "stderr_tail": res.stderr_tail,
+                                                               "exit_code": res.exit_code}})
+        events.append({"kind": "grade", "t": now, "data": grade.to_dict()})
+        return RolloutRecord(rid, evaluation_id, candidate_id, ex.id, ex.split, sample, seed, "ok" if res.ok else "error", error_type,
+                             error, res.output if res.ok else None, grade.score, grade.passed, grade.feedback, res.duration_s, events)
+
+    with ThreadPoolExecutor(max_workers=max(1, config.concurrency), thread_name_prefix="sia-rollout") as pool:
+        pending = set()
+        queue = list(jobs)
+        while queue or pending:
+            while queue and len(pending) < config.concurrency:
+                ex, s = queue.pop(0)
+                pending.add(pool.submit(run_one, ex, s))
+            finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+            for fut in finished:
+                record = fut.result()
+                store.add_rollout(record)
+                if on_rollout:
+                    on_rollout(record)
+    duration = time.monotonic() - t0
+    return summarise(task, store, evaluation_id, harness_version, adapter, duration, len(jobs), runtime.stats())
+
+
+def summarise(task: Task, store: Store, evaluation_id: str, harness_version: str, adapter: str | None,
+              duration: float = 0.0, ran: int = 0, policy_stats: dict | None = None) -> EvalResult:
+    ev = store.evaluation(evaluation_id)
+    rows = store.rollouts(evaluation_id)
+    by_example: dict[str, list[float]] = {}
+    failures: dict[str, int] = {}
+    for r in rows:
+        by_example.setdefault(r["example_id"], []).append(r["score"])
+        if r["error_type"]:
+            failures[r["error_type"]] = failures.get(r["error_type"], 0) + 1
+        elif not r["passed"]:
+            failures["wrong"] = failures.get("wrong", 0) + 1
+    per_example = {k: sum(v) / len(v) for k, v in by_example.items()}
+    score, ci = mean_ci(list(per_example.values()), binary=task.spec.score == "binary" and ev["samples"] == 1)
+    if ev["finished"] is None and len(rows) == ev["n_examples"] * ev["samples"]:
+        store.finish_evaluation(evaluation_id, score, ci)
+    return EvalResult(str(store.run_dir), task.name, ev["split"], evaluation_id, ev["candidate_id"], harness_version, adapter, score, ci,
+                      len(per_example), len(rows), ev["samples"], failures, per_example, duration,
+                      ran / duration if duration > 0 else 0.0, policy_stats or {})

@@ -1,0 +1,249 @@
+"""The two backends behind the policy service's API: the in-process model and a recording proxy.
+
+`LocalBackend` serves `LocalPolicy` through the batcher (chat and completions,
+prompt scoring with echo, adapters by name). `RemoteBackend` forwards the same
+requests to an external OpenAI-compatible endpoint. Both return the response
+and the record the service stores for the rollout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import time
+from typing import Any
+
+import httpx
+from pydantic import BaseModel, ConfigDict, Field
+
+from sia.policy.batcher import Batcher
+from sia.errors import PolicyError
+from sia.policy.local import GenRequest, LocalPolicy
+
+
+class ChatRequest(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    model: str
+    messages: list[dict[str, Any]] = Field(min_length=1)
+    temperature: float = Field(1.0, ge=0, le=5)
+    top_p: float = Field(1.0, gt=0, le=1)
+    max_tokens: int | None = Field(None, ge=0)
+    max_completion_tokens: int | None = Field(None, ge=0)
+    n: int = Field(1, ge=1, le=64)
+    stop: str | list[str] | None = None
+    seed: int | None = None
+    logprobs: bool = False
+
+
+class CompletionRequest(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    model: str
+    prompt: str | list[str]
+    temperature: float = Field(1.0, ge=0, le=5)
+    top_p: float = Field(1.0, gt=0, le=1)
+    max_tokens: int = Field(16, ge=0)
+    n: int = Field(1, ge=1, le=64)
+    stop: str | list[str] | None = None
+    seed: int | None = None
+    logprobs: int | None = Field(None, ge=0, le=5)
+    echo: bool = False
+
+
+def _stops(stop: str | list[str] | None) -> list[str]:
+    return [stop] if isinstance(stop, str) else list(stop or [])
+
+
+class HTTPError(Exception):
+    def __init__(self, status: int, message: str, kind: str = "invalid_request_error") -> None:
+        super().__init__(message)
+        self.status, self.message, self.kind = status, message, kind
+
+
+class LocalBackend:
+    """The in-process model behind a batcher."""
+
+    def __init__(self, policy: LocalPolicy, max_batch: int = 32, window_s: float = 0.005) -> None:
+        self.policy = policy
+        self.batcher = Batcher(self._run_group, max_batch=max_batch, window_s=window_s, open_session=policy.session)
+
+    def model_names(self) -> list[str]:
+        return self.policy.model_names()
+
+    def _run_group(self, kind: str, model: str, items: list[Any]) -> list[Any]:
+        if kind == "generate":
+            return self.policy.generate(items, model)
+        return self.policy.score(items, model)
+
+    def _check_model(self, model: str) -> str:
+        if model not in self.model_names():
+            raise HTTPError(404, f"model {model!r} not found; available: {self.model_names()}", "model_not_found")
+        return model
+
+    async def _submit(self, kind: str, model: str, items: list[Any]) -> list[Any]:
+        return await asyncio.wrap_future(self.batcher.submit(kind, model, items))
+
+    def _budget(self, prompt_ids: list[int], max_tokens: int | None) -> int:
+        room = self.policy.config.max_context - len(prompt_ids)
+        if room <= 0:
+            raise HTTPError(400, f"prompt has {len(prompt_ids)} tokens; the context holds {self.policy.config.max_context}", "context_length_exceeded")
+        return min(max_tokens if max_tokens is not None else room, room)
+
+    async def chat(self, req: ChatRequest) -> tuple[dict, dict]:
+        model = self._check_model(req.model)
+        prompt = self.policy.render_chat(req.messages)
+        prompt_ids = self.policy.encode(prompt)
+        max_tokens = self._budget(prompt_ids, req.max_completion_tokens if req.max_completion_tokens is not None else req.max_tokens)
+        items = [GenRequest(prompt_ids, max_tokens, req.temperature, req.top_p, _stops(req.stop),
+                            None if req.seed is None else req.seed + i) for i in range(req.n)]
+        results = await self._submit("generate", model, items)
+        choices = []
+        for i, r in enumerate(results):
+            choice: dict[str, Any] = {"index": i, "message": {"role": "assistant", "content": r.text},
+                                      "finish_reason": r.finish_reason, "token_ids": r.token_ids}
+            if req.logprobs:
+                toks = self.policy.token_strings(r.token_ids)
+                choice["logprobs"] = {"content": [{"token": t, "logprob": lp, "bytes": list(t.encode()), "top_logprobs": []}
+                                                  for t, lp in zip(toks, r.logprobs)]}
+            choices.append(choice)
+        n_out = sum(len(r.token_ids) for r in results)
+        resp = {"id": f"chatcmpl-{secrets.token_hex(8)}", "object": "chat.completion", "created": int(time.time()),
+                "model": model, "choices": choices, "prompt_token_ids": prompt_ids,
+                "usage": {"prompt_tokens": len(prompt_ids), "completion_tokens": n_out, "total_tokens": len(prompt_ids) + n_out}}
+        record = {"kind": "chat", "model": model, "messages": req.messages, "prompt": prompt, "prompt_token_ids": prompt_ids,
+                  "params": _params(req), "completions": [_completion_record(r) for r in results]}
+        return resp, record
+
+    async def completions(self, req: CompletionRequest) -> tuple[dict, dict]:
+        model = self._check_model(req.model)
+        prompts = [req.prompt] if isinstance(req.prompt, str) else req.prompt
+        if not prompts:
+            raise HTTPError(400, "prompt is empty")
+        encoded = [self.policy.encode(p) for p in prompts]
+        choices: list[dict[str, Any]] = []
+        records = []
+        if req.max_tokens == 0:
+            if not req.echo:
+                raise HTTPError(400, "max_tokens=0 needs echo=true (prompt scoring)")
+            for ids in encoded:
+                if not ids or len(ids) > self.policy.config.max_context:
+                    raise HTTPError(400, f"a scored prompt must have 1 to {self.policy.config.max_context} tokens, not {len(ids)}")
+            scored = (await self._submit("score", model, [encoded]))[0]
+            for i, (p, ids, lps) in enumerate(zip(prompts, encoded, scored)):
+                toks = self.policy.token_strings(ids)
+                offsets, pos = [], 0
+                for t in toks:
+                    offsets.append(pos)
+                    pos += len(t)
+                choices.append({"index": i, "text": p, "finish_reason": "length", "token_ids": ids,
+                                "logprobs": {"tokens": toks, "token_logprobs": lps, "text_offset": offsets, "top_logprobs": None}})
+                records.append({"prompt": p, "prompt_token_ids": ids, "prompt_logprobs": lps})
+            n_in = sum(len(x) for x in encoded)
+            resp = {"id": f"cmpl-{secrets.token_hex(8)}", "object": "text_completion", "created": int(time.time()), "model": model,
+                    "choices": choices, "usage": {"prompt_tokens": n_in, "completion_tokens": 0, "total_tokens": n_in}}
+            return resp, {"kind": "score", "model": model, "params": _params(req), "prompts": records}
+        items = []
+        for ids in encoded:
+            if not ids:
+                raise HTTPError(400, "a prompt is empty; generation needs at least one token")
+            mt = self._budget(ids, req.max_tokens)
+            items += [GenRequest(ids, mt, req.temperature, req.top_p, _stops(req.stop), None if req.seed is None else req.seed + k)
+                      for k in range(req.n)]
+        results = await self._submit("generate", model, items)
+        for i, r in enumerate(results):
+            p = prompts[i // req.n]
+            choice = {"index": i, "text": (p if req.echo else "") + r.text, "finish_reason": r.finish_reason, "token_ids": r.token_ids}
+            if req.logprobs is not None:
+                choice["logprobs"] = {"tokens": self.policy.token_strings(r.token_ids), "token_logprobs": r.logprobs,
+                                      "text_offset": None, "top_logprobs": None}
+            choices.append(choice)
+        n_in = sum(len(x) for x in encoded) * req.n
+        n_out = sum(len(r.token_ids) for r in results)
+        resp = {"id": f"cmpl-{secrets.token_hex(8)}", "object": "text_completion", "created": int(time.time()), "model": model,
+                "choices": choices, "usage": {"prompt_tokens": n_in, "completion_tokens": n_out, "total_tokens": n_in + n_out}}
+        record = {"kind": "completion", "model": model, "params": _params(req),
+                  "prompts": [{"prompt": p, "prompt_token_ids": ids} for p, ids in zip(prompts, encoded)],
+                  "completions": [_completion_record(r) for r in results]}
+        return resp, record
+
+    async def render_chat(self, messages: list[dict[str, Any]]) -> str:
+        return self.policy.render_chat(messages)
+
+    async def load_adapter(self, name: str, path: str) -> list[str]:
+        try:
+            await asyncio.to_thread(self.policy.load_adapter, name, path)
+        except PolicyError as e:
+            raise HTTPError(400, str(e)) from None
+        return self.model_names()
+
+    def stats(self) -> dict[str, int]:
+        return {"forward_passes": self.policy.forward_passes, "batches": self.batcher.batches, "jobs": self.batcher.jobs}
+
+    def close(self) -> None:
+        self.batcher.close()
+
+
+def _params(req: BaseModel) -> dict[str, Any]:
+    return req.model_dump(exclude={"messages", "prompt", "model"}, exclude_none=True)
+
+
+def _completion_record(r) -> dict[str, Any]:
+    return {"text": r.text, "token_ids": r.token_ids, "logprobs": r.logprobs, "finish_reason": r.finish_reason}
+
+
+class RemoteBackend:
+    """Forwards to an external OpenAI-compatible endpoint and records what comes back."""
+
+    def __init__(self, base_url: str, model: str, api_key: str | None = None, timeout_s: float = 120.0) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.model = model
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self.client = httpx.AsyncClient(base_url=self.base_url, headers=headers, timeout=timeout_s)
+        self.calls = 0
+
+    def model_names(self) -> list[str]:
+        return [self.model, "base"]
+
+    async def _forward(self, path: str, body: dict) -> dict:
+        body = {**body, "model": self.model}
+        try:
+            r = await self.client.post(path, json=body)
+        except httpx.HTTPError as e:
+            raise HTTPError(502, f"upstream {self.base_url} unreachable: {e}", "upstream_error") from None
+        if r.status_code >= 400:
+            raise HTTPError(r.status_code, f"upstream error: {r.text[:500]}", "upstream_error")
+        self.calls += 1
+        return r.json()
+
+    async def chat(self, req: ChatRequest) -> tuple[dict, dict]:
+        resp = await self._forward("/chat/completions", req.model_dump(exclude_none=True))
+        comps = []
+        for ch in resp.get("choices", []):
+            content = (ch.get("logprobs") or {}).get("content") or []
+            comps.append({"text": (ch.get("message") or {}).get("content") or "", "token_ids": ch.get("token_ids"),
+                          "logprobs": [c.get("logprob") for c in content] or None, "finish_reason": ch.get("finish_reason")})
+        record = {"kind": "chat", "model": self.model, "messages": req.messages, "prompt_token_ids": resp.get("prompt_token_ids"),
+                  "params": _params(req), "completions": comps, "usage": resp.get("usage")}
+        return resp, record
+
+    async def completions(self, req: CompletionRequest) -> tuple[dict, dict]:
+        resp = await self._forward("/completions", req.model_dump(exclude_none=True))
+        comps = [{"text": ch.get("text", ""), "token_ids": ch.get("token_ids"),
+                  "logprobs": (ch.get("logprobs") or {}).get("token_logprobs"), "finish_reason": ch.get("finish_reason")}
+                 for ch in resp.get("choices", [])]
+        prompts = [req.prompt] if isinstance(req.prompt, str) else req.prompt
+        kind = "score" if req.max_tokens == 0 else "completion"
+        record = {"kind": kind, "model": self.model, "params": _params(req), "prompts": [{"prompt": p} for p in prompts],
+                  "completions": comps, "usage": resp.get("usage")}
+        return resp, record
+
+    async def render_chat(self, messages: list[dict[str, Any]]) -> str:
+        raise HTTPError(501, "render_chat is only available for the local policy", "not_supported")
+
+    async def load_adapter(self, name: str, path: str) -> list[str]:
+        raise HTTPError(501, "adapters are only served by the local policy; a remote endpoint serves its own", "not_supported")
+
+    def stats(self) -> dict[str, int]:
+        return {"upstream_calls": self.calls}
+
+    def close(self) -> None:
+        pass

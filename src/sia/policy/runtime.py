@@ -1,0 +1,78 @@
+"""A running policy service for the duration of a command: local model or remote endpoint.
+
+`PolicyRuntime.local()` loads the model (the embedded default unless told
+otherwise) and serves it; `PolicyRuntime.remote(url, model)` serves a recording
+proxy to an external OpenAI-compatible endpoint, after checking it answers.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+
+from sia.errors import PolicyError
+from sia.policy.service import LocalBackend, PolicyService, RemoteBackend
+
+
+class PolicyRuntime:
+    def __init__(self, service: PolicyService) -> None:
+        self.service = service
+
+    @classmethod
+    def local(cls, model: str | None = None, max_batch: int = 32) -> "PolicyRuntime":
+        from sia.policy.local import LocalPolicy, LocalPolicyConfig
+
+        policy = LocalPolicy(LocalPolicyConfig(model=model))
+        service = PolicyService(LocalBackend(policy, max_batch=max_batch))
+        service.start()
+        return cls(service)
+
+    @classmethod
+    def remote(cls, base_url: str, model: str, api_key: str | None = None) -> "PolicyRuntime":
+        check_endpoint(base_url, api_key)
+        service = PolicyService(RemoteBackend(base_url, model, api_key))
+        service.start()
+        return cls(service)
+
+    def local_policy(self):
+        """The in-process model (for adapters and training), or a clear error when the policy is remote."""
+        if not isinstance(self.service.backend, LocalBackend):
+            raise PolicyError("adapters and the weights lever need the local policy, not a remote endpoint",
+                              "drop --endpoint, or use --levers harness")
+        return self.service.backend.policy
+
+    def load_adapter(self, name: str, path) -> None:
+        """Serve the adapter folder `path` as model `name` next to the base (local policy only)."""
+        self.local_policy().load_adapter(name, path)
+
+    def has_model(self, name: str) -> bool:
+        return name in self.service.backend.model_names()
+
+    def model_name(self, adapter: str | None = None) -> str:
+        return adapter or self.service.backend.model_names()[0]
+
+    def stats(self) -> dict[str, Any]:
+        return {**self.service.backend.stats(), "requests": self.service.requests}
+
+    def close(self) -> None:
+        self.service.stop()
+
+    def __enter__(self) -> "PolicyRuntime":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def check_endpoint(base_url: str, api_key: str | None = None, timeout_s: float = 10.0) -> None:
+    """Fail early, in one line, when an external endpoint cannot be reached."""
+    if not base_url.startswith(("http://", "https://")):
+        raise PolicyError(f"endpoint URL {base_url!r} must start with http:// or https://", "e.g. http://localhost:8000/v1")
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    try:
+        r = httpx.get(base_url.rstrip("/") + "/models", headers=headers, timeout=timeout_s)
+    except httpx.HTTPError as e:
+        raise PolicyError(f"cannot reach endpoint {base_url} ({type(e).__name__})", "check the URL and that the server is running") from None
+    if r.status_code in (401, 403):
+        raise PolicyError(f"endpoint {base_url} refused the API key (HTTP {r.status_code})", "set SIA_API_KEY (or OPENAI_API_KEY)")

@@ -1,0 +1,147 @@
+"""`RUN_DIR/report.html`: one self-contained page (inline SVG and CSS, no scripts, no fetches)."""
+
+from __future__ import annotations
+
+import difflib
+import html
+from pathlib import Path
+from typing import Any
+
+from sia.store.summary import run_summary
+from sia.store.store import Store
+from sia.task.loading import Task
+
+LEVER_COLOURS = {"harness": "#2563eb", "weights": "#ea580c", "baseline": "#6b7280"}
+CSS = """
+body{font:14px/1.45 system-ui,sans-serif;margin:24px auto;max-width:1100px;color:#111}
+h1{font-size:22px}h2{font-size:17px;margin-top:28px;border-bottom:1px solid #ddd}
+table{border-collapse:collapse;width:100%}td,th{border:1px solid #ddd;padding:4px 6px;vertical-align:top;text-align:left}
+th{background:#f5f5f5}.acc{color:#15803d;font-weight:600}.rej{color:#b91c1c}
+pre{background:#f8f8f8;padding:8px;overflow:auto;font-size:12px}.add{color:#15803d}.del{color:#b91c1c}
+.big{font-size:20px;font-weight:600}.muted{color:#666}
+"""
+
+
+def _fmt(x: Any, nd: int = 3) -> str:
+    if x is None:
+        return "–"
+    if isinstance(x, float):
+        return f"{x:.{nd}f}"
+    return html.escape(str(x))
+
+
+def _plot(summary: dict[str, Any]) -> str:
+    """Champion score per generation (step line) and each challenger (dot, coloured by lever)."""
+    base = summary["baseline"].get("val")
+    if base is None:
+        return "<p class=muted>No validation score yet.</p>"
+    champ = [base]
+    points = []
+    for g in summary["generations"]:
+        cur = champ[-1]
+        # an accepted challenger is drawn at its full validation score; a rejected one at the
+        # champion's score plus the paired delta measured on the examples the gate saw
+        value = g.get("val") if g["accepted"] and g.get("val") is not None else (cur + g["delta"] if g["delta"] is not None else None)
+        if value is not None:
+            points.append((g["generation"], value, g["lever"], g["accepted"], g["kind"]))
+        champ.append(value if g["accepted"] and value is not None else cur)
+    n = max(1, len(champ) - 1)
+    ys = champ + [p[1] for p in points]
+    lo, hi = max(0.0, min(ys) - 0.05), min(1.0, max(ys) + 0.05) if max(ys) <= 1 else max(ys) + 0.05
+    if hi - lo < 1e-6:
+        hi = lo + 0.1
+    W, H, L, B = 760, 300, 50, 40
+
+    def X(i: float) -> float:
+        return L + (W - L - 20) * i / n
+
+    def Y(v: float) -> float:
+        return H - B - (H - B - 20) * (v - lo) / (hi - lo)
+
+    parts = [f'<svg id="score-plot" xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" role="img" '
+             f'aria-label="champion and challenger validation score per generation">',
+             f'<rect x="0" y="0" width="{W}" height="{H}" fill="white"/>']
+    for k in range(5):
+        v = lo + (hi - lo) * k / 4
+        parts.append(f'<line x1="{L}" x2="{W - 20}" y1="{Y(v):.1f}" y2="{Y(v):.1f}" stroke="#eee"/>'
+                     f'<text x="{L - 6}" y="{Y(v) + 4:.1f}" font-size="11" text-anchor="end">{v:.2f}</text>')
+    for i in range(n + 1):
+        parts.append(f'<text x="{X(i):.1f}" y="{H - B + 16}" font-size="11" text-anchor="middle">{i}</text>')
+    parts.append(f'<text x="{(W + L) / 2:.0f}" y="{H - 6}" font-size="12" text-anchor="middle">generation</text>'
+                 f'<text x="14" y="{(H - B) / 2:.0f}" font-size="12" transform="rotate(-90 14 {(H - B) / 2:.0f})" text-anchor="middle">validation score</text>')
+    path = " ".join(f"{'M' if i == 0 else 'L'}{X(i):.1f},{Y(v):.1f}" for i, v in enumerate(champ))
+    parts.append(f'<path d="{path}" fill="none" stroke="#111" stroke-width="2"/>')
+    for gen, v, lever, acc, kind in points:
+        c = LEVER_COLOURS.get(lever, "#555")
+        parts.append(f'<circle cx="{X(gen):.1f}" cy="{Y(v):.1f}" r="6" fill="{c if acc else "white"}" stroke="{c}" stroke-width="2">'
+                     f'<title>gen {gen} {html.escape(kind)}: {v:.3f} {"accepted" if acc else "rejected"}</title></circle>')
+    lx = L + 10
+    parts.append(f'<line x1="{lx}" x2="{lx + 20}" y1="14" y2="14" stroke="#111" stroke-width="2"/><text x="{lx + 24}" y="18" font-size="11">champion</text>')
+    for i, (lever, c) in enumerate([(k, v) for k, v in LEVER_COLOURS.items() if k != "baseline"]):
+        x = lx + 100 + i * 250
+        parts.append(f'<circle cx="{x}" cy="14" r="5" fill="{c}"/><text x="{x + 9}" y="18" font-size="11">{lever} accepted</text>'
+                     f'<circle cx="{x + 125}" cy="14" r="5" fill="white" stroke="{c}" stroke-width="2"/><text x="{x + 134}" y="18" font-size="11">{lever} rejected</text>')
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def _diff(old: str, new: str, name: str) -> str:
+    lines = []
+    for line in difflib.unified_diff(old.splitlines(), new.splitlines(), f"{name} (before)", f"{name} (after)", lineterm="", n=2):
+        cls = "add" if line.startswith("+") and not line.startswith("+++") else "del" if line.startswith("-") and not line.startswith("---") else ""
+        lines.append(f'<span class="{cls}">{html.escape(line)}</span>' if cls else html.escape(line))
+    return "<pre>" + "\n".join(lines) + "</pre>"
+
+
+def render_report(store: Store, task: Task) -> str:
+    s = run_summary(store, task)
+    b, f = s["baseline"], s["final"]
+    out = [f"<!doctype html><html><head><meta charset='utf-8'><title>sia report: {html.escape(task.name)}</title><style>{CSS}</style></head><body>",
+           f"<h1>sia run on <code>{html.escape(task.name)}</code></h1>",
+           f"<p class=muted>{html.escape(str(s['run_dir']))} · status {_fmt(s['status'])} · {_fmt(s['stop_reason'])} · "
+           f"{s['rollouts']} rollouts · {s['tokens']} tokens · {s['elapsed_s']} s"
+           + (f" · agent models: {s['agents']['calls']} calls, {s['agents']['tokens']} tokens, ${s['agents']['usd']}" if s["agents"]["calls"] else "")
+           + "</p>",
+           "<h2>Baseline versus final</h2><table><tr><th></th><th>version</th><th>validation</th><th>test (held out)</th></tr>",
+           f"<tr><td>baseline</td><td>{_fmt(b.get('harness_version'))}</td><td>{_fmt(b.get('val'))}</td><td class=big>{_fmt(b.get('test'))}</td></tr>",
+           f"<tr><td>final</td><td>{_fmt(f.get('harness_version'))}{' + ' + _fmt(f.get('adapter')) if f.get('adapter') else ''}</td>"
+           f"<td>{_fmt(f.get('val'))}</td><td class=big>{_fmt(f.get('test'))}</td></tr></table>",
+           "<h2>Scores per generation</h2>", _plot(s),
+           "<h2>Lineage</h2><table><tr><th>#</th><th>champion</th><th>version</th><th>why</th></tr>"]
+    for i, c in enumerate(s["champions"]):
+        cand = store.candidate(c["candidate"])
+        out.append(f"<tr><td>{i}</td><td>{_fmt(c['candidate'])}</td><td>{_fmt(cand['harness_version'])}"
+                   f"{' + ' + _fmt(cand['adapter_version']) if cand['adapter_version'] else ''}</td><td>{_fmt(c['reason'])}</td></tr>")
+    out.append("</table><h2>Accepted changes</h2>")
+    accepted = [g for g in s["generations"] if g["accepted"]]
+    if not accepted:
+        out.append("<p class=muted>No change was accepted.</p>")
+    for g in accepted:
+        cand = store.candidate(g["candidate"])
+        parent = store.candidate(cand["parent"]) if cand["parent"] else None
+        old = store.harness_source(parent["harness_version"]) if parent else ""
+        new = store.harness_source(cand["harness_version"])
+        out.append(f"<h3>generation {g['generation']}: {_fmt(g['kind'])} (Δ {_fmt(g['delta'])}, p {_fmt(g['p_value'], 4)})</h3>"
+                   f"<p>{_fmt(g['rationale'])}</p>{_diff(old, new, 'harness.py')}")
+    out.append("<h2>Decision log</h2><table><tr><th>gen</th><th>lever / kind</th><th>verdict</th><th>Δ (95% CI)</th><th>p</th>"
+               "<th>n</th><th>rationale</th><th>gate</th></tr>")
+    for g in s["generations"]:
+        verdict = "<span class=acc>accepted</span>" if g["accepted"] else ("<span class=rej>rejected</span>" if g["delta"] is not None or g["lever"] != "stop" else "stop")
+        ci = f" ({_fmt(g['ci'][0])}, {_fmt(g['ci'][1])})" if g.get("ci") else ""
+        early = " · stopped early" if g.get("stopped_early") else ""
+        out.append(f"<tr><td>{g['generation']}</td><td>{_fmt(g['lever'])} / {_fmt(g['kind'])}</td><td>{verdict}</td>"
+                   f"<td>{_fmt(g['delta'])}{ci}</td><td>{_fmt(g['p_value'], 4)}</td><td>{_fmt(g['n'])}</td>"
+                   f"<td>{_fmt(g['rationale'])}</td><td>{_fmt(g['reason'])}{early}</td></tr>")
+    out.append("</table><h2>Design memory</h2><ul>")
+    for g in store.generations():
+        out.append(f"<li>gen {g['gen']}: {_fmt(g['lesson'])}</li>")
+    out.append("</ul></body></html>")
+    return "\n".join(out)
+
+
+def write_report(store: Store, task: Task) -> Path:
+    path = store.run_dir / "report.html"
+    tmp = path.with_suffix(".html.tmp")
+    tmp.write_text(render_report(store, task), encoding="utf-8")
+    tmp.replace(path)
+    return path

@@ -1,0 +1,273 @@
+"""Tasks: a folder with `task.toml`, data files and a grader.
+
+What the agent sees (`inputs`) and what only the grader sees (`labels`) live in
+separate files and separate fields of `Example`; the harness process is only
+ever sent `Example.visible()`. Splits are fixed by a seed: the example ids are
+sorted, shuffled with `random.Random(seed)` and cut into train / val / test, so
+the same folder always gives the same split.
+
+A task's output can be text (a label, an answer) or a program (`output =
+"program"`): the harness returns source code and the grader runs and scores it.
+The grader is called in the sia process, never in the harness sandbox; a grader
+that executes untrusted programs should use `sia.harness.sandbox` itself.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import json
+import random
+import tomllib
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from sia.errors import TaskError
+from sia.task.graders import Grade, Grader
+from sia.paths import task_data_dir
+
+BUILTIN_DIR = Path(__file__).parent / "builtin"
+SPLITS = ("train", "val", "test")
+
+
+class DataSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    inputs: str = Field("inputs.jsonl", description="JSONL of {id, ...visible fields}.")
+    labels: str = Field("labels.jsonl", description="JSONL of {id, ...hidden target fields}.")
+    prepare: str | None = Field(None, description="'file.py:function' that builds the data files; run by `sia setup`.")
+    source: str = ""
+    license: str = ""
+
+
+class SplitSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    seed: int = 0
+    train: float = Field(0.5, gt=0, description="Fraction (<1) or count (>=1) of examples.")
+    val: float = Field(0.25, gt=0)
+    test: float = Field(0.25, gt=0)
+
+
+class GraderSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    entry: str = Field(description="'module:function' or 'file.py:function' in the task folder.")
+
+
+class HarnessSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    default: str | None = Field(None, description="Harness file in the task folder; the template harness when absent.")
+    timeout_s: float = Field(60.0, gt=0, description="Wall-clock limit of one rollout.")
+
+
+class TaskSpec(BaseModel):
+    """The contents of `task.toml`."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str
+    description: str
+    instruction: str = Field("", description="What the agent is asked to do, shown to the harness.")
+    metric: str = "accuracy"
+    score: Literal["binary", "continuous"] = "binary"
+    output: Literal["text", "program", "json"] = "text"
+    labels: list[str] = Field(default_factory=list, description="Allowed answers, if the task has a closed set.")
+    labels_file: str | None = Field(None, description="JSON list of allowed answers in the data folder, instead of `labels`.")
+    multi_label: bool = False
+    input_field: str = Field("text", description="The visible field holding the main input.")
+    data: DataSpec = Field(default_factory=DataSpec)
+    splits: SplitSpec = Field(default_factory=SplitSpec)
+    grader: GraderSpec
+    harness: HarnessSpec = Field(default_factory=HarnessSpec)
+
+    @model_validator(mode="after")
+    def _check(self) -> "TaskSpec":
+        if self.score == "binary" and self.multi_label:
+            raise ValueError("a multi_label task scores F1, so set score = \"continuous\"")
+        return self
+
+
+@dataclass(frozen=True)
+class Example:
+    id: str
+    split: str
+    inputs: dict[str, Any]
+    target: dict[str, Any] = field(repr=False)
+    options: list[str] = field(default_factory=list, repr=False)
+
+    def visible(self) -> dict[str, Any]:
+        """What the harness may see: the id and the input fields, never the target."""
+        return {"id": self.id, **self.inputs}
+
+
+def _read_jsonl(path: Path) -> dict[str, dict[str, Any]]:
+    rows: dict[str, dict[str, Any]] = {}
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise TaskError(f"{path}:{lineno}: not valid JSON ({e.msg})", "fix or regenerate the data file") from None
+            if not isinstance(row, dict) or "id" not in row:
+                raise TaskError(f"{path}:{lineno}: each line must be an object with an 'id'", "fix the data file")
+            rid = str(row.pop("id"))
+            if rid in rows:
+                raise TaskError(f"{path}:{lineno}: duplicate id {rid!r}", "ids must be unique")
+            rows[rid] = row
+    return rows
+
+
+def _load_callable(task_dir: Path, entry: str, what: str) -> Any:
+    if ":" not in entry:
+        raise TaskError(f"{what} entry {entry!r} must look like 'module:function' or 'file.py:function'", "fix task.toml")
+    target, name = entry.rsplit(":", 1)
+    try:
+        if target.endswith(".py"):
+            path = task_dir / target
+            if not path.is_file():
+                raise TaskError(f"{what} file {path} does not exist", "fix the entry in task.toml")
+            spec = importlib.util.spec_from_file_location(f"sia_task_{task_dir.name}_{path.stem}".replace("-", "_"), path)
+            assert spec and spec.loader
+            module = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(module)
+        else:
+            module = importlib.import_module(target)
+    except TaskError:
+        raise
+    except Exception as e:  # a broken grader file is the task's fault, reported in one line
+        raise TaskError(f"cannot load {what} {entry!r}: {type(e).__name__}: {e}", "fix the task's code") from None
+    fn = getattr(module, name, None)
+    if not callable(fn):
+        raise TaskError(f"{what} {entry!r}: no function {name!r}", "fix the entry in task.toml")
+    return fn
+
+
+class Task:
+    """A loaded task folder. Data is read lazily so listing tasks stays cheap."""
+
+    def __init__(self, folder: Path, spec: TaskSpec) -> None:
+        self.folder = folder
+        self.spec = spec
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def data_dir(self) -> Path:
+        """Committed data sits in the folder; prepared (fetched) data in the sia cache."""
+        return task_data_dir(self.name) if self.spec.data.prepare else self.folder
+
+    def data_ready(self) -> bool:
+        files = [self.spec.data.inputs, self.spec.data.labels] + ([self.spec.labels_file] if self.spec.labels_file else [])
+        return all((self.data_dir / f).is_file() for f in files)
+
+    def prepare(self) -> None:
+        """Build the data files of a task whose data is fetched at setup time."""
+        if not self.spec.data.prepare:
+            return
+        fn = _load_callable(self.folder, self.spec.data.prepare, "prepare")
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        fn(self.data_dir)
+
+    @cached_property
+    def examples(self) -> dict[str, Example]:
+        if not self.data_ready():
+            hint = "run `make setup` (or `sia setup`)" if self.spec.data.prepare else "restore the data files"
+            raise TaskError(f"task {self.name!r}: data files missing in {self.data_dir}", hint)
+        inputs = _read_jsonl(self.data_dir / self.spec.data.inputs)
+        labels = _read_jsonl(self.data_dir / self.spec.data.labels)
+        missing = sorted(set(inputs) - set(labels))
+        if missing:
+            raise TaskError(f"task {self.name!r}: {len(missing)} inputs have no label (e.g. {missing[0]!r})", "fix the labels file")
+        ids = sorted(inputs)
+        random.Random(self.spec.splits.seed).shuffle(ids)
+        sizes = self._split_sizes(len(ids))
+        out: dict[str, Example] = {}
+        start = 0
+        for split, size in zip(SPLITS, sizes):
+            for eid in ids[start : start + size]:
+                out[eid] = Example(eid, split, inputs[eid], labels[eid], self.labels)
+            start += size
+        return out
+
+    @cached_property
+    def labels(self) -> list[str]:
+        if not self.spec.labels_file:
+            return list(self.spec.labels)
+        path = self.data_dir / self.spec.labels_file
+        try:
+            labels = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as e:
+            raise TaskError(f"task {self.name!r}: cannot read labels file {path} ({e})", "run `sia setup`") from None
+        return [str(x) for x in labels]
+
+    def _split_sizes(self, n: int) -> list[int]:
+        s = self.spec.splits
+        raw = [s.train, s.val, s.test]
+        sizes = [int(x) if x >= 1 else int(round(x * n)) for x in raw]
+        if sum(sizes) > n:
+            raise TaskError(f"task {self.name!r}: splits ask for {sum(sizes)} examples but the data has {n}", "fix [splits] in task.toml")
+        return sizes
+
+    def split(self, name: str) -> list[Example]:
+        if name not in SPLITS:
+            raise TaskError(f"unknown split {name!r}", "use train, val or test")
+        return [e for e in self.examples.values() if e.split == name]
+
+    def sizes(self) -> dict[str, int]:
+        return {s: len(self.split(s)) for s in SPLITS}
+
+    @cached_property
+    def grader(self) -> Grader:
+        return _load_callable(self.folder, self.spec.grader.entry, "grader")
+
+    def grade(self, example: Example, output: Any) -> Grade:
+        grade = self.grader(example, output)
+        if not isinstance(grade, Grade):
+            raise TaskError(f"grader of {self.name!r} returned {type(grade).__name__}, not Grade", "return sia.task.graders.Grade")
+        return grade
+
+    def default_harness_path(self) -> Path | None:
+        return self.folder / self.spec.harness.default if self.spec.harness.default else None
+
+    def public_info(self) -> dict[str, Any]:
+        """The task description given to the harness (no data, no labels of examples)."""
+        s = self.spec
+        return {"name": s.name, "description": s.description, "instruction": s.instruction, "labels": self.labels,
+                "multi_label": s.multi_label, "output": s.output, "input_field": s.input_field}
+
+
+def builtin_tasks() -> list[str]:
+    return sorted(p.name for p in BUILTIN_DIR.iterdir() if (p / "task.toml").is_file())
+
+
+def load_task(name_or_path: str | Path) -> Task:
+    """Load a builtin task by name, or a task folder by path."""
+    path = Path(name_or_path)
+    builtin = BUILTIN_DIR / str(name_or_path)
+    if path.is_dir() or path.name == "task.toml":
+        folder = path.parent if path.name == "task.toml" else path
+    elif "/" not in str(name_or_path) and (builtin / "task.toml").is_file():
+        folder = builtin
+    else:
+        folder = path
+    toml_path = folder / "task.toml"
+    if not folder.is_dir():
+        raise TaskError(f"task {str(name_or_path)!r} not found", f"use a builtin task ({', '.join(builtin_tasks())}) or a folder with task.toml")
+    if not toml_path.is_file():
+        raise TaskError(f"{folder} has no task.toml", "a task folder needs task.toml; see README 'Tasks'")
+    try:
+        raw = tomllib.loads(toml_path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as e:
+        raise TaskError(f"{toml_path}: malformed TOML ({e})", "fix the syntax") from None
+    try:
+        spec = TaskSpec.model_validate(raw)
+    except ValidationError as e:
+        first = e.errors()[0]
+        where = ".".join(str(x) for x in first["loc"]) or "(top level)"
+        raise TaskError(f"{toml_path}: {where}: {first['msg']}", "fix task.toml (see README 'Tasks')") from None
+    return Task(folder.resolve(), spec)

@@ -1,0 +1,214 @@
+"""The trainer: a LoRA adapter trained on the agent's own recorded model calls.
+
+Training data comes from the run store, never from a re-implementation of the
+harness: `sia.weights.samples` turns every llm_call the policy service recorded for a
+rollout into samples credited with that rollout's reward, grouped by example.
+Training continues from the champion's adapter when it has one (`init_adapter`),
+so each adapter version builds on its parent.
+
+- GRPO: each step takes `prompts_per_step` groups that have reward spread,
+  computes group-normalised advantages, and minimises the clipped surrogate of
+  `sia.weights.grpo` against the recorded logprobs (optionally with a KL to the base,
+  computed by disabling the adapter, so no second model copy is loaded).
+- SFT: negative log-likelihood of the completions of the best-rewarded samples,
+  so behaviour the harness enforces moves into the weights.
+
+Each step logs reward mean and spread, loss, KL, the distribution of the
+collected outputs (labels) and of the answers the model now prefers: in each
+group, the answer of the sample it gives the highest likelihood (for a scoring
+group, exactly its choice among the labels). Training stops early when the
+preferred answers of the last `collapse_patience` steps collapse onto one
+answer that deserves far less than that share.
+
+`Trainer` keeps the model and optimiser across rounds: the loop collects fresh
+samples through the harness with the adapter as trained so far, then calls
+`round` for a few steps, so training stays close to on-policy. Steps within a
+round reuse its samples (the importance ratio and clipping account for the
+drift). `train` is one round on samples collected beforehand.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Literal
+
+from sia.weights.samples import Sample, samples_from_store  # noqa: F401 (the trainer's input types)
+from sia.weights.grpo import GRPOConfig, gmts_scores, group_advantages, has_spread, policy_loss, shared_prompt_logprobs, token_entropy
+
+
+@dataclass
+class TrainConfig:
+    algorithm: Literal["grpo", "sft"] = "grpo"
+    rank: int = 16
+    alpha: int = 32
+    target_modules: list[str] = field(default_factory=lambda: ["q_proj", "v_proj"])
+    lr: float = 3e-4
+    """LoRA learning rate; about 3e-4 works on CPU with SmolLM2 (TRL's 1e-6 default learns nothing)."""
+    steps: int = 25
+    prompts_per_step: int = 4
+    """Groups per step: several, so one step sees different labels (one group per step collapses)."""
+    max_grad_norm: float = 1.0
+    collapse_share: float = 0.95
+    collapse_patience: int = 3
+    seed: int = 0
+    grpo: GRPOConfig = field(default_factory=GRPOConfig)
+
+
+@dataclass
+class TrainResult:
+    adapter_dir: Path
+    log: list[dict[str, Any]]
+    stopped_early: str | None
+
+
+def collapsed(window: list[tuple[str, str]], share: float) -> str | None:
+    """The answer the model prefers in at least `share` of recent groups although it is best in far fewer, else None.
+
+    `window` holds (answer the model now gives the highest likelihood among the
+    group's samples, answer with the highest reward) per group.
+    """
+    if len(window) < 6:
+        return None
+    top, n = Counter(p for p, _ in window).most_common(1)[0]
+    deserved = sum(1 for _, b in window if b == top)
+    return top if n / len(window) >= share and deserved / len(window) <= share - 0.2 else None
+
+
+class Trainer:
+    """A LoRA model and its optimiser, kept across rounds of fresh samples (on-policy training in rounds)."""
+
+    def __init__(self, model_dir: str | Path, config: TrainConfig, *, pad_id: int = 0, init_adapter: str | Path | None = None) -> None:
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        import torch
+        from peft import LoraConfig, get_peft_model
+        from transformers import AutoModelForCausalLM
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+        torch.manual_seed(config.seed)
+        self.torch, self.config, self.pad_id = torch, config, pad_id
+        self.rng = random.Random(config.seed)
+        base = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32)
+        if init_adapter is not None:
+            from peft import PeftModel
+
+            self.model = PeftModel.from_pretrained(base, str(init_adapter), is_trainable=True)
+        else:
+            self.model = get_peft_model(base, LoraConfig(r=config.rank, lora_alpha=config.alpha, target_modules=config.target_modules,
+                                                         lora_dropout=0.0, task_type="CAUSAL_LM"))
+        self.model.train()
+        self.params = [p for p in self.model.parameters() if p.requires_grad]
+        self.opt = torch.optim.AdamW(self.params, lr=config.lr)
+        self.log: list[dict[str, Any]] = []
+        self.window: list[tuple[str, str]] = []  # (answer the model now prefers, best-rewarded answer) per group seen
+        self.stopped: str | None = None
+        self.samples_seen = 0
+        self.groups_used = 0
+
+    def usable_groups(self, samples: list[Sample]) -> dict[str, list[Sample]]:
+        groups: dict[str, list[Sample]] = {}
+        for s in samples:
+            groups.setdefault(s.group, []).append(s)
+        torch = self.torch
+        if self.config.algorithm == "grpo":
+            return {g: ss for g, ss in groups.items() if len(ss) > 1 and has_spread(torch.tensor([s.reward for s in ss]))}
+        best = max((s.reward for s in samples), default=0.0)
+        return {g: ss for g, ss in groups.items() if any(s.reward >= best and s.reward > 0 for s in ss)}
+
+    def round(self, samples: list[Sample], steps: int, on_step: Callable[[dict[str, Any]], None] | None = None) -> int:
+        """Train `steps` steps on `samples`; returns the steps taken (fewer when nothing is usable or outputs collapse)."""
+        groups = self.usable_groups(samples)
+        self.samples_seen += len(samples)
+        self.groups_used += len(groups)
+        if not groups:
+            self.stopped = "no usable groups (no reward spread)" if self.config.algorithm == "grpo" else "no successful samples"
+            return 0
+        self.stopped = None
+        for done in range(1, steps + 1):
+            self._step(groups, self.rng.sample(sorted(groups), min(self.config.prompts_per_step, len(groups))), on_step)
+            if self.stopped:
+                return done
+        return steps
+
+    def _step(self, groups: dict[str, list[Sample]], chosen: list[str], on_step) -> None:
+        torch, config, model = self.torch, self.config, self.model
+        t0 = time.monotonic()
+        batch_samples, adv, weight, spans = [], [], [], []
+        for g in chosen:
+            ss = groups[g]
+            spans.append((len(batch_samples), len(batch_samples) + len(ss)))
+            batch_samples += ss
+            rewards_g = torch.tensor([s.reward for s in ss])
+            adv += group_advantages(rewards_g, scale_std=config.grpo.scale_std).tolist() if config.algorithm == "grpo" else [0.0] * len(ss)
+            weight += [1.0 if s.reward >= float(rewards_g.max()) else 0.0 for s in ss]
+        pairs = [(s.prompt_ids, s.completion_ids) for s in batch_samples]
+        new, logits, comp = shared_prompt_logprobs(model, pairs, self.pad_id)
+        old = torch.zeros_like(comp)
+        for i, s in enumerate(batch_samples):
+            old[i, : len(s.old_logprobs)] = torch.tensor(s.old_logprobs)
+        if config.algorithm == "grpo":
+            advantages = torch.tensor(adv)
+            ref = None
+            if config.grpo.kl_coef > 0:
+                with torch.no_grad(), model.disable_adapter():
+                    ref, _, _ = shared_prompt_logprobs(model, pairs, self.pad_id)
+            scores = None
+            if config.grpo.token_selection == "entropy":
+                scores = token_entropy(logits.detach())
+            elif config.grpo.token_selection == "gmts":
+                scores = gmts_scores(new, advantages)
+            loss, stats = policy_loss(new, old, advantages, comp, config.grpo, ref, scores)
+        else:  # SFT: likelihood of each group's best-rewarded samples only
+            mask = comp * torch.tensor(weight)[:, None]
+            loss = -(new * mask).sum() / mask.sum().clamp(min=1)
+            stats = {"loss": float(loss.detach()), "kl": 0.0, "tokens": int(mask.sum())}
+        self.opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.params, config.max_grad_norm)
+        self.opt.step()
+        seq_lp = (new.detach() * comp).sum(-1)
+        for a, b in spans:
+            prefer = a + int(seq_lp[a:b].argmax())
+            best = a + max(range(b - a), key=lambda i: batch_samples[a + i].reward)
+            self.window.append((batch_samples[prefer].output, batch_samples[best].output))
+        self.window = self.window[-config.prompts_per_step * config.collapse_patience:]
+        rewards = [s.reward for s in batch_samples]
+        mean = sum(rewards) / len(rewards)
+        entry = {"step": len(self.log) + 1, "reward_mean": mean, "reward_std": (sum((r - mean) ** 2 for r in rewards) / len(rewards)) ** 0.5,
+                 **stats, "outputs": dict(Counter(s.output for s in batch_samples).most_common(5)),
+                 "predicted": dict(Counter(p for p, _ in self.window[-len(spans):]).most_common(5)), "seconds": round(time.monotonic() - t0, 3)}
+        self.log.append(entry)
+        if on_step:
+            on_step(entry)
+        if len(self.log) >= config.collapse_patience and (label := collapsed(self.window, config.collapse_share)):
+            self.stopped = f"the model's preferred answers collapsed onto {label!r} over the last {config.collapse_patience} steps"
+
+    def save(self, out_dir: str | Path, lineage: dict[str, Any] | None = None) -> Path:
+        """Write the adapter in PEFT's layout with sia_training.json; the folder appears whole or not at all."""
+        out_dir = Path(out_dir)
+        tmp = out_dir.with_name(out_dir.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        self.model.save_pretrained(tmp)
+        (tmp / "sia_training.json").write_text(json.dumps({"config": asdict(self.config), "lineage": lineage or {}, "log": self.log,
+                                                           "stopped_early": self.stopped, "samples": self.samples_seen,
+                                                           "groups_used": self.groups_used}, indent=1, default=str))
+        shutil.rmtree(out_dir, ignore_errors=True)
+        tmp.rename(out_dir)
+        return out_dir
+
+
+def train(model_dir: str | Path, samples: list[Sample], config: TrainConfig, out_dir: str | Path, *, pad_id: int = 0,
+          lineage: dict[str, Any] | None = None, init_adapter: str | Path | None = None,
+          on_step: Callable[[dict[str, Any]], None] | None = None) -> TrainResult:
+    """Train a LoRA adapter on one batch of collected `samples` and save it, in PEFT's layout, to `out_dir`."""
+    trainer = Trainer(model_dir, config, pad_id=pad_id, init_adapter=init_adapter)
+    trainer.round(samples, config.steps, on_step)
+    trainer.save(out_dir, lineage)
+    return TrainResult(Path(out_dir), trainer.log, trainer.stopped)
