@@ -29,13 +29,11 @@ ARMS = {"harness": "harness", "weights": "weights", "both": "harness,weights"}
 
 
 def test_scores(run_dir: Path, which: str) -> dict[str, float]:
-    from sia.store.store import Store
+    from sia.store.run import Run
 
-    with Store(run_dir, write=False) as store:
-        champs = store.champions()
-        cid = champs[0]["candidate_id"] if which == "baseline" else store.champion()
-        eid = store.get_meta(f"eval:{cid}:test")
-        return {r["example_id"]: r["score"] for r in store.rollouts(eid)}
+    with Run.open(run_dir) as run:
+        cid = run.baseline() if which == "baseline" else run.store.champion()
+        return run.scores_of(cid, "test")
 
 
 def run_arm(task: str, arm: str, seed: int, budget: str, out: Path) -> Path:

@@ -42,7 +42,8 @@ def reward(text: str, label: str) -> float:
 def bench_sia(data, steps: int) -> tuple[list[float], list[float]]:
     from sia.policy.local import GenRequest, LocalPolicy
     from sia.weights.samples import Sample
-    from sia.weights.trainer import TrainConfig, Trainer
+    from sia.weights.config import TrainConfig
+    from sia.weights.trainer import Trainer
 
     policy = LocalPolicy()
     trainer = Trainer(policy.model_path, TrainConfig(lr=LR, prompts_per_step=PROMPTS, steps=1), pad_id=policy.pad_id)

@@ -36,3 +36,16 @@ def tiny_task(tmp_path: Path) -> Path:
     toml = (src / "task.toml").read_text().replace("train = 400", "train = 4").replace("val = 200", "val = 4").replace("test = 200", "test = 4")
     (dst / "task.toml").write_text(toml.replace('name = "sentiment"', 'name = "tiny"'))
     return dst
+
+
+def new_run(run_dir: Path, config):
+    """A run directory started for `config`, as `sia run` starts one: a `Run` with its store open for writing."""
+    from sia.store.run import Run
+    from sia.store.store import Store
+    from sia.task.loading import load_task
+
+    task = load_task(config.task)
+    store = Store(run_dir)
+    store.set_meta("run_config", config.model_dump(mode="json"))
+    store.set_meta("task", {"name": task.name, "folder": str(task.folder)})
+    return Run(store, task)

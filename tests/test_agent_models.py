@@ -57,10 +57,10 @@ def test_openai_rate_limit_is_retried_and_every_exchange_is_recorded(tmp_path):
         m = AgentModel(parse_model_spec("openai:gpt-4.1"), "feedback", store, AgentModelConfig(max_tokens=64), rec)
         assert m.chat("be brief", [{"role": "user", "content": "hi"}]) == "hello"
         calls = store.agent_calls()
-        assert [c["status"] for c in calls] == [429, 200], "the 429 and its retry are both in the store"
-        req = json.loads(calls[1]["request"])
+        assert [c.status for c in calls] == [429, 200], "the 429 and its retry are both in the store"
+        req = json.loads(calls[1].request)
         assert req["model"] == "gpt-4.1" and req["messages"][0] == {"role": "system", "content": "be brief"}
-        assert "Authorization" not in calls[1]["request"] and "replay" not in calls[1]["headers"]
+        assert "Authorization" not in calls[1].request and "replay" not in calls[1].headers
         tokens, usd = store.agent_usage()
         assert tokens == 1100 and usd == pytest.approx((1000 * 2.0 + 100 * 8.0) / 1e6)
         with pytest.raises(ReplayExhausted, match="no more feedback calls"):
@@ -74,7 +74,7 @@ def test_anthropic_shapes_and_the_budget(tmp_path):
         conf = AgentModelConfig(budget=AgentBudget(tokens=1000))
         m = AgentModel(parse_model_spec("anthropic:claude-sonnet-4-6"), "meta", store, conf, rec)
         assert m.chat("sys", [{"role": "user", "content": "hi"}]) == "one"
-        req = json.loads(store.agent_calls()[-1]["request"])
+        req = json.loads(store.agent_calls()[-1].request)
         assert req["system"] == "sys" and req["messages"] == [{"role": "user", "content": "hi"}]
         with pytest.raises(AgentBudgetSpent, match="1100 of 1000 tokens"):
             m.chat("sys", [{"role": "user", "content": "more"}])

@@ -6,7 +6,8 @@ import math
 import pytest
 import torch
 
-from sia.weights.grpo import GRPOConfig, completion_logprobs, group_advantages, gmts_scores, has_spread, policy_loss, select_tokens
+from sia.weights.config import GRPOConfig
+from sia.weights.grpo import completion_logprobs, group_advantages, gmts_scores, has_spread, policy_loss, select_tokens
 
 
 def test_group_advantages_match_hand_computation():
@@ -128,7 +129,8 @@ def test_trainer_saves_a_standard_peft_adapter_and_logs_steps(tmp_path):
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    from sia.weights.trainer import TrainConfig, train
+    from sia.weights.config import TrainConfig
+    from sia.weights.trainer import train
 
     base_dir = _tiny_model_dir(tmp_path)
     result = train(base_dir, _samples(), TrainConfig(steps=3, prompts_per_step=2, lr=1e-2, rank=4, alpha=8), tmp_path / "a1",
@@ -143,7 +145,8 @@ def test_trainer_saves_a_standard_peft_adapter_and_logs_steps(tmp_path):
 
 
 def test_trainer_skips_groups_without_spread_and_sft_raises_likelihood(tmp_path):
-    from sia.weights.trainer import Sample, TrainConfig, train
+    from sia.weights.config import TrainConfig
+    from sia.weights.trainer import Sample, train
 
     base_dir = _tiny_model_dir(tmp_path)
     flat = [Sample("g", [1, 2, 3], [4, 5], [-3.0, -3.0], 1.0, "same") for _ in range(4)]
@@ -154,7 +157,8 @@ def test_trainer_skips_groups_without_spread_and_sft_raises_likelihood(tmp_path)
 
 
 def test_collapse_is_judged_on_the_models_preferred_answers_not_on_the_data(tmp_path):
-    from sia.weights.trainer import Sample, TrainConfig, collapsed, train
+    from sia.weights.config import TrainConfig
+    from sia.weights.trainer import Sample, collapsed, train
 
     assert collapsed([("positive", "negative")] * 5 + [("positive", "positive")] * 5, 0.95) == "positive"
     assert collapsed([("positive", "positive")] * 10, 0.95) is None, "preferring the answer that is always best is no collapse"

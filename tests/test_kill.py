@@ -61,11 +61,11 @@ def test_sigkill_during_eval_loses_no_finished_rollout(tmp_path):
             os.killpg(proc.pid, signal.SIGKILL)
     assert proc.returncode == -signal.SIGKILL
     with Store(run, write=False) as store:
-        assert store.db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        assert store.integrity() == "ok"
         rows = store.rollouts()
         assert seen <= len(rows) < 60
         for r in rows:
-            kinds = [e["kind"] for e in store.events(r["id"])]
+            kinds = [e.kind for e in store.events(r.id)]
             assert kinds[-1] == "grade" and "llm_call" in kinds
     # the lock died with the process: the run directory is writable again
     Store(run).close()

@@ -3,7 +3,8 @@
 from collections import Counter
 
 from sia.evaluation.analysis import Analysis
-from sia.agents.builtin import AgentState, BuiltinFeedbackAgent
+from sia.agents.builtin import BuiltinFeedbackAgent
+from sia.agents.contract import AgentState
 from sia.harness.template import make_config, render
 from sia.store.memory import Entry, Memory
 from sia.agents.proposal import HarnessEdit, WeightUpdate
@@ -24,13 +25,14 @@ def test_malformed_answers_point_at_the_harness_and_wrong_ones_at_the_weights():
     task = load_task("sentiment")
     gen_src = render(make_config(task.public_info()))
     agent = BuiltinFeedbackAgent()
-    malformed = agent.decide(_state(task, gen_src, _analysis(correct=16, wrong=4, unparseable=20)))
+    decision = agent.decide(_state(task, gen_src, _analysis(correct=16, wrong=4, unparseable=20)))
+    malformed, ranking = decision.proposal, decision.ranking
     assert isinstance(malformed, HarnessEdit)
-    weights_ranked = [r for r in agent.last_ranking if r[0] in ("grpo", "sft")]
+    weights_ranked = [r for r in ranking if r[0] in ("grpo", "sft")]
     assert all(r[1] < 0.2 for r in weights_ranked), "malformed output makes the weights lever (nearly) irrelevant"
     # well-formed but wrong, with the harness edits already tried on this adapter: the weights
     score_src = render(make_config(task.public_info(), mode="score", calibrate=True))
-    choice = agent.decide(_state(task, score_src, _analysis(correct=24, wrong=16), levers=("weights",)))
+    choice = agent.decide(_state(task, score_src, _analysis(correct=24, wrong=16), levers=("weights",))).proposal
     assert isinstance(choice, WeightUpdate) and choice.lever == "weights"
     assert "well-formed but wrong" in choice.rationale and "per minute" in choice.rationale
 
@@ -39,12 +41,12 @@ def test_the_algorithm_follows_the_reward_shape():
     task = load_task("sentiment")
     agent = BuiltinFeedbackAgent()
     score_src = render(make_config(task.public_info(), mode="score"))
-    scored = agent.decide(_state(task, score_src, _analysis(), levers=("weights",)))
+    scored = agent.decide(_state(task, score_src, _analysis(), levers=("weights",))).proposal
     assert scored.algorithm == "grpo" and scored.config["samples"] == 1, "a scoring harness's group is its label set"
     gen_src = render(make_config(task.public_info()))
-    balanced = agent.decide(_state(task, gen_src, _analysis(correct=20, wrong=20), levers=("weights",)))
+    balanced = agent.decide(_state(task, gen_src, _analysis(correct=20, wrong=20), levers=("weights",))).proposal
     assert balanced.algorithm == "grpo" and balanced.config["samples"] == 8
-    rare = agent.decide(_state(task, gen_src, _analysis(correct=1, wrong=39), levers=("weights",)))
+    rare = agent.decide(_state(task, gen_src, _analysis(correct=1, wrong=39), levers=("weights",))).proposal
     assert rare.algorithm == "sft" and "few groups with reward spread" in rare.rationale
 
 
@@ -53,15 +55,16 @@ def test_measured_gains_per_minute_steer_the_choice_and_harness_edits_are_rechec
     agent = BuiltinFeedbackAgent()
     gen_src = render(make_config(task.public_info()))
     evidence = _analysis(correct=20, wrong=20, predicted={"positive": 40})
-    first = agent.decide(_state(task, gen_src, evidence))
+    first = agent.decide(_state(task, gen_src, evidence)).proposal
     assert isinstance(first, HarnessEdit) and first.kind == "score_labels"
     # the harness lever has been rejected three times in a row, each slowly; the weights gained before, cheaply
     mem = Memory([Entry(1, "weights", "grpo", True, 0.10, 0.01, 300, 120.0, "", None)]
                  + [Entry(i, "harness", k, False, -0.02, 0.5, 100, 200.0, "", "a1")
                     for i, k in ((2, "score_labels"), (3, "few_shot"), (4, "instruction"))])
-    later = agent.decide(_state(task, gen_src, evidence, memory=mem, adapter="a1"))
-    assert isinstance(later, WeightUpdate), agent.last_ranking[:3]
+    decision = agent.decide(_state(task, gen_src, evidence, memory=mem, adapter="a1"))
+    later = decision.proposal
+    assert isinstance(later, WeightUpdate), decision.ranking[:3]
     assert "continuing from adapter a1" in later.rationale
     # a harness edit rejected on adapter a1 is proposed again, undiscounted, once a2 is the champion's adapter
-    again = agent.decide(_state(task, gen_src, evidence, memory=Memory(mem.entries[1:]), adapter="a2", levers=("harness",)))
+    again = agent.decide(_state(task, gen_src, evidence, memory=Memory(mem.entries[1:]), adapter="a2", levers=("harness",))).proposal
     assert isinstance(again, HarnessEdit) and again.kind == "score_labels"

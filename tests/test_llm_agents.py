@@ -16,7 +16,7 @@ SMALL = {"val_limit": 40, "test_limit": 10, "analysis_examples": 8, "tau": 0.0, 
 
 
 def _requests(store, role):
-    return [json.loads(c["request"]) for c in store.agent_calls(role)]
+    return [json.loads(c.request) for c in store.agent_calls(role)]
 
 
 def test_openai_feedback_agent_rewrite_accepted_fuzzy_edit_guard_and_exact_replay(tmp_path):
@@ -48,10 +48,10 @@ def test_openai_feedback_agent_rewrite_accepted_fuzzy_edit_guard_and_exact_repla
     assert first["stop_reason"].startswith("Feedback-Agent stopped: LLM Feedback-Agent: the remaining ideas")
     assert first["final"]["test"] is not None and first["final"]["harness_version"] != first["baseline"]["harness_version"]
     with Store(tmp_path / "a", write=False) as store:
-        assert [c["status"] for c in store.agent_calls("meta")] == [429, 200], "the rate-limited call was retried"
-        assert "[no review]" in store.harness_source(store.candidate(gens[1]["candidate"])["harness_version"])
+        assert [c.status for c in store.agent_calls("meta")] == [429, 200], "the rate-limited call was retried"
+        assert "[no review]" in store.harness_source(store.candidate(gens[1]["candidate"]).harness_version)
         baseline = store.candidate(first["baseline"]["candidate"])
-        assert baseline["rationale"].startswith("Meta-Agent openai:gpt-4.1: written from the task description (attempt 1)")
+        assert baseline.rationale.startswith("Meta-Agent openai:gpt-4.1: written from the task description (attempt 1)")
         sent = json.dumps(_requests(store, "feedback") + _requests(store, "meta"))
         assert "## Failure clusters" in sent and "## Design memory" in sent
         assert not [e.id for e in task.split("test") if e.id in sent], "no test example reaches an agent"
@@ -61,7 +61,7 @@ def test_openai_feedback_agent_rewrite_accepted_fuzzy_edit_guard_and_exact_repla
     assert [[g[k] for k in keys] for g in again["generations"]] == [[g[k] for k in keys] for g in gens]
     assert again["final"]["test"] == first["final"]["test"]
     with Store(tmp_path / "b", write=False) as store:
-        assert all(c["replayed"] for c in store.agent_calls()) and len(store.agent_calls()) == 6
+        assert all(c.replayed for c in store.agent_calls()) and len(store.agent_calls()) == 6
 
 
 def test_anthropic_feedback_agent_repairs_uses_a_tool_trains_weights_and_stops_when_the_budget_is_spent(tmp_path):

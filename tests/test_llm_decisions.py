@@ -86,7 +86,7 @@ def test_a_model_that_only_calls_tools_ends_in_a_rejected_invalid_proposal(tmp_p
     from agent_recordings import openai_reply, write
     from sia.agents.clients import AgentModel, Recording, parse_model_spec
     from sia.evaluation.analysis import Analysis
-    from sia.agents.builtin import AgentState
+    from sia.agents.contract import AgentState
     from sia.agents.llm import LLMAgentConfig, LLMFeedbackAgent
     from sia.store.memory import Memory
     from sia.agents.proposal import Invalid
@@ -100,7 +100,8 @@ def test_a_model_that_only_calls_tools_ends_in_a_rejected_invalid_proposal(tmp_p
         agent = LLMFeedbackAgent(model, store, LLMAgentConfig(tool_rounds=3, repairs=1))
         state = AgentState(task, SRC, Analysis(0, 0.0, Counter(), Counter(), Counter(), Counter()), Memory(), task.split("train"),
                            levers=("harness",))
-        p = agent.decide(state)
+        decision = agent.decide(state)
+        p = decision.proposal
         assert isinstance(p, Invalid) and "no tool calls left (3 used)" in p.reason
         assert len(store.agent_calls()) == 5, "3 tool rounds, then one repair, then it gives up"
-        assert "def solve(example, ctx)" in agent.transcript[2]["content"], "the harness tool returned the stored source"
+        assert "def solve(example, ctx)" in decision.transcript[2]["content"], "the harness tool returned the stored source"

@@ -32,10 +32,10 @@ def test_sia_run_with_an_llm_feedback_agent_on_a_local_openai_compatible_server(
             print(f"generation {g['generation']} rejected: {g['reason'][:200]}")
     with Store(run_dir, write=False) as store:
         calls = store.agent_calls()
-        roles = {c["role"] for c in calls}
-        assert roles == {"meta", "feedback"} and all(c["status"] == 200 for c in calls)
-        assert all(c["input_tokens"] > 0 and c["output_tokens"] > 0 and c["cost"] == 0 for c in calls), "usage is accounted, free"
-        assert all(json.loads(c["request"])["model"] == runtime.model_name() for c in calls)
+        roles = {c.role for c in calls}
+        assert roles == {"meta", "feedback"} and all(c.status == 200 for c in calls)
+        assert all(c.input_tokens > 0 and c.output_tokens > 0 and c.cost == 0 for c in calls), "usage is accounted, free"
+        assert all(json.loads(c.request)["model"] == runtime.model_name() for c in calls)
         baseline = store.candidate(summary["baseline"]["candidate"])
-        why = baseline["rationale"]
+        why = baseline.rationale
         assert why.startswith(("Meta-Agent openai:", "Meta-Agent template: the LLM's 2 harness(es) failed validation")), why

@@ -1,15 +1,14 @@
 """The loop with the real model on a small slice of the sentiment task."""
 
-import json
-
 import pytest
 
-from sia.agents.builtin import AgentState
-from sia.harness.template import make_config, read_config, render
-from sia.loop.loop import Loop, RunConfig
+from conftest import new_run
+from sia.agents.contract import AgentState, Decision
 from sia.agents.proposal import HarnessEdit, Stop
 from sia.api import rollback
-from sia.store.store import Store
+from sia.harness.template import make_config, read_config, render
+from sia.loop.config import RunConfig
+from sia.loop.loop import Loop
 from sia.task.loading import load_task
 
 
@@ -18,12 +17,12 @@ class ScriptedAgent:
 
     def __init__(self, proposals):
         self.proposals = list(proposals)
-        self.last_ranking = []
         self.seen_states = []
+        self.name = "scripted"
 
-    def decide(self, state: AgentState):
+    def decide(self, state: AgentState) -> Decision:
         self.seen_states.append(state)
-        return self.proposals.pop(0) if self.proposals else Stop("script finished")
+        return Decision(self.proposals.pop(0) if self.proposals else Stop("script finished"))
 
 
 def test_broken_edits_are_rejected_with_reasons_and_the_loop_goes_on(tmp_path, runtime):
@@ -34,13 +33,10 @@ def test_broken_edits_are_rejected_with_reasons_and_the_loop_goes_on(tmp_path, r
         HarnessEdit("def solve(example, ctx):\n    raise RuntimeError('always broken')\n", "crashes on every example", "rewrite"),
         HarnessEdit(good, "calibrated label scoring", "score_labels"),
     ])
-    config = RunConfig(task="sentiment", budget_s=900, val_limit=60, test_limit=40, analysis_examples=12, patience=5)
-    with Store(tmp_path / "run") as store:
-        store.set_meta("run_config", config.to_json())
-        store.set_meta("task", {"name": task.name, "folder": str(task.folder)})
-        loop = Loop(task, store, runtime, config)
-        loop.agent = agent
-        summary = loop.run()
+    config = RunConfig(task="sentiment", budget=900, val_limit=60, test_limit=40, analysis_examples=12, patience=5)
+    with new_run(tmp_path / "run", config) as run:
+        store = run.store
+        summary = Loop(run, runtime, config, agent=agent).run()
         gens = summary["generations"]
         assert [g["kind"] for g in gens] == ["rewrite", "rewrite", "score_labels", "stop"]
         assert not gens[0]["accepted"] and "invalid harness" in gens[0]["reason"] and "syntax" in gens[0]["reason"]
@@ -48,7 +44,7 @@ def test_broken_edits_are_rejected_with_reasons_and_the_loop_goes_on(tmp_path, r
         assert "always broken" in gens[1]["reason"]
         # the broken versions are recorded as candidates with their source in git
         assert gens[0]["candidate"] and gens[1]["candidate"]
-        assert "raise RuntimeError" in store.harness_source(store.candidate(gens[1]["candidate"])["harness_version"])
+        assert "raise RuntimeError" in run.source(gens[1]["candidate"])
         third = gens[2]
         assert third["accepted"], third
         assert third["delta"] > 0 and third["p_value"] < 0.05
@@ -58,10 +54,9 @@ def test_broken_edits_are_rejected_with_reasons_and_the_loop_goes_on(tmp_path, r
         for state in agent.seen_states:
             assert all(ex.split == "train" for ex in state.train)
         # test rollouts exist only for the baseline and the final champion
-        test_cands = {r["candidate_id"] for r in store.db.execute("SELECT candidate_id FROM rollouts WHERE split = 'test'")}
+        test_cands = {r.candidate_id for r in store.rollouts(split="test")}
         assert test_cands == {summary["baseline"]["candidate"], summary["final"]["candidate"]}
-        log = json.loads(store.db.execute("SELECT proposal FROM generations WHERE gen = 3").fetchone()[0])
-        assert log["rationale"] == "calibrated label scoring"
+        assert store.generations()[2].proposal["rationale"] == "calibrated label scoring"
     # rollback to the baseline is recorded, and an unaccepted version is refused
     s = rollback(tmp_path / "run", "h0")
     assert s["final"]["harness_version"] == "h0"
@@ -75,18 +70,14 @@ def test_broken_edits_are_rejected_with_reasons_and_the_loop_goes_on(tmp_path, r
 def test_builtin_agent_proposes_real_code_edits_from_evidence(tmp_path, runtime):
     """One generation of the builtin agent: its proposal is a template harness whose code changed."""
     task = load_task("sentiment")
-    config = RunConfig(task="sentiment", budget_s=900, val_limit=40, test_limit=20, analysis_examples=16,
-                       max_generations=1)
-    with Store(tmp_path / "run") as store:
-        store.set_meta("run_config", config.to_json())
-        store.set_meta("task", {"name": task.name, "folder": str(task.folder)})
-        summary = Loop(task, store, runtime, config).run()
+    config = RunConfig(task="sentiment", budget=900, val_limit=40, test_limit=20, analysis_examples=16, max_generations=1)
+    with new_run(tmp_path / "run", config) as run:
+        summary = Loop(run, runtime, config).run()
         gen = summary["generations"][0]
         assert gen["lever"] == "harness" and gen["rationale"]
-        cand = store.candidate(gen["candidate"])
-        new = store.harness_source(cand["harness_version"])
-        old = store.harness_source("h0")
+        new = run.source(gen["candidate"])
+        old = run.store.harness_source("h0")
         assert new != old and read_config(new) is not None
-        row = json.loads(store.db.execute("SELECT proposal FROM generations WHERE gen = 1").fetchone()[0])
+        row = run.store.generations()[0].proposal
         assert row["analysis"]["n"] == 16 and row["ranking"]
     assert summary["stop_reason"].startswith("generation budget")

@@ -6,25 +6,22 @@ import subprocess
 
 import pytest
 
-from sia.loop.loop import Loop, RunConfig
+from conftest import new_run
+from sia.loop.config import RunConfig
+from sia.loop.loop import Loop
 from sia.store.report import write_report
-from sia.store.store import Store
-from sia.task.loading import load_task
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory, runtime):
-    task = load_task("sentiment")
-    run = tmp_path_factory.mktemp("report") / "run"
-    config = RunConfig(task="sentiment", budget_s=900, val_limit=40, test_limit=20, analysis_examples=12, max_generations=2)
-    with Store(run) as store:
-        store.set_meta("run_config", config.to_json())
-        store.set_meta("task", {"name": task.name, "folder": str(task.folder)})
-        Loop(task, store, runtime, config).run()
-        path = write_report(store, task)
-    return run, path
+    run_dir = tmp_path_factory.mktemp("report") / "run"
+    config = RunConfig(task="sentiment", budget=900, val_limit=40, test_limit=20, analysis_examples=12, max_generations=2)
+    with new_run(run_dir, config) as run:
+        Loop(run, runtime, config).run()
+        path = write_report(run)
+    return run_dir, path
 
 
 def test_report_is_self_contained(finished_run):

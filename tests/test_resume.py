@@ -74,12 +74,11 @@ def test_kill_at_several_points_then_resume(tmp_path):
         for rid, created in snap.items():
             assert final[rid] == created, f"rollout {rid} was lost or redone"
     with Store(run, write=False) as store:
-        assert store.db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
-        purposes = [json.loads(e["config"]).get("purpose") for e in store.evaluations()]
+        assert store.integrity() == "ok"
+        purposes = [e.purpose for e in store.evaluations()]
         assert len(purposes) == len(set(purposes)), "an evaluation was started twice"
         for ev in store.evaluations():
-            n = len(store.rollouts(ev["id"]))
-            assert n <= ev["n_examples"] * ev["samples"]
+            assert len(store.rollouts(ev.id)) <= ev.expected
     assert summary["rollouts"] == len(final)
 
 
@@ -94,7 +93,7 @@ def test_kill_during_weight_training_then_resume(tmp_path):
     db = run / "sia.db"
     args = ["run", "sentiment", "--levers", "weights", "--feedback", "llm", "--feedback-model", "openai:gpt-4.1",
             "--meta-model", "template", "--replay", recording, "--budget", "15m", "--val-limit", "16", "--test-limit", "8",
-            "--analysis-examples", "4", "--max-generations", "1", "--tau", "-1", "--alpha", "1.01", "--run-dir", run]
+            "--analysis-examples", "4", "--max-generations", "1", "--run-dir", run]
     rounds = run / "adapters" / ".rounds"
     snap = _kill_when(_start(*args), db, lambda: rounds.is_dir() and any(rounds.iterdir()), timeout=600)
     assert len(_query(db, "SELECT id FROM rollouts WHERE evaluation_id IN (SELECT id FROM evaluations WHERE config LIKE '%collect%')")) >= 16

@@ -2,7 +2,7 @@
 
 import pytest
 
-from sia.evaluation.executor import EvalConfig, evaluate
+from sia.evaluation.executor import EvalConfig, execute
 from sia.harness.sandbox import SandboxLimits
 from sia.store.store import Store
 from sia.task.loading import load_task
@@ -31,16 +31,16 @@ def test_hostile_harness_is_recorded_as_failed_rollout(name, tiny_task, tmp_path
             from sia.errors import HarnessError
 
             with pytest.raises(HarnessError, match="solve"):
-                evaluate(task, source, store=store, runtime=runtime, config=config)
+                execute(task, source, store=store, runtime=runtime, config=config)
             return
-        result = evaluate(task, source, store=store, runtime=runtime, config=config)
+        result = execute(task, source, store=store, runtime=runtime, config=config)
         rows = store.rollouts(result.evaluation_id)
     assert result.rollouts == 2 and result.score == 0.0
-    assert {r["error_type"] for r in rows} == {expected}, [r["error"] for r in rows]
+    assert {r.error_type for r in rows} == {expected}, [r.error for r in rows]
     for r in rows:
-        assert r["status"] == "error" and r["error"]
+        assert r.status == "error" and r.error
     if name == "huge_stdout":
-        assert "File too large" in rows[0]["error"]
+        assert "File too large" in rows[0].error
     if name == "infinite_loop":
         assert result.duration_s < 30
 
@@ -49,7 +49,7 @@ def test_good_harness_after_hostile_ones_still_works(tiny_task, tmp_path, runtim
     task = load_task(tiny_task)
     source = "def solve(example, ctx):\n    ctx.log('hello', n=1)\n    return ctx.tools.call('upper', str.lower, 'POSITIVE')\n"
     with Store(tmp_path / "run") as store:
-        result = evaluate(task, source, store=store, runtime=runtime, config=EvalConfig(split="val", concurrency=4))
-        kinds = [e["kind"] for e in store.events(store.rollouts(result.evaluation_id)[0]["id"])]
+        result = execute(task, source, store=store, runtime=runtime, config=EvalConfig(split="val", concurrency=4))
+        kinds = [e.kind for e in store.events(store.rollouts(result.evaluation_id)[0].id)]
     assert result.rollouts == 4 and 0.0 < result.score < 1.0
     assert kinds == ["log", "tool_call", "output", "grade"]

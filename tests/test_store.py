@@ -4,11 +4,12 @@ import subprocess
 import pytest
 
 from sia.errors import StoreError
-from sia.store.store import RolloutRecord, Store
+from sia.store.records import NewRollout
+from sia.store.store import Store
 
 
-def _record(i: int) -> RolloutRecord:
-    return RolloutRecord(f"e0:x{i}:0", "e0", "c0", f"x{i}", "val", 0, 1, "ok", None, None, "positive", 1.0, True, "ok", 0.1,
+def _record(i: int) -> NewRollout:
+    return NewRollout(f"e0:x{i}:0", "e0", "c0", f"x{i}", "val", 0, 1, "ok", None, None, "positive", 1.0, True, "ok", 0.1,
                          [{"kind": "llm_call", "t": 1.0, "data": {"prompt_token_ids": [1, 2]}},
                           {"kind": "grade", "t": 2.0, "data": {"score": 1.0}}])
 
@@ -23,7 +24,7 @@ def test_store_is_wal_and_writes_rollouts_with_events(tmp_path):
             store.add_rollout(_record(0))  # a rollout is recorded once
     with Store(tmp_path / "run", write=False) as ro:
         assert ro.count_rollouts() == 1
-        assert [e["kind"] for e in ro.events("e0:x0:0")] == ["llm_call", "grade"]
+        assert [e.kind for e in ro.events("e0:x0:0")] == ["llm_call", "grade"]
 
 
 def test_second_writer_is_refused(tmp_path):

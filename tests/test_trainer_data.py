@@ -2,7 +2,7 @@
 
 import torch
 
-from sia.evaluation.executor import EvalConfig, evaluate
+from sia.evaluation.executor import EvalConfig, execute
 from sia.weights.grpo import shared_prompt_logprobs
 from sia.policy.embedded import embedded_model_dir
 from sia.store.store import Store
@@ -22,7 +22,7 @@ def test_recorded_calls_become_samples_whose_logprobs_the_trainer_reproduces(tin
 
     task = load_task(tiny_task)
     with Store(tmp_path / "run") as store:
-        result = evaluate(task, SAMPLING_HARNESS, store=store, runtime=runtime,
+        result = execute(task, SAMPLING_HARNESS, store=store, runtime=runtime,
                           config=EvalConfig(split="train", samples=3, concurrency=6))
         samples = samples_from_store(store, result.evaluation_id)
     assert len(samples) == 12  # 4 train examples x 3 samples, one model call each

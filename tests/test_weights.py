@@ -4,12 +4,12 @@ import json
 
 import pytest
 
-from sia.loop.gate import GateConfig
-from sia.loop.loop import Loop, RunConfig
+from conftest import new_run
 from sia.agents.proposal import WeightUpdate
 from sia.api import rollback
-from sia.store.store import Store
-from sia.task.loading import load_task
+from sia.loop.config import RunConfig
+from sia.loop.gate import GateConfig
+from sia.loop.loop import Loop
 from test_loop import ScriptedAgent
 
 
@@ -24,20 +24,17 @@ def own_runtime():
 
 
 def test_weight_update_trains_on_policy_through_the_harness_and_becomes_a_gated_adapter_version(tmp_path, own_runtime):
-    task = load_task("sentiment")
     small = {"rounds": 2, "examples": 4, "samples": 4, "steps": 1, "prompts_per_step": 2}
     agent = ScriptedAgent([WeightUpdate("ppo", {}, rationale="an algorithm sia does not have"),
                            WeightUpdate("grpo", small, rationale="scripted GRPO", kind="grpo")])
     # a gate that accepts anything, so the adapter becomes the champion and rollback can be exercised
-    config = RunConfig(task="sentiment", budget_s=900, val_limit=16, test_limit=8, analysis_examples=4, levers=["weights"],
-                       gate=GateConfig(tau=-1.0, alpha=1.01, futility_after=1.0))
+    # (built without validation: a negative tau and an alpha above 1 are refused from users)
+    config = RunConfig(task="sentiment", budget=900, val_limit=16, test_limit=8, analysis_examples=4, levers=["weights"],
+                       gate=GateConfig.model_construct(tau=-1.0, alpha=1.01, futility_after=1.0))
     run_dir = tmp_path / "run"
-    with Store(run_dir) as store:
-        store.set_meta("run_config", config.to_json())
-        store.set_meta("task", {"name": task.name, "folder": str(task.folder)})
-        loop = Loop(task, store, own_runtime, config)
-        loop.agent = agent
-        summary = loop.run()
+    with new_run(run_dir, config) as run:
+        store = run.store
+        summary = Loop(run, own_runtime, config, agent=agent).run()
         gens = summary["generations"]
         assert not gens[0]["accepted"] and "weight update refused: unknown training algorithm 'ppo'" in gens[0]["reason"]
         assert gens[1]["accepted"] and summary["final"]["adapter"] == "a2"
@@ -53,19 +50,19 @@ def test_weight_update_trains_on_policy_through_the_harness_and_becomes_a_gated_
         models = []
         for eid in meta["lineage"]["collected_from"]:
             ev = store.evaluation(eid)
-            assert ev["split"] == "train" and ev["samples"] == 4
+            assert ev.split == "train" and ev.samples == 4
             rows = store.rollouts(eid)
             assert len(rows) == 16
-            calls = [e for e in store.events(rows[0]["id"]) if e["kind"] == "llm_call"]
-            assert calls and calls[0]["data"]["params"]["temperature"] == 1.0
-            models.append(calls[0]["data"]["model"])
+            calls = [e for e in store.events(rows[0].id) if e.kind == "llm_call"]
+            assert calls and calls[0].data["params"]["temperature"] == 1.0
+            models.append(calls[0].data["model"])
         assert models[0] != "a2-t1r1" and models[1] == "a2-t1r1"
         # the gate compared (h0, a2) against (h0, base) on the same validation examples
         cand = store.candidate(gens[1]["candidate"])
-        assert cand["harness_version"] == "h0" and cand["adapter_version"] == "a2"
-        val_calls = [e for r in store.rollouts(store.get_meta(f"eval:{cand['id']}:val"))[:2] for e in store.events(r["id"])
-                     if e["kind"] == "llm_call"]
-        assert val_calls and all(c["data"]["model"] == "a2" for c in val_calls)
+        assert cand.harness_version == "h0" and cand.adapter_version == "a2"
+        val_calls = [e for r in store.rollouts(store.evaluation_id(cand.id, "val"))[:2] for e in store.events(r.id)
+                     if e.kind == "llm_call"]
+        assert val_calls and all(c.data["model"] == "a2" for c in val_calls)
     # rollback works for adapters as for harnesses
     s = rollback(run_dir, "h0")
     assert s["final"]["adapter"] is None

@@ -1,140 +1,114 @@
-"""`sia run`, `sia resume` and `sia rollback` as functions; the Python API calls these too."""
+"""The Python API: `run`, `resume`, `evaluate`, `status`, `rollback`, `report`. The CLI calls these, and so may users.
+
+Each function checks its inputs before anything heavy is loaded (settings,
+keys, the task and its data), opens the run directory through `sia.store.run.Run`,
+starts the policy for the duration of the call, and returns plain data.
+Progress is reported through callbacks (`observer`, `on_start`,
+`on_rollout`): this layer never prints.
+"""
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
-from sia.errors import SiaError, StoreError
-from sia.loop.gate import GateConfig
-from sia.loop.loop import Loop, Observer, RunConfig, _quiet
-from sia.store.summary import run_summary
+from sia.errors import HarnessError, SiaError, StoreError
+from sia.evaluation.executor import EvalConfig, EvalResult, execute
+from sia.harness.checks import read_harness
+from sia.harness.sandbox import SandboxLimits
+from sia.loop.config import RunConfig, from_flat
+from sia.loop.loop import Loop, Observer, _quiet
 from sia.paths import default_run_dir
+from sia.store.run import Run
 from sia.store.store import Store
-from sia.task.loading import load_task
-
-LEVERS = ("harness", "weights")
+from sia.task.loading import Task, load_task
 
 
-def parse_budget(text: str | float | int) -> float:
-    """'10m', '90s', '1h30m' or a number of seconds."""
-    if isinstance(text, (int, float)):
-        return float(text)
-    t = text.strip().lower()
-    if re.fullmatch(r"\d+(\.\d+)?", t):
-        return float(t)
-    parts = re.findall(r"(\d+(?:\.\d+)?)\s*([hms])", t)
-    if not parts or "".join(f"{a}{b}" for a, b in parts) != t.replace(" ", ""):
-        raise SiaError(f"cannot read budget {text!r}", "use e.g. 10m, 90s, 1h30m or a number of seconds")
-    return sum(float(a) * {"h": 3600, "m": 60, "s": 1}[b] for a, b in parts)
-
-
-def parse_levers(text: str | list[str]) -> list[str]:
-    levers = [x.strip() for x in (text.split(",") if isinstance(text, str) else text) if x.strip()]
-    bad = [x for x in levers if x not in LEVERS]
-    if bad or not levers:
-        raise SiaError(f"unknown lever(s) {bad or text!r}", f"choose from {', '.join(LEVERS)}, comma-separated")
-    return list(dict.fromkeys(levers))
-
-
-def _runtime(model: str | None, task_model: str | None = None):
+def _runtime(model: str | None, task_model: str | None = None, endpoint: str | None = None):
+    """The policy for a command: a recording proxy to a remote model, or the local model (default: embedded)."""
     from sia.policy.runtime import PolicyRuntime
 
     if task_model:
-        from sia.agents.clients import ANTHROPIC_OPENAI_URL, api_key, parse_model_spec
+        from sia.agents.config import ANTHROPIC_OPENAI_URL, api_key, parse_model_spec
 
         spec = parse_model_spec(task_model)
         url = spec.base_url or (ANTHROPIC_OPENAI_URL if spec.provider == "anthropic" else "https://api.openai.com/v1")
         return PolicyRuntime.remote(url, spec.model, api_key(spec))
+    if endpoint:
+        if not model:
+            raise SiaError("--endpoint needs --model (the model name the endpoint serves)", "e.g. --model Qwen/Qwen2.5-7B-Instruct")
+        return PolicyRuntime.remote(endpoint, model, os.environ.get("SIA_API_KEY") or os.environ.get("OPENAI_API_KEY"))
     return PolicyRuntime.local(model)
 
 
-def check_agents(config: RunConfig) -> None:
-    """Refuse inconsistent agent settings before anything is loaded, in one line each."""
-    from sia.agents.clients import api_key, parse_model_spec, parse_prices
+def check_keys(config: RunConfig) -> None:
+    """Refuse agent models whose API key is missing, in one line, before anything is loaded."""
+    from sia.agents.config import api_key, parse_model_spec
 
-    if config.feedback not in ("builtin", "llm"):
-        raise SiaError(f"unknown Feedback-Agent {config.feedback!r}", "use --feedback builtin or --feedback llm")
-    if config.feedback == "llm" and not config.feedback_model:
-        raise SiaError("--feedback llm needs --feedback-model", "e.g. --feedback-model anthropic:claude-sonnet-4-6")
-    if config.feedback == "builtin" and config.feedback_model:
-        raise SiaError("--feedback-model is set but the Feedback-Agent is builtin", "add --feedback llm")
-    parse_prices(config.prices)
-    for spelling in (config.feedback_model, config.meta_model, config.task_model):
-        if spelling:
-            spec = parse_model_spec(spelling)
-            if not config.replay or spelling == config.task_model:
-                api_key(spec)
-    if config.task_model and "weights" in config.levers:
-        raise SiaError(f"the weights lever trains a LoRA adapter on the local model, and --task-model {config.task_model} is remote",
-                       "use --levers harness with a remote task model, or drop --task-model")
+    a = config.agents
+    for spelling in (a.feedback_model, a.meta_spec_spelling, a.task_model):
+        if spelling and (not a.replay or spelling == a.task_model):
+            api_key(parse_model_spec(spelling))
 
 
 def build_agents(config: RunConfig, store: Store) -> dict[str, Any]:
     """The Loop's Feedback-Agent and Meta-Agent model from the run config (recorded, or replayed with --replay)."""
-    from sia.agents.clients import AgentBudget, AgentModel, AgentModelConfig, Recording, parse_model_spec, parse_prices
+    from sia.agents.clients import AgentBudget, AgentModel, AgentModelConfig, Recording
+    from sia.agents.config import parse_model_spec, parse_prices
 
-    recording = Recording.load(config.replay) if config.replay else None
+    a = config.agents
+    recording = Recording.load(a.replay) if a.replay else None
     for role in ("meta", "feedback") if recording else ():
         recording.skip(role, len(store.agent_calls(role)))
-    mconf = AgentModelConfig(max_tokens=config.agent_max_tokens, prices=parse_prices(config.prices),
-                             budget=AgentBudget(config.agent_budget_usd, config.agent_budget_tokens))
-    out: dict[str, Any] = {"meta_attempts": config.meta_attempts}
-    if config.meta_model:
-        out["meta_model"] = AgentModel(parse_model_spec(config.meta_model), "meta", store, mconf, recording)
-    if config.feedback == "llm":
+    mconf = AgentModelConfig(max_tokens=a.agent_max_tokens, prices=parse_prices(a.prices),
+                             budget=AgentBudget(a.agent_budget_usd, a.agent_budget_tokens))
+    out: dict[str, Any] = {}
+    if a.meta_spec_spelling:
+        out["meta_model"] = AgentModel(parse_model_spec(a.meta_spec_spelling), "meta", store, mconf, recording)
+    if a.feedback == "llm":
         from sia.agents.llm import LLMAgentConfig, LLMFeedbackAgent
 
-        model = AgentModel(parse_model_spec(config.feedback_model), "feedback", store, mconf, recording)
-        note = "the task model is remote and LoRA training needs the local model" if config.task_model else None
-        out["agent"] = LLMFeedbackAgent(model, store, LLMAgentConfig(context_tokens=config.agent_context_tokens,
-                                                                     repairs=config.agent_repairs), weights_note=note)
+        model = AgentModel(parse_model_spec(a.feedback_model), "feedback", store, mconf, recording)
+        note = "the task model is remote and LoRA training needs the local model" if a.task_model else None
+        out["agent"] = LLMFeedbackAgent(model, store, LLMAgentConfig(context_tokens=a.agent_context_tokens, repairs=a.agent_repairs),
+                                        weights_note=note)
     return out
 
 
-def _finish(store: Store, task, summary: dict[str, Any]) -> dict[str, Any]:
-    from sia.store.report import write_report
-
-    summary["report"] = str(write_report(store, task))
+def _loop(run: Run, config: RunConfig, observer: Observer) -> dict[str, Any]:
+    with _runtime(run.store.get_meta("model"), config.agents.task_model) as runtime:
+        summary = Loop(run, runtime, config, observer, **build_agents(config, run.store)).run()
+    summary["report"] = str(write_report(run))
     return summary
 
 
-def run_config(task: str, *, budget: str | float = "10m", levers: str | list[str] | None = None, seed: int = 0,
-               tau: float = 0.01, alpha: float = 0.05, **options: Any) -> RunConfig:
-    """The checked RunConfig of `sia run`: lever and Meta-Agent defaults applied, agent settings refused early."""
-    if levers is None:
-        levers = "harness" if options.get("task_model") else "harness,weights"
-    if options.get("meta_model") == "template":
-        options["meta_model"] = None
-    elif options.get("feedback") == "llm" and not options.get("meta_model") and options.get("feedback_model"):
-        options["meta_model"] = options["feedback_model"]
-    config = RunConfig(task=str(task), budget_s=parse_budget(budget), levers=parse_levers(levers), seed=seed,
-                       gate=GateConfig(tau=tau, alpha=alpha, seed=seed), **options)
-    check_agents(config)
+def run_config(task: str = "sentiment", **settings: Any) -> RunConfig:
+    """The checked RunConfig of `sia run` from flat settings, with keys checked; nothing is loaded or started."""
+    config = from_flat(task=str(task), **settings)
+    check_keys(config)
     return config
 
 
-def run(task: str, *, budget: str | float = "10m", levers: str | list[str] | None = None, seed: int = 0,
-        run_dir: str | Path | None = None, observer: Observer = _quiet, model: str | None = None,
-        tau: float = 0.01, alpha: float = 0.05, **options: Any) -> dict[str, Any]:
+def run(task: str = "sentiment", *, run_dir: str | Path | None = None, observer: Observer = _quiet, model: str | None = None,
+        **settings: Any) -> dict[str, Any]:
     """Improve the agent on `task` and return the run summary (see README 'sia run').
 
-    `levers` defaults to harness and weights, or harness alone with a remote `task_model` (weights need the local model).
+    `settings` are the fields of `RunConfig`, flat: `budget="10m"`, `levers="harness,weights"`, `seed=0`, `tau=`, `alpha=`,
+    `feedback="llm"`, `feedback_model=`, ... `levers` defaults to both, or harness alone with a remote `task_model`.
     """
-    task_obj = load_task(task)
+    config = run_config(task, **settings)
+    task_obj = load_task(config.task)
     task_obj.split("val")
-    config = run_config(task, budget=budget, levers=levers, seed=seed, tau=tau, alpha=alpha, **options)
     run_dir = Path(run_dir) if run_dir else default_run_dir(task_obj.name, "run")
     if (run_dir / "sia.db").exists():
         raise StoreError(f"{run_dir} already holds a run", f"continue it with `sia resume {run_dir}` or pick another --run-dir")
     with Store(run_dir) as store:
-        store.set_meta("run_config", config.to_json())
+        store.set_meta("run_config", config.model_dump(mode="json"))
         store.set_meta("task", {"name": task_obj.name, "folder": str(task_obj.folder)})
         store.set_meta("model", model)
-        with _runtime(model, config.task_model) as runtime:
-            summary = Loop(task_obj, store, runtime, config, observer, **build_agents(config, store)).run()
-        return _finish(store, task_obj, summary)
+        return _loop(Run(store, task_obj), config, observer)
 
 
 def resume(run_dir: str | Path, observer: Observer = _quiet, **raised: Any) -> dict[str, Any]:
@@ -145,39 +119,70 @@ def resume(run_dir: str | Path, observer: Observer = _quiet, **raised: Any) -> d
     run_dir = Path(run_dir)
     if not (run_dir / "sia.db").exists():
         raise StoreError(f"{run_dir} is not a sia run directory", "pass the --run-dir of an earlier `sia run`")
-    with Store(run_dir) as store:
-        raw = store.get_meta("run_config")
-        if raw is None:
-            raise StoreError(f"{run_dir} holds an evaluation, not a `sia run`", "start a run with `sia run`")
-        config = RunConfig.from_json(raw)
+    with Run.open(run_dir, write=True) as run:
+        config = RunConfig.model_validate(run.store.get_meta("run_config"))
         if raised:
-            config = RunConfig.from_json({**config.to_json(), **raised})
-            store.set_meta("run_config", config.to_json())
-            reason = store.get_meta("stop_reason") or ""
+            config = RunConfig.model_validate({**config.model_dump(), "agents": {**config.agents.model_dump(), **raised}})
+            run.store.set_meta("run_config", config.model_dump(mode="json"))
+            reason = run.store.get_meta("stop_reason") or ""
             if "budget spent" in reason and reason.startswith("Feedback-Agent model"):
-                store.db.execute("DELETE FROM meta WHERE key = 'stop_reason'")
-        task_obj = load_task(store.get_meta("task")["folder"])
-        check_agents(config)
-        with _runtime(store.get_meta("model"), config.task_model) as runtime:
-            summary = Loop(task_obj, store, runtime, config, observer, **build_agents(config, store)).run()
-        return _finish(store, task_obj, summary)
+                run.store.delete_meta("stop_reason")
+        check_keys(config)
+        return _loop(run, config, observer)
+
+
+def evaluate(task: str | Path | Task, *, harness: Path | str | None = None, split: str = "val", limit: int | None = None,
+             samples: int = 1, seed: int = 0, concurrency: int = 8, timeout: float | None = None,
+             run_dir: Path | str | None = None, endpoint: str | None = None, model: str | None = None,
+             adapter: Path | str | None = None, on_start: Callable[[int, int], None] | None = None,
+             on_rollout: Callable[[Any], None] | None = None, on_loading: Callable[[str], None] | None = None) -> EvalResult:
+    """Run a harness (default: the task's own, or the template) on a split; `sia eval`."""
+    task_obj = task if isinstance(task, Task) else load_task(task)
+    task_obj.split(split)  # validates the split name and that the data is there
+    if harness is not None:
+        source, rationale = read_harness(Path(harness)), f"harness from {Path(harness).name}"
+    else:
+        source, rationale = default_harness_source(task_obj)
+    run_dir = Path(run_dir) if run_dir else default_run_dir(task_obj.name, "eval")
+    limits = SandboxLimits(timeout_s=timeout or task_obj.spec.harness.timeout_s)
+    config = EvalConfig(split=split, limit=limit, samples=samples, seed=seed, concurrency=concurrency, limits=limits)
+    with Store(run_dir) as store:
+        store.set_meta("task", {"name": task_obj.name, "folder": str(task_obj.folder)})
+        if on_loading:
+            on_loading("loading the policy model...")
+        with _runtime(model, endpoint=endpoint) as runtime:
+            adapter_name = None
+            if adapter is not None:
+                adapter_name = re.sub(r"[^A-Za-z0-9_.-]", "-", Path(adapter).resolve().name)
+                runtime.load_adapter(adapter_name, adapter)
+                rationale += f" with adapter {adapter}"
+            return execute(task_obj, source, store=store, runtime=runtime, config=config, rationale=rationale, adapter=adapter_name,
+                           on_start=on_start, on_rollout=on_rollout)
+
+
+def default_harness_source(task: Task) -> tuple[str, str]:
+    """The task's own harness file if it names one, else the template harness."""
+    path = task.default_harness_path()
+    if path is not None:
+        if not path.is_file():
+            raise HarnessError(f"task {task.name!r} names harness {path}, which does not exist", "fix [harness] in task.toml")
+        return path.read_text(encoding="utf-8"), f"task default harness {path.name}"
+    from sia.agents.meta import initial_harness
+
+    return initial_harness(task)
 
 
 def status(run_dir: str | Path) -> dict[str, Any]:
-    with Store(run_dir, write=False) as store:
-        info = store.get_meta("task")
-        if info is None or store.get_meta("run_config") is None:
-            raise StoreError(f"{run_dir} holds no `sia run`", "pass the --run-dir of a run")
-        summary = run_summary(store, load_task(info["folder"]))
-        summary["budget_s"] = store.get_meta("run_config")["budget_s"]
-        lock = Path(run_dir) / ".lock"
-        summary["running"] = _locked(lock)
+    """Where a run stands: its summary, its budget and whether a process is working on it now."""
+    with Run.open(run_dir) as run:
+        summary = run.summary()
+        summary["budget_s"] = run.store.get_meta("run_config")["budget"]
+        summary["running"] = _locked(Path(run_dir) / ".lock")
         return summary
 
 
 def _locked(lock: Path) -> bool:
     import fcntl
-    import os
 
     if not lock.exists():
         return False
@@ -193,23 +198,49 @@ def _locked(lock: Path) -> bool:
 
 def rollback(run_dir: str | Path, to: str) -> dict[str, Any]:
     """Make an earlier accepted version the champion again: a harness version (h2), an adapter version (a3) or a candidate (c3)."""
-    with Store(run_dir) as store:
+    with Run.open(run_dir, write=True) as run:
+        store = run.store
         champs = store.champions()
         if not champs:
             raise StoreError(f"{run_dir} has no champion history", "rollback works on runs made by `sia run`")
         match = None  # a candidate id names itself; a harness or adapter version the first champion that had it
         for c in champs:
-            cand = store.candidate(c["candidate_id"])
-            if to == c["candidate_id"] or (to in (cand["harness_version"], cand["adapter_version"]) and match is None):
-                match = c["candidate_id"]
+            cand = store.candidate(c.candidate_id)
+            if to == c.candidate_id or (to in (cand.harness_version, cand.adapter_version) and match is None):
+                match = c.candidate_id
         if match is None:
-            accepted = sorted({v for c in champs for v in (store.candidate(c["candidate_id"])["harness_version"],
-                                                           store.candidate(c["candidate_id"])["adapter_version"]) if v})
+            accepted = sorted({v for c in champs for v in (store.candidate(c.candidate_id).harness_version,
+                                                           store.candidate(c.candidate_id).adapter_version) if v})
             raise StoreError(f"{to!r} was never an accepted version of this run", f"choose one of {', '.join(accepted)}")
         before = store.champion()
         store.push_champion(match, f"rollback from {before} to {to}")
         if store.get_meta("status") == "done":
             store.set_meta("status", "rolled back")
-        task_obj = load_task(store.get_meta("task")["folder"])
-        summary = run_summary(store, task_obj)
-        return _finish(store, task_obj, summary)
+        summary = run.summary()
+        summary["report"] = str(write_report(run))
+        return summary
+
+
+def write_report(run: Run) -> Path:
+    from sia.store.report import write_report as write
+
+    return write(run)
+
+
+def report(run_dir: str | Path) -> Path:
+    """Write RUN_DIR/report.html and return its path."""
+    with Run.open(run_dir) as run:
+        return write_report(run)
+
+
+def trace(run_dir: str | Path, limit: int = 5, evaluation: str | None = None) -> list[dict[str, Any]]:
+    """Recorded rollouts with their events, as plain data (`sia trace --json`)."""
+    from dataclasses import asdict
+
+    with Store(run_dir, write=False) as store:
+        out = []
+        for r in store.rollouts(evaluation, limit):
+            item = asdict(r)
+            item["events"] = [{"seq": e.seq, "kind": e.kind, "t": e.t, "data": e.data} for e in store.events(r.id)]
+            out.append(item)
+        return out

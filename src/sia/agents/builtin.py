@@ -1,84 +1,33 @@
 """The builtin Feedback-Agent: reads the evidence and proposes the next change, with no extra model.
 
-It works on harnesses generated from `sia.harness.template` and proposes
-general-purpose edits of their code, never task-specific answers:
-
-- answer extraction and normalisation, chosen by replaying the champion's
-  recorded train replies through each candidate extractor and grading them;
-- scoring each allowed label by log-likelihood instead of free generation
-  (calibrated against a content-free input when predictions collapse onto one
-  label);
-- few-shot demonstrations chosen from train examples;
-- instruction rewrites;
-- self-consistency voting over k samples;
-- retry on unparseable output.
-
-Each applicable edit gets a relevance from the observed failure types (for
-example, unparseable replies point at extraction and retry, a collapse onto one
-label at scoring and calibration) and from design memory: kinds that gained
-before are preferred, kinds rejected on the current adapter are discounted, and
-an edit whose exact source was tried on the current adapter is never proposed
-again (after an accepted weight update, earlier harness edits are re-checked).
+It works on harnesses generated from `sia.harness.template` and proposes the
+general-purpose edits of `sia.agents.builtin_edits`, never task-specific
+answers. Each applicable edit gets a relevance from the observed failure types
+and from design memory: kinds that gained before are preferred, kinds rejected
+on the current adapter are discounted, and an edit whose exact source was
+tried on the current adapter is never proposed again (after an accepted weight
+update, earlier harness edits are re-checked).
 
 The weight lever competes on the same scale: a LoRA update is relevant when
 answers are well-formed but wrong (malformed answers point at the harness), and
 its algorithm follows the reward's shape (see `weight_candidate`). Each
-candidate's relevance is divided by its lever's cost in minutes, measured from
-past generations (estimated before the first), and a lever that keeps being
-rejected is discounted. The best relevance per minute wins, and its reasons
-and the runners-up are the rationale. When nothing relevant is left, it stops.
+option's relevance is divided by its lever's cost in minutes (`sia.agents.costs`),
+and a lever that keeps being rejected is discounted. The best relevance per
+minute wins, and its reasons and the runners-up are the rationale. When nothing
+relevant is left, it stops.
 """
 
 from __future__ import annotations
 
 import random
-from collections import Counter
-from dataclasses import dataclass, field
-from typing import Any, Callable
 
-from sia.evaluation.analysis import Analysis
-from sia.harness.template import read_config, render
-from sia.store.memory import Memory
-from sia.agents.proposal import HarnessEdit, Proposal, Stop, WeightUpdate
+from sia.agents.builtin_edits import EDITS, Option, evidence
+from sia.agents.contract import AgentState, Decision
+from sia.agents.costs import affordable, harness_cost, weights_cost
+from sia.agents.proposal import HarnessEdit, Stop, WeightUpdate
+from sia.harness.template import TemplateConfig, read_config, render
 from sia.store.store import source_sha
-from sia.task.loading import Example, Task
-
-INSTRUCTION_VARIANTS = [
-    "{instruction}\nAnswer with exactly one of: {labels}.",
-    "{instruction}\nReply with the answer only, no explanation.",
-]
-SYSTEM_VARIANT = "You are a careful annotator. You answer with the label only."
-
-
-@dataclass
-class AgentState:
-    task: Task
-    champion_source: str
-    analysis: Analysis
-    memory: Memory
-    train: list[Example]
-    tried: set[str] = field(default_factory=set)  # source_sha of every harness tried
-    generation: int = 0
-    levers: tuple[str, ...] = ("harness",)
-    seed: int = 0
-    champion_adapter: str | None = None
-    rollout_s: float = 0.3
-    """Measured seconds per validation rollout of the champion (for cost estimates)."""
-    val_n: int = 200
-    seconds_left: float | None = None
-    """Budget left for this generation; a change that costs more is not proposed."""
-    champion_val: float | None = None
-    """The champion's validation score (what the gate compares against)."""
-    analysis_eval: str | None = None
-    """The evaluation id of the champion's train rollouts that `analysis` summarises."""
-
-
-@dataclass
-class Candidate:
-    kind: str
-    config: dict[str, Any]
-    rationale: str
-    relevance: float
+from sia.weights.config import SAMPLING_PRESET, SCORING_PRESET, plan
 
 
 class BuiltinFeedbackAgent:
@@ -86,11 +35,10 @@ class BuiltinFeedbackAgent:
 
     def __init__(self, min_relevance: float = 0.02) -> None:
         self.min_relevance = min_relevance
-        self.last_ranking: list[tuple[str, float, float, str]] = []
 
-    def decide(self, state: AgentState) -> Proposal:
+    def decide(self, state: AgentState) -> Decision:
         cfg = read_config(state.champion_source)
-        ranked: list[tuple[float, float, float, Candidate, str | None]] = []  # (per minute, relevance, tiebreak, candidate, source)
+        ranked: list[tuple[float, float, float, Option, str | None]] = []  # (per minute, relevance, tiebreak, option, source)
         rng = random.Random(f"{state.seed}:{state.generation}")
         notes = []
         if "harness" in state.levers:
@@ -101,7 +49,7 @@ class BuiltinFeedbackAgent:
                 lever_factor = 0.7 ** state.memory.lever_stalled("harness")
                 for make in EDITS:
                     for c in make(cfg, state):
-                        source = render(c.config)
+                        source = render(c.harness)
                         if source_sha(source) in state.tried or source == state.champion_source:
                             continue
                         rel = self._with_memory(c.relevance, c.kind, state) * lever_factor
@@ -109,24 +57,25 @@ class BuiltinFeedbackAgent:
                             ranked.append((rel / cost, rel, rng.random(), c, source))
         if "weights" in state.levers:
             w = weight_candidate(cfg, state)
-            if w is not None and affordable(weights_cost(w.config, state), state):
-                rel = self._with_memory(w.relevance, w.kind, state) * 0.7 ** state.memory.lever_stalled("weights")
-                ranked.append((rel / weights_cost(w.config, state), rel, rng.random(), w, None))
-            elif w is not None:
-                notes.append(f"a weight update (~{weights_cost(w.config, state):.1f} min) does not fit the budget left")
+            if w is not None:
+                cost = weights_cost(plan(w.algorithm, w.settings), state)
+                if affordable(cost, state):
+                    rel = self._with_memory(w.relevance, w.kind, state) * 0.7 ** state.memory.lever_stalled("weights")
+                    ranked.append((rel / cost, rel, rng.random(), w, None))
+                else:
+                    notes.append(f"a weight update (~{cost:.1f} min) does not fit the budget left")
         ranked = [r for r in ranked if r[1] >= self.min_relevance]
         ranked.sort(key=lambda x: (x[0], x[2]), reverse=True)
-        self.last_ranking = [(c.kind, round(rel, 3), round(per_min, 3), c.rationale) for per_min, rel, _, c, _ in ranked]
+        ranking = tuple((c.kind, round(rel, 3), round(per_min, 3), c.rationale) for per_min, rel, _, c, _ in ranked)
         if not ranked:
-            return Stop("; ".join(notes + ["no untried change is supported by the evidence"]))
+            return Decision(Stop("; ".join(notes + ["no untried change is supported by the evidence"])), ranking)
         per_min, rel, _, best, source = ranked[0]
         others = ", ".join(f"{c.kind} {pm:.2f}/min" for pm, _, _, c, _ in ranked[1:4])
         rationale = f"{best.rationale} [relevance {rel:.2f}, {per_min:.2f} per minute of compute; next: {others or 'none'}]"
         if source is None:
-            config = {k: v for k, v in best.config.items() if k != "algorithm"}
-            return WeightUpdate(algorithm=best.config["algorithm"], config=config, data="train", rationale=rationale,
-                                kind=best.config["algorithm"])
-        return HarnessEdit(source=source, rationale=rationale, kind=best.kind)
+            return Decision(WeightUpdate(algorithm=best.algorithm, config=dict(best.settings), data="train", rationale=rationale,
+                                         kind=best.algorithm), ranking)
+        return Decision(HarnessEdit(source=source, rationale=rationale, kind=best.kind), ranking)
 
     @staticmethod
     def _with_memory(rel: float, kind: str, state: AgentState) -> float:
@@ -137,34 +86,7 @@ class BuiltinFeedbackAgent:
         return rel * 0.35 ** state.memory.rejections(kind, state.champion_adapter)
 
 
-# -- the levers' costs and the weight update ------------------------------------------------------
-
-TRAIN_STEP_S = 7.0
-"""Seconds per training step of 4 groups x 8 samples of sentiment on a 2-core CPU (bench/grpo_step.py measures it)."""
-
-
-def affordable(minutes: float, s: AgentState) -> bool:
-    return s.seconds_left is None or minutes * 60 <= s.seconds_left
-
-
-def harness_cost(s: AgentState) -> float:
-    """Minutes a harness edit costs: measured from past tries, else about half a validation pass (gates often stop early)."""
-    measured = s.memory.seconds_per_try("harness")
-    return (measured or 10 + 0.5 * s.val_n * s.rollout_s) / 60
-
-
-def weights_cost(cfg: dict[str, Any], s: AgentState) -> float:
-    """Minutes a weight update costs: measured from past tries, else collection + training + a gate."""
-    measured = s.memory.seconds_per_try("weights")
-    if measured:
-        return measured / 60
-    rounds = cfg.get("rounds", 1)
-    collect = rounds * cfg["examples"] * cfg["samples"] * s.rollout_s * (1.5 if cfg["samples"] > 1 else 1.0)
-    train = rounds * cfg["steps"] * TRAIN_STEP_S * cfg["prompts_per_step"] / 4
-    return (collect + train + 10 + 0.5 * s.val_n * s.rollout_s) / 60
-
-
-def weight_candidate(cfg: dict | None, s: AgentState) -> Candidate | None:
+def weight_candidate(cfg: TemplateConfig | None, s: AgentState) -> Option | None:
     """A LoRA update when the evidence points at the weights: well-formed but wrong answers, not malformed ones.
 
     The algorithm follows the reward's shape. A harness that scores labels by
@@ -179,200 +101,22 @@ def weight_candidate(cfg: dict | None, s: AgentState) -> Candidate | None:
     malformed = a.rate("unparseable") + a.rate("error") + a.rate("timeout")
     wrong = a.rate("wrong")
     rel = max(0.0, 0.15 + 0.85 * wrong - malformed)
-    why = f"{wrong:.0%} of train answers were well-formed but wrong and {malformed:.0%} malformed ({_evidence(a)})"
-    if cfg is not None and cfg["mode"] == "score":
-        config = {"algorithm": "grpo", "examples": 64, "samples": 1, "steps": 25, "prompts_per_step": 8, "lr": 3e-4}
+    why = f"{wrong:.0%} of train answers were well-formed but wrong and {malformed:.0%} malformed ({evidence(a)})"
+    if cfg is not None and cfg.mode == "score":
+        algorithm, settings = "grpo", dict(SCORING_PRESET)
         shape = ("the harness scores each label by likelihood, so an example's group is its label set and has reward "
                  "spread whenever one label is right: GRPO over the labels, one rollout per example")
     else:
-        G, p = 8, a.score
+        G, p = SAMPLING_PRESET["samples"], a.score
         spread = 1 - p ** G - (1 - p) ** G if s.task.spec.score == "binary" else (1.0 if 0 < p < 1 else 0.0)
-        base = {"rounds": 5, "examples": 8, "samples": G, "steps": 2, "prompts_per_step": 4, "lr": 1e-3, "temperature": 1.0,
-                "token_selection": "entropy", "token_fraction": 0.2}
+        settings = dict(SAMPLING_PRESET)
         if spread >= 0.25:
-            config = {"algorithm": "grpo", **base}
+            algorithm = "grpo"
             shape = f"train score {p:.2f}, so about {spread:.0%} of groups of {G} samples should have reward spread: GRPO"
         elif p > 0:
-            config = {"algorithm": "sft", **base}
+            algorithm = "sft"
             shape = f"train score {p:.2f} leaves few groups with reward spread ({spread:.0%}): SFT on the successful samples"
         else:
             return None
     where = f"continuing from adapter {s.champion_adapter}" if s.champion_adapter else "a new LoRA adapter on the base model"
-    return Candidate(config["algorithm"], config, f"train the weights ({where}): {why}; {shape}", rel)
-
-
-# -- the edits ------------------------------------------------------------------------------------
-
-def _evidence(a: Analysis) -> str:
-    parts = [f"{k} {v}" for k, v in a.outcomes.most_common()]
-    return f"train analysis n={a.n}, score {a.score:.3f} ({', '.join(parts)})"
-
-
-def edit_score_labels(cfg: dict, s: AgentState) -> list[Candidate]:
-    labels = cfg["labels"]
-    if cfg["mode"] != "generate" or not labels or cfg["multi_label"] or len(labels) > 30:
-        return []
-    a = s.analysis
-    rel = 0.6 * a.rate("unparseable") + a.rate("wrong") + 0.8 * a.skew
-    calibrate = a.skew > 0.15
-    why = (f"score each of the {len(labels)} allowed labels by log-likelihood instead of free generation: "
-           f"{a.rate('unparseable'):.0%} of replies named no label and {a.rate('wrong'):.0%} were wrong")
-    if calibrate:
-        top, count = a.predicted.most_common(1)[0]
-        why += f"; predictions collapse onto {top!r} ({count}/{a.n}), so subtract each label's score on a content-free input"
-    return [Candidate("score_labels", {**cfg, "mode": "score", "calibrate": calibrate}, f"{why} ({_evidence(a)})", rel)]
-
-
-def edit_calibrate(cfg: dict, s: AgentState) -> list[Candidate]:
-    if cfg["mode"] != "score" or cfg["calibrate"]:
-        return []
-    a = s.analysis
-    top = a.predicted.most_common(1)[0] if a.predicted else ("?", 0)
-    why = f"calibrate label scores against a content-free input: {top[0]!r} is predicted {top[1]}/{a.n} times ({_evidence(a)})"
-    return [Candidate("calibrate", {**cfg, "calibrate": True}, why, 0.1 + 2 * a.skew)]
-
-
-def _replay_score(cfg: dict, s: AgentState) -> tuple[float, int]:
-    """Grade the champion's recorded train replies as `cfg`'s extractor would have parsed them."""
-    namespace: dict[str, Any] = {}
-    exec(compile(render({**cfg, "mode": "generate"}), "replay", "exec"), namespace)
-    extract = namespace["extract"]
-    total, n = 0.0, 0
-    for r in s.analysis.replies:
-        ex = s.task.examples.get(r.example_id)
-        if ex is None or ex.split != "train":
-            continue
-        answer = extract(r.text)
-        total += s.task.grade(ex, answer if answer is not None else r.text.strip()).score
-        n += 1
-    return (total / n if n else 0.0), n
-
-
-def _learn_normalisation(cfg: dict, s: AgentState) -> dict[str, str]:
-    """Map first words of replies that name no label to the label they mostly go with in train."""
-    if cfg["multi_label"] or not cfg["labels"]:
-        return {}
-    by_word: dict[str, Counter] = {}
-    for r in s.analysis.replies:
-        text = r.text.strip()
-        first = text.splitlines()[0].strip().strip(" .!:*\"'").lower() if text else ""
-        if not first or len(first) > 40 or any(label.lower() in first for label in cfg["labels"]):
-            continue
-        gold = r.gold.get("label") if isinstance(r.gold, dict) else None
-        if gold in cfg["labels"]:
-            by_word.setdefault(first, Counter())[gold] += 1
-    learned = {}
-    for word, counts in by_word.items():
-        label, c = counts.most_common(1)[0]
-        if c >= 3 and c / sum(counts.values()) >= 0.8:
-            learned[word] = label
-    return learned
-
-
-def edit_extraction(cfg: dict, s: AgentState) -> list[Candidate]:
-    if cfg["mode"] != "generate" or not s.analysis.replies:
-        return []
-    current, n = _replay_score(cfg, s)
-    options = ["all_labels"] if cfg["multi_label"] else ["first_label", "last_label", "first_line"]
-    learned = _learn_normalisation(cfg, s)
-    best = None
-    for extract in options:
-        for normalise in ({**cfg["normalise"]}, {**cfg["normalise"], **learned}):
-            trial = {**cfg, "extract": extract, "normalise": normalise}
-            if trial == cfg:
-                continue
-            score, _ = _replay_score(trial, s)
-            if best is None or score > best[0]:
-                best = (score, trial)
-    if best is None or best[0] <= current + 1.0 / max(n, 1):
-        return []
-    score, trial = best
-    why = (f"answer extraction '{trial['extract']}'" + (f" with {len(trial['normalise'])} learned normalisations" if trial["normalise"] else "")
-           + f": replaying {n} recorded train replies scores {score:.3f} against {current:.3f} now")
-    return [Candidate("extract_answer", trial, why, 3 * (score - current) + 0.05)]
-
-
-def _pick_demos(cfg: dict, s: AgentState, k: int) -> list[dict[str, str]]:
-    field_ = cfg["input_field"]
-    by_label: dict[str, list[Example]] = {}
-    for ex in s.train:
-        label = ex.target.get("label") or ";".join(ex.target.get("labels", []))
-        by_label.setdefault(str(label), []).append(ex)
-    order = sorted(by_label, key=lambda lab: (-len(by_label[lab]), lab))
-    rng = random.Random(s.seed)
-    pools = {lab: sorted(by_label[lab], key=lambda e: len(str(e.inputs.get(field_, ""))))[:8] for lab in order}
-    for pool in pools.values():
-        rng.shuffle(pool)
-    demos: list[dict[str, str]] = []
-    while len(demos) < k and any(pools.values()):
-        for lab in order:
-            if pools[lab] and len(demos) < k:
-                ex = pools[lab].pop()
-                demos.append({"input": str(ex.inputs.get(field_, "")), "answer": lab})
-    return demos
-
-
-def edit_few_shot(cfg: dict, s: AgentState) -> list[Candidate]:
-    if cfg["demos"]:
-        return []
-    labels = cfg["labels"]
-    k = min(4, 2 * len(labels)) if labels and len(labels) <= 4 else 4
-    demos = _pick_demos(cfg, s, k)
-    if not demos:
-        return []
-    a = s.analysis
-    why = f"add {len(demos)} short train examples as demonstrations, balanced across labels: {a.rate('wrong'):.0%} of replies were well-formed but wrong"
-    return [Candidate("few_shot", {**cfg, "demos": demos}, f"{why} ({_evidence(a)})", 0.15 + 0.7 * a.rate("wrong") + 0.3 * a.rate("unparseable"))]
-
-
-def edit_instruction(cfg: dict, s: AgentState) -> list[Candidate]:
-    base = s.task.public_info().get("instruction") or s.task.spec.description
-    labels = ", ".join(cfg["labels"][:30])
-    a = s.analysis
-    out = []
-    for i, variant in enumerate(INSTRUCTION_VARIANTS):
-        text = variant.format(instruction=base, labels=labels)
-        if "{labels}" in variant and not cfg["labels"]:
-            continue
-        if text != cfg["instruction"]:
-            out.append(Candidate("instruction", {**cfg, "instruction": text}, f"rewrite the instruction to state the answer format (variant {i + 1})",
-                                 0.08 + 0.5 * a.rate("unparseable") - 0.01 * i))
-    if not cfg["system"]:
-        out.append(Candidate("instruction", {**cfg, "system": SYSTEM_VARIANT}, "add a system prompt asking for the label only",
-                             0.06 + 0.4 * a.rate("unparseable")))
-    return out
-
-
-def edit_self_consistency(cfg: dict, s: AgentState) -> list[Candidate]:
-    if cfg["mode"] != "generate" or cfg["votes"] > 1:
-        return []
-    a = s.analysis
-    return [Candidate("self_consistency", {**cfg, "votes": 5}, f"majority vote over 5 sampled replies: {a.rate('wrong'):.0%} wrong suggests unstable answers",
-                      0.05 + 0.3 * a.rate("wrong"))]
-
-
-def edit_retry(cfg: dict, s: AgentState) -> list[Candidate]:
-    a = s.analysis
-    if cfg["mode"] != "generate" or cfg["retry"] or not cfg["labels"] or a.rate("unparseable") == 0:
-        return []
-    return [Candidate("retry", {**cfg, "retry": True}, f"ask again, listing the allowed labels, when a reply names none ({a.rate('unparseable'):.0%} of replies)",
-                      1.2 * a.rate("unparseable"))]
-
-
-def edit_reply_length(cfg: dict, s: AgentState) -> list[Candidate]:
-    if cfg["mode"] != "generate" or not s.analysis.replies:
-        return []
-    cut = [r for r in s.analysis.replies if r.finish_reason == "length"]
-    unparsed_cut = sum(1 for r in cut if isinstance(r.output, str) and not any(l in r.output for l in cfg["labels"]))
-    if not cut or cfg["max_tokens"] >= 256:
-        return []
-    share = len(cut) / len(s.analysis.replies)
-    why = (f"let replies run to {cfg['max_tokens'] * 2} tokens: {share:.0%} of replies hit the {cfg['max_tokens']}-token limit, "
-           f"{unparsed_cut} of them before naming a label")
-    return [Candidate("reply_length", {**cfg, "max_tokens": cfg["max_tokens"] * 2}, why, 0.02 + 1.5 * unparsed_cut / len(s.analysis.replies))]
-
-
-EDITS: list[Callable[[dict, AgentState], list[Candidate]]] = [
-    edit_score_labels, edit_calibrate, edit_extraction, edit_few_shot, edit_instruction, edit_self_consistency, edit_retry,
-    edit_reply_length,
-]
+    return Option(algorithm, f"train the weights ({where}): {why}; {shape}", rel, algorithm=algorithm, settings=settings)

@@ -23,37 +23,17 @@ A call that would start past the budget raises `AgentBudgetSpent`.
 from __future__ import annotations
 
 import json
-import os
 import threading
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import httpx2
 
-from sia.errors import SiaError
+from sia.agents.config import (ANTHROPIC_OPENAI_URL, DEFAULT_PRICES, KEY_VARS, AgentModelError, ModelSpec,  # noqa: F401
+                               api_key, parse_model_spec, parse_prices, price_of)
 
-# USD per million tokens (input, output); override or extend with --price MODEL=IN,OUT.
-DEFAULT_PRICES: dict[str, tuple[float, float]] = {
-    "claude-opus-4-1": (15.0, 75.0),
-    "claude-sonnet-4-6": (3.0, 15.0),
-    "claude-sonnet-4-5": (3.0, 15.0),
-    "claude-haiku-4-5": (1.0, 5.0),
-    "gpt-5": (1.25, 10.0),
-    "gpt-5-mini": (0.25, 2.0),
-    "gpt-4.1": (2.0, 8.0),
-    "gpt-4.1-mini": (0.4, 1.6),
-    "gpt-4o": (2.5, 10.0),
-    "gpt-4o-mini": (0.15, 0.6),
-}
-KEY_VARS = {"openai": "OPENAI_API_KEY", "anthropic": "ANTHROPIC_API_KEY"}
-ANTHROPIC_OPENAI_URL = "https://api.anthropic.com/v1/"
 KEPT_HEADERS = ("content-type", "retry-after", "retry-after-ms", "x-should-retry", "request-id", "x-request-id")
-
-
-class AgentModelError(SiaError):
-    boundary = "agent model"
 
 
 class AgentBudgetSpent(AgentModelError):
@@ -62,71 +42,6 @@ class AgentBudgetSpent(AgentModelError):
 
 class ReplayExhausted(AgentModelError):
     """A replayed run asked for more agent calls than the recording holds."""
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    provider: str  # "openai" | "anthropic"
-    model: str
-    base_url: str | None = None
-
-    @property
-    def spelling(self) -> str:
-        return f"{self.provider}:{self.model}" + (f"@{self.base_url}" if self.base_url else "")
-
-    @property
-    def local(self) -> bool:
-        """A server on this machine: no key needed, no price."""
-        host = urlsplit(self.base_url).hostname if self.base_url else None
-        return host in ("127.0.0.1", "localhost", "::1", "0.0.0.0")
-
-
-def parse_model_spec(text: str) -> ModelSpec:
-    """`anthropic:MODEL`, `openai:MODEL` or `openai:MODEL@BASE_URL`."""
-    provider, sep, rest = text.partition(":")
-    model, _, url = rest.partition("@")
-    if not sep or provider not in KEY_VARS or not model:
-        raise AgentModelError(f"cannot read model {text!r}",
-                              "write anthropic:claude-sonnet-4-6, openai:gpt-4.1 or openai:MODEL@http://host:port/v1")
-    if url and not url.startswith(("http://", "https://")):
-        raise AgentModelError(f"model {text!r}: {url!r} is not an http(s) URL", "e.g. openai:qwen@http://localhost:8000/v1")
-    return ModelSpec(provider, model, url or None)
-
-
-def api_key(spec: ModelSpec, env: dict[str, str] | None = None) -> str:
-    """The key for `spec` from the environment, or one clear error naming the variable to set."""
-    env = os.environ if env is None else env
-    var = KEY_VARS[spec.provider]
-    key = env.get(var) or (env.get("SIA_API_KEY") if spec.provider == "openai" else None)
-    if key:
-        return key
-    if spec.base_url and spec.provider == "openai":
-        return "not-needed"  # self-hosted servers (vLLM, llama.cpp, Ollama) usually take any key
-    raise AgentModelError(f"{spec.spelling} needs an API key and {var} is not set",
-                          f"export {var}=... (or use a local server: openai:MODEL@http://localhost:8000/v1)")
-
-
-def parse_prices(items: list[str] | None) -> dict[str, tuple[float, float]]:
-    """`MODEL=IN,OUT` (USD per million input and output tokens) added to the default table."""
-    prices = dict(DEFAULT_PRICES)
-    for item in items or []:
-        name, _, vals = item.partition("=")
-        try:
-            pin, pout = (float(x) for x in vals.split(","))
-        except ValueError:
-            raise AgentModelError(f"cannot read price {item!r}", "write MODEL=IN,OUT in USD per million tokens, e.g. gpt-4.1=2,8") from None
-        prices[name.strip()] = (pin, pout)
-    return prices
-
-
-def price_of(spec: ModelSpec, prices: dict[str, tuple[float, float]]) -> tuple[float, float] | None:
-    if spec.model in prices:
-        return prices[spec.model]
-    if spec.local:
-        return (0.0, 0.0)
-    # dated or suffixed names (claude-sonnet-4-6-20261001) take the price of their family
-    best = max((k for k in prices if spec.model.startswith(k)), key=len, default=None)
-    return prices[best] if best else None
 
 
 @dataclass
@@ -171,10 +86,7 @@ class Recording:
             if not (path / "sia.db").exists():
                 raise AgentModelError(f"{path} is not a sia run directory", "pass --replay RUN_DIR of an earlier run, or a .jsonl file")
             with Store(path, write=False) as store:
-                rows = [dict(r) for r in store.agent_calls()]
-            for r in rows:
-                r["headers"] = json.loads(r["headers"])
-            return cls(rows)
+                return cls([asdict(r) for r in store.agent_calls()])
         try:
             lines = path.read_text(encoding="utf-8").splitlines()
             rows = [json.loads(line) for line in lines if line.strip()]

@@ -18,13 +18,9 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any
 
-from sia.agents.builtin import AgentState, harness_cost, weights_cost
-
-WEIGHT_SETTINGS = ("rounds (collect-then-train rounds), examples (train examples per round), samples (rollouts per example, "
-                   "the GRPO group size), temperature, steps (per round), prompts_per_step, lr, rank, alpha, target_modules, "
-                   "loss_agg, scale_std, clip_low, clip_high, kl_coef, token_selection (none|entropy|gmts), token_fraction")
-WEIGHT_DEFAULTS = {"rounds": 5, "examples": 8, "samples": 8, "steps": 2, "prompts_per_step": 4, "lr": 1e-3,
-                   "temperature": 1.0, "token_selection": "entropy", "token_fraction": 0.2}
+from sia.agents.contract import AgentState
+from sia.agents.costs import harness_cost, weights_cost
+from sia.weights.config import SAMPLING_PRESET, plan, settings_help
 
 
 def estimate_tokens(text: str) -> int:
@@ -46,10 +42,10 @@ class Trajectory:
 
 def render_trajectory(store, row, chars: int = 1500) -> str:
     """One rollout as the agent reads it: each model call's prompt and reply, tool calls, errors, output and grade."""
-    parts = [f"### rollout {row['id']} (example {row['example_id']}, score {row['score']})"]
-    for ev in store.events(row["id"]):
-        d = ev["data"]
-        if ev["kind"] == "llm_call":
+    parts = [f"### rollout {row.id} (example {row.example_id}, score {row.score})"]
+    for ev in store.events(row.id):
+        d = ev.data
+        if ev.kind == "llm_call":
             if d.get("kind") == "chat":
                 prompt = "\n".join(f"[{m.get('role')}] {m.get('content')}" for m in d.get("messages") or [])
                 reply = (d.get("completions") or [{}])[0].get("text", "")
@@ -58,13 +54,13 @@ def render_trajectory(store, row, chars: int = 1500) -> str:
                 ps = d.get("prompts") or []
                 parts.append(f"model call ({d.get('kind')}): scored {len(ps)} continuation(s); first prompt:\n"
                              f"{clip(ps[0].get('prompt', '') if ps else '', chars)}")
-        elif ev["kind"] in ("tool_call", "log"):
-            parts.append(f"{ev['kind']}: {clip(json.dumps(d, ensure_ascii=False), 300)}")
-        elif ev["kind"] == "error":
+        elif ev.kind in ("tool_call", "log"):
+            parts.append(f"{ev.kind}: {clip(json.dumps(d, ensure_ascii=False), 300)}")
+        elif ev.kind == "error":
             parts.append(f"error: {clip(str(d), 600)}")
-    if row["error_type"]:
-        parts.append(f"harness error ({row['error_type']}): {clip(row['error'] or '', 600)}")
-    parts.append(f"output: {row['output']}\ngrade: {row['feedback']}")
+    if row.error_type:
+        parts.append(f"harness error ({row.error_type}): {clip(row.error or '', 600)}")
+    parts.append(f"output: {json.dumps(row.output, ensure_ascii=False)}\ngrade: {row.feedback}")
     return "\n".join(parts)
 
 
@@ -73,17 +69,17 @@ class Evidence:
 
     def __init__(self, state: AgentState, store) -> None:
         self.state, self.store = state, store
-        self.rows = {r["id"]: r for r in store.rollouts(state.analysis_eval)} if state.analysis_eval else {}
+        self.rows = {r.id: r for r in store.rollouts(state.analysis_eval)} if state.analysis_eval else {}
         self.clusters: dict[str, list[str]] = defaultdict(list)
         for rid, r in self.rows.items():
             self.clusters[self._cluster(r)].append(rid)
 
     def _cluster(self, r) -> str:
-        if r["error_type"]:
-            return f"error:{r['error_type']}"
-        if r["passed"]:
+        if r.error_type:
+            return f"error:{r.error_type}"
+        if r.passed:
             return "correct"
-        return f"wrong: {(r['feedback'] or '')[:80]}"
+        return f"wrong: {(r.feedback or '')[:80]}"
 
     def cluster_summary(self) -> list[tuple[str, int]]:
         return sorted(((k, len(v)) for k, v in self.clusters.items()), key=lambda kv: (kv[0] == "correct", -kv[1]))
@@ -98,7 +94,7 @@ class Evidence:
                     return f"no cluster matches {cluster!r}; clusters: {[k for k, _ in self.cluster_summary()]}"
                 return "\n\n".join(render_trajectory(self.store, self.rows[i]) for i in ids)
             if name == "example":
-                rid = next((i for i, r in self.rows.items() if r["example_id"] == args.get("id")), None)
+                rid = next((i for i, r in self.rows.items() if r.example_id == args.get("id")), None)
                 return render_trajectory(self.store, self.rows[rid], 4000) if rid else f"no train rollout of example {args.get('id')!r}"
             if name == "harness":
                 return self.store.harness_source(str(args.get("version")))
@@ -109,8 +105,8 @@ class Evidence:
 
 def training_curves(store) -> list[str]:
     out = []
-    for row in store.db.execute("SELECT * FROM adapter_versions ORDER BY created").fetchall():
-        path = store.adapter_path(row["version"]) / "sia_training.json"
+    for row in store.adapter_versions():
+        path = store.adapter_path(row.version) / "sia_training.json"
         try:
             info = json.loads(path.read_text())
         except (OSError, ValueError):
@@ -118,7 +114,7 @@ def training_curves(store) -> list[str]:
         log = info.get("log") or []
         steps = " ".join(f"{s.get('reward_mean', 0):.2f}" for s in log[:40])
         last = log[-1] if log else {}
-        out.append(f"{row['version']} ({row['algorithm']}, parent {row['parent'] or 'base'}): config {json.dumps(info.get('config', {}))}; "
+        out.append(f"{row.version} ({row.algorithm}, parent {row.parent or 'base'}): config {json.dumps(info.get('config', {}))}; "
                    f"reward mean per step: {steps or 'n/a'}; last step loss {last.get('loss', 'n/a')}, "
                    f"predicted {json.dumps(last.get('predicted', {}), ensure_ascii=False)}")
     return out
@@ -134,8 +130,8 @@ def build_context(state: AgentState, store, ev: Evidence, budget_tokens: int, we
         levers.append(f"- harness: rewrite the harness code; about {harness_cost(state):.1f} min per try (gate included)")
     if "weights" in state.levers and not weights_note:
         levers.append(f"- weights: train a LoRA adapter on the champion harness's own rollouts (grpo or sft); about "
-                      f"{weights_cost({'rounds': 5, 'examples': 8, 'samples': 8, 'steps': 2, 'prompts_per_step': 4}, state):.1f} "
-                      f"min with the defaults {json.dumps(WEIGHT_DEFAULTS)}; settings: {WEIGHT_SETTINGS}")
+                      f"{weights_cost(plan('grpo', SAMPLING_PRESET), state):.1f} min with the settings "
+                      f"{json.dumps(SAMPLING_PRESET)}. Every setting a weights decision's config may hold:\n{settings_help()}")
     elif weights_note:
         levers.append(f"- weights: not available ({weights_note})")
     left = f"{state.seconds_left / 60:.1f} min" if state.seconds_left is not None else "unknown"

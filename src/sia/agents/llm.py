@@ -26,45 +26,19 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
-from typing import Any
 
-from sia.agents.context import Evidence, build_context
 from sia.agents.clients import AgentModel
+from sia.agents.context import Evidence, build_context
+from sia.agents.contract import AgentState, Decision
 from sia.harness.edits import EditError, apply_edits, parse_edits
-from sia.agents.builtin import AgentState
 from sia.agents.proposal import HarnessEdit, Invalid, Proposal, Stop, WeightUpdate
+from sia.agents.texts import prompt
 
-HARNESS_API = """A harness is a Python file defining `solve(example, ctx)`, run in a sandboxed process per example.
-- `example`: a dict with "id" and the input fields (never the answer).
-- `ctx.llm.chat(messages_or_text, temperature=0.0, max_tokens=256, n=1, stop=None)` -> reply with `.text` (and `.texts` for n>1).
-- `ctx.llm.complete(prompt, ...)` -> reply; `ctx.llm.logprobs(prompt, continuations)` -> list of total log-probabilities;
-  `ctx.llm.render_chat(messages)` -> the model's chat prompt string ending where the reply starts.
-- `ctx.task`: the task's public description (labels, instruction); `ctx.log(message, **data)`; `ctx.seed`.
-- Return the output (for label tasks: the label string). Only ctx.llm may be used to reach a model: no network,
-  no files outside the working directory, no subprocesses, no answers or ids of validation/test examples.
-  Such harnesses are rejected before they run."""
 
-SYSTEM = f"""You are the Feedback-Agent of sia. Each generation you propose one change that should raise the agent's score on
-held-out data. The agent is a harness (Python code) plus a policy model (optionally with a LoRA adapter). A change is kept
-only if it beats the current champion on validation examples in a paired statistical test.
+def system_prompt() -> str:
+    """The Feedback-Agent's system prompt: the harness API, the tools and the answer format."""
+    return prompt("feedback_system", harness_api=prompt("harness_api"))
 
-{HARNESS_API}
-
-To read more before deciding, reply with one line only:
-TOOL: <name> <json arguments>
-Tools: trajectories {{"cluster": "<part of a failure cluster name>", "n": 3}} | example {{"id": "<train example id>"}} |
-harness {{"version": "h0"}}
-
-To decide, reply in exactly this format:
-DECISION: harness | weights | stop
-RATIONALE: <one paragraph grounded in the evidence>
-For harness: the complete new file in one ```python block, or one or more edits of the current harness:
-<<<<<<< SEARCH
-<lines copied exactly from the current harness>
-=======
-<replacement lines>
->>>>>>> REPLACE
-For weights: one ```json block {{"algorithm": "grpo" or "sft", "config": {{...}}, "data": "train"}}."""
 
 DECISION_RE = re.compile(r"^\W*DECISION\W*:?\s*\**\s*(harness|weights|stop)\b", re.I | re.M)
 RATIONALE_RE = re.compile(r"^\W*RATIONALE\W*:?\s*(.+?)(?=^```|^<{5,}|\Z)", re.I | re.M | re.S)
@@ -136,26 +110,24 @@ def parse_decision(text: str, champion_source: str, levers: tuple[str, ...]) -> 
 
 
 class LLMFeedbackAgent:
-    name = "llm"
+    """`decide(state) -> Decision` by asking a model; see the module docstring for the conversation."""
 
     def __init__(self, model: AgentModel, store, config: LLMAgentConfig | None = None,
                  weights_note: str | None = None) -> None:
         self.model, self.store = model, store
         self.config = config or LLMAgentConfig()
         self.weights_note = weights_note
-        self.last_ranking: list[Any] = []
-        self.transcript: list[dict[str, str]] = []
+        self.name = model.spec.spelling
 
-    def decide(self, state: AgentState) -> Proposal:
+    def decide(self, state: AgentState) -> Decision:
         levers = tuple(lv for lv in state.levers if not (lv == "weights" and self.weights_note))
         evidence = Evidence(state, self.store)
         context = build_context(state, self.store, evidence, self.config.context_tokens, self.weights_note)
         messages = [{"role": "user", "content": context + "\n\nDecide the next change (or call a tool first)."}]
         tools_left, repairs_left = self.config.tool_rounds, self.config.repairs
         while True:
-            reply = self.model.chat(SYSTEM, messages)
+            reply = self.model.chat(system_prompt(), messages)
             messages.append({"role": "assistant", "content": reply})
-            self.transcript = messages
             tool = TOOL_RE.search(reply)
             if tool and not DECISION_RE.search(reply) and tools_left > 0:
                 tools_left -= 1
@@ -169,13 +141,14 @@ class LLMFeedbackAgent:
             try:
                 if tool and not DECISION_RE.search(reply):  # tool calls used up: this counts as a malformed answer
                     raise DecisionError(f"no tool calls left ({self.config.tool_rounds} used); decide now")
-                return parse_decision(reply, state.champion_source, levers)
+                return Decision(parse_decision(reply, state.champion_source, levers), transcript=tuple(messages))
             except NeedFullFile as e:
                 err, ask = str(e), ("Your SEARCH/REPLACE edits could not be applied ({err}). Reply again in the decision "
                                     "format with the complete new harness in one ```python block.")
             except DecisionError as e:
                 err, ask = str(e), "Your answer could not be used: {err}. Reply again, in the decision format only."
             if repairs_left <= 0:
-                return Invalid(f"LLM Feedback-Agent answer unusable after {self.config.repairs} repair(s): {err}", raw=reply[:4000])
+                return Decision(Invalid(f"LLM Feedback-Agent answer unusable after {self.config.repairs} repair(s): {err}",
+                                        raw=reply[:4000]), transcript=tuple(messages))
             repairs_left -= 1
             messages.append({"role": "user", "content": ask.format(err=err)})

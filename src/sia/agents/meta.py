@@ -19,6 +19,7 @@ import json
 import re
 from typing import Callable
 
+from sia.agents.texts import prompt
 from sia.harness.template import make_config, render
 from sia.task.loading import Task
 
@@ -31,21 +32,16 @@ def initial_harness(task: Task) -> tuple[str, str]:
 
 
 def meta_prompt(task: Task, n_examples: int = 4) -> str:
-    from sia.agents.llm import HARNESS_API
-
-    shown = []
-    for e in task.split("train")[:n_examples]:
-        shown.append(json.dumps({"example": e.visible(), "answer": e.target}, ensure_ascii=False)[:1500])
+    shown = [json.dumps({"example": e.visible(), "answer": e.target}, ensure_ascii=False)[:1500]
+             for e in task.split("train")[:n_examples]]
     template, _ = initial_harness(task)
-    return (f"Write the first harness for this task.\n\n## Task\n{json.dumps(task.public_info(), ensure_ascii=False, indent=1)}\n\n"
-            f"## Harness API\n{HARNESS_API}\n\n## A few train examples with their answers\n" + "\n".join(shown) +
-            f"\n\n## A working harness from sia's template (you may improve on it)\n```python\n{template}\n```\n\n"
-            "Reply with the complete harness file in one ```python block.")
+    return prompt("meta_task", task=json.dumps(task.public_info(), ensure_ascii=False, indent=1), harness_api=prompt("harness_api"),
+                  examples="\n".join(shown), template=template)
 
 
 def llm_initial_harness(task: Task, model, validate: Callable[[str, int], str | None], attempts: int = 3) -> tuple[str, str]:
     """(source, rationale): the model's harness once `validate` returns no error, else the template after `attempts` tries."""
-    system = "You are the Meta-Agent of sia. You write agent harnesses in Python that solve a task with a language model."
+    system = prompt("meta_system")
     messages = [{"role": "user", "content": meta_prompt(task)}]
     error = "no attempt made"
     for attempt in range(1, attempts + 1):

@@ -1,13 +1,17 @@
 """What a Feedback-Agent may propose: a harness edit, a weight update, or to stop (or an answer it could not make valid).
 
 Proposals are immutable records; the loop stores them as JSON before acting on
-them, so a resumed run acts on exactly the proposal it had made.
+them, so a resumed run acts on exactly the proposal it had made. Every proposal
+names its `lever` (the loop hands it to the lever of that name), its `kind`
+(what design memory groups outcomes by) and a `rationale`. A lever registered
+beyond the builtin two brings its own proposal type, any frozen dataclass with
+those three fields.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any, Union
+from typing import Any, Mapping, Union
 
 
 @dataclass(frozen=True)
@@ -61,7 +65,8 @@ def to_dict(p: Proposal) -> dict[str, Any]:
     return asdict(p)
 
 
-def from_dict(d: dict[str, Any]) -> Proposal:
-    cls = _TYPES[d["lever"]]
+def from_dict(d: dict[str, Any], types: Mapping[str, type] | None = None) -> Any:
+    """The proposal a record holds; `types` adds the proposal types of levers registered beyond harness and weights."""
+    cls = {**_TYPES, **(types or {})}[d["lever"]]
     names = {f.name for f in fields(cls)}
     return cls(**{k: v for k, v in d.items() if k in names})  # records may carry extra keys (analysis, ranking)

@@ -97,10 +97,13 @@ def eval_cmd(
 ) -> None:
     """Run a harness on a task split and print the score with a 95% confidence interval."""
     try:
-        from sia.api_eval_tmp import run_eval
+        from sia import api
+        from sia.cli.live import EvalProgress
 
-        result = run_eval(task, harness=harness, split=split, limit=limit, samples=samples, seed=seed, concurrency=concurrency,
-                          timeout=timeout, run_dir=run_dir, endpoint=endpoint, model=model, adapter=adapter, console=err)
+        with EvalProgress(err, f"{Path(str(task)).name}/{split}") as bar:
+            result = api.evaluate(task, harness=harness, split=split, limit=limit, samples=samples, seed=seed,
+                                  concurrency=concurrency, timeout=timeout, run_dir=run_dir, endpoint=endpoint, model=model,
+                                  adapter=adapter, on_start=bar.on_start, on_rollout=bar.on_rollout)
     except SiaError as e:
         fail(e)
     if as_json:
@@ -123,10 +126,11 @@ def trace(
 ) -> None:
     """Print recorded trajectories with their events."""
     try:
-        from sia.cli.trace import render_trace, trace_json
+        from sia import api
+        from sia.cli.trace import render_trace
 
         if as_json:
-            print(json.dumps(trace_json(run_dir, limit, evaluation), ensure_ascii=False))
+            print(json.dumps(api.trace(run_dir, limit, evaluation), ensure_ascii=False))
         else:
             render_trace(run_dir, limit, evaluation, out)
     except SiaError as e:
@@ -160,59 +164,30 @@ def _run_with_view(fn, budget_s: float, elapsed0: float, as_json: bool):
         _print_summary(summary)
 
 
-@app.command("run")
-def run_cmd(
-    task: Annotated[str, typer.Argument(help="Builtin task name or task folder.")] = "sentiment",
-    budget: Annotated[str, typer.Option(help="Wall-clock budget, e.g. 10m, 90s, 1h.")] = "10m",
-    levers: Annotated[Optional[str], typer.Option(help="Comma-separated levers the Feedback-Agent may pull: harness, weights (LoRA training), or both. Default: both (harness only with --task-model).")] = None,
-    seed: Annotated[int, typer.Option(help="Seed for sampling, demos and the gate.")] = 0,
-    run_dir: Annotated[Optional[Path], typer.Option(help="Run directory (default: runs/TASK-run-TIMESTAMP).")] = None,
-    max_generations: Annotated[int, typer.Option(min=1, help="At most this many generations.")] = 20,
-    max_rollouts: Annotated[Optional[int], typer.Option(min=1, help="Stop after this many rollouts.")] = None,
-    max_tokens: Annotated[Optional[int], typer.Option(min=1, help="Stop after this many model tokens.")] = None,
-    patience: Annotated[int, typer.Option(min=1, help="Stop after this many generations without a gain.")] = 5,
-    tau: Annotated[float, typer.Option(help="Smallest gain the gate accepts (absolute).")] = 0.01,
-    alpha: Annotated[float, typer.Option(help="Significance level of the gate.")] = 0.05,
-    val_limit: Annotated[Optional[int], typer.Option(min=1, help="Gate on the first N val examples only.")] = None,
-    test_limit: Annotated[Optional[int], typer.Option(min=1, help="Report on the first N test examples only.")] = None,
-    analysis_examples: Annotated[int, typer.Option(min=1, help="Train examples the Feedback-Agent analyses per champion.")] = 48,
-    concurrency: Annotated[int, typer.Option(min=1, help="Rollouts at once.")] = 16,
-    feedback: Annotated[str, typer.Option(help="Feedback-Agent: builtin (no extra model) or llm (needs --feedback-model).")] = "builtin",
-    feedback_model: Annotated[Optional[str], typer.Option(help="anthropic:MODEL, openai:MODEL or openai:MODEL@http://host:port/v1.")] = None,
-    meta_model: Annotated[Optional[str], typer.Option(help="Model that writes the first harness (default with --feedback llm: the feedback model; 'template': sia's template).")] = None,
-    task_model: Annotated[Optional[str], typer.Option(help="Run the task agent on a remote model (same spelling) instead of the local one; the weights lever is then unavailable.")] = None,
-    agent_budget_usd: Annotated[Optional[float], typer.Option(min=0, help="Money the Meta- and Feedback-Agents may spend in this run (USD).")] = None,
-    agent_budget_tokens: Annotated[Optional[int], typer.Option(min=1, help="Tokens the Meta- and Feedback-Agents may spend in this run.")] = None,
-    agent_max_tokens: Annotated[int, typer.Option(min=16, help="Longest reply asked of an agent model.")] = 4096,
-    agent_context_tokens: Annotated[int, typer.Option(min=500, help="Token budget of the evidence shown to the LLM Feedback-Agent.")] = 16000,
-    agent_repairs: Annotated[int, typer.Option(min=0, help="Times a malformed Feedback-Agent answer is shown its error and asked again.")] = 2,
-    meta_attempts: Annotated[int, typer.Option(min=1, help="Harnesses the LLM Meta-Agent may write before sia falls back to its template.")] = 3,
-    price: Annotated[Optional[list[str]], typer.Option(help="MODEL=IN,OUT: USD per million input/output tokens (repeatable).")] = None,
-    replay: Annotated[Optional[Path], typer.Option(help="Answer the agents' model calls from this run directory (or JSONL recording) instead of the network.")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the JSON summary on stdout.")] = False,
-) -> None:
-    """Improve the agent on TASK: generations of analyse, propose, gate, record, within the budget."""
+def _run(settings: dict, extras: dict) -> None:
     try:
         from sia import api
         from sia.task.loading import load_task
 
-        budget_s = api.parse_budget(budget)
-        lever_list = api.parse_levers(levers) if levers else None
-        agents = {"feedback": feedback, "feedback_model": feedback_model, "task_model": task_model,
-                  "meta_model": meta_model, "agent_budget_usd": agent_budget_usd,
-                  "agent_budget_tokens": agent_budget_tokens, "agent_max_tokens": agent_max_tokens,
-                  "agent_context_tokens": agent_context_tokens, "prices": list(price or []),
-                  "agent_repairs": agent_repairs, "meta_attempts": meta_attempts,
-                  "replay": str(replay) if replay else None}
-        load_task(task).split("val")  # a bad task or agent setting fails here, before the live view starts
-        api.run_config(task, levers=lever_list, **agents)
-        _run_with_view(lambda view: api.run(task, budget=budget_s, levers=lever_list, seed=seed, run_dir=run_dir, observer=view,
-                                               tau=tau, alpha=alpha, max_generations=max_generations, max_rollouts=max_rollouts,
-                                               max_tokens=max_tokens, patience=patience, val_limit=val_limit, test_limit=test_limit,
-                                               concurrency=concurrency, analysis_examples=analysis_examples, **agents),
-                       budget_s, 0.0, as_json)
+        config = api.run_config(**settings)  # a bad setting, key or task fails here, before the live view starts
+        load_task(config.task).split("val")
+        _run_with_view(lambda view: api.run(run_dir=extras["run_dir"], observer=view, **settings), config.budget, 0.0,
+                       extras["as_json"])
     except SiaError as e:
         fail(e)
+
+
+def _register_run() -> None:
+    from sia.cli.options import command, extra_option
+    from sia.loop.config import RunConfig
+
+    extra = [extra_option("run_dir", Optional[Path], None, "Run directory (default: runs/TASK-run-TIMESTAMP)."),
+             extra_option("as_json", bool, False, "Print the JSON summary on stdout.", "--json")]
+    app.command("run")(command(RunConfig, extra, _run, "Improve the agent on TASK: generations of analyse, propose, gate, "
+                                                        "record, within the budget."))
+
+
+_register_run()
 
 
 @app.command("resume")
@@ -229,7 +204,7 @@ def resume_cmd(run_dir: Annotated[Path, typer.Argument(help="The run directory o
             cfg = store.get_meta("run_config") or {}
             elapsed = float(store.get_meta("elapsed_s", 0.0))
         raised = {k: v for k, v in {"agent_budget_usd": agent_budget_usd, "agent_budget_tokens": agent_budget_tokens}.items() if v is not None}
-        _run_with_view(lambda view: api.resume(run_dir, observer=view, **raised), float(cfg.get("budget_s", 0)), elapsed, as_json)
+        _run_with_view(lambda view: api.resume(run_dir, observer=view, **raised), float(cfg.get("budget", 0)), elapsed, as_json)
     except SiaError as e:
         fail(e)
 
@@ -259,15 +234,9 @@ def status_cmd(run_dir: Annotated[Path, typer.Argument(help="A run directory.")]
 def report_cmd(run_dir: Annotated[Path, typer.Argument(help="A run directory.")]) -> None:
     """Write RUN_DIR/report.html: scores per generation, lineage, accepted diffs, decision log."""
     try:
-        from sia.store.report import write_report
-        from sia.store.store import Store
-        from sia.task.loading import load_task
+        from sia import api
 
-        with Store(run_dir, write=False) as store:
-            info = store.get_meta("task")
-            if info is None or store.get_meta("run_config") is None:
-                raise SiaError(f"{run_dir} holds no `sia run`", "pass the --run-dir of a run")
-            path = write_report(store, load_task(info["folder"]))
+        path = api.report(run_dir)
     except SiaError as e:
         fail(e)
     out.print(f"report: {path}")

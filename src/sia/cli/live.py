@@ -83,3 +83,35 @@ class RunView:
         elif event == "champion":
             self.champion = f"{d['score']:.3f}"
         self._refresh()
+
+
+class EvalProgress:
+    """The progress bar of `sia eval`: rollouts done of total, rollouts/s and the running score."""
+
+    def __init__(self, console: Console, label: str) -> None:
+        from rich.progress import TimeRemainingColumn
+
+        self.progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), RateColumn(),
+                                 TextColumn("score {task.fields[score]}"), TimeElapsedColumn(), TimeRemainingColumn(), console=console)
+        self.label = label
+        self.total, self.n = 0.0, 0
+        self.bar = None
+
+    def __enter__(self) -> "EvalProgress":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.bar is not None:
+            self.progress.__exit__(*exc)
+
+    def on_start(self, total: int, already: int) -> None:
+        """Shown once the rollouts start, so that an error before them is the only line printed."""
+        if self.bar is None:
+            self.progress.__enter__()
+            self.bar = self.progress.add_task(self.label, total=None, score="--")
+        self.progress.update(self.bar, total=total, completed=already)
+
+    def on_rollout(self, record) -> None:
+        self.total += record.score
+        self.n += 1
+        self.progress.update(self.bar, advance=1, score=f"{self.total / self.n:.3f}")

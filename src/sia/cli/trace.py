@@ -1,4 +1,4 @@
-"""Reading trajectories back out of a run directory (`sia trace`)."""
+"""`sia trace`: recorded trajectories printed for a person (the JSON form is `sia.api.trace`)."""
 
 from __future__ import annotations
 
@@ -11,21 +11,6 @@ from rich.console import Console
 from sia.store.store import Store
 
 
-def _rollouts(store: Store, limit: int, evaluation: str | None):
-    return store.rollouts(evaluation, limit)
-
-
-def trace_json(run_dir: Path, limit: int, evaluation: str | None = None) -> list[dict[str, Any]]:
-    with Store(run_dir, write=False) as store:
-        result = []
-        for r in _rollouts(store, limit, evaluation):
-            item = {k: r[k] for k in r.keys()}
-            item["output"] = json.loads(item["output"]) if item["output"] else None
-            item["events"] = list(store.events(r["id"]))
-            result.append(item)
-        return result
-
-
 def _short(x: Any, n: int = 160) -> str:
     s = x if isinstance(x, str) else json.dumps(x, ensure_ascii=False)
     s = s.replace("\n", "⏎")
@@ -34,15 +19,15 @@ def _short(x: Any, n: int = 160) -> str:
 
 def render_trace(run_dir: Path, limit: int, evaluation: str | None, console: Console) -> None:
     with Store(run_dir, write=False) as store:
-        rows = _rollouts(store, limit, evaluation)
+        rows = store.rollouts(evaluation, limit)
         console.print(f"[bold]{run_dir}[/]: {store.count_rollouts()} rollouts recorded; showing {len(rows)}")
         for r in rows:
-            colour = "green" if r["passed"] else ("red" if r["status"] == "error" else "yellow")
-            console.print(f"\n[bold {colour}]rollout {r['id']}[/] example={r['example_id']} split={r['split']} sample={r['sample']} "
-                          f"score={r['score']:.2f} ({r['duration_s']:.1f}s)", highlight=False)
-            for ev in store.events(r["id"]):
-                d = ev["data"]
-                if ev["kind"] == "llm_call":
+            colour = "green" if r.passed else ("red" if r.status == "error" else "yellow")
+            console.print(f"\n[bold {colour}]rollout {r.id}[/] example={r.example_id} split={r.split} sample={r.sample} "
+                          f"score={r.score:.2f} ({r.duration_s or 0:.1f}s)", highlight=False)
+            for ev in store.events(r.id):
+                d = ev.data
+                if ev.kind == "llm_call":
                     prompt = d.get("messages", d.get("prompts"))
                     console.print(f"  [cyan]llm_call[/] {d.get('kind')} model={d.get('model')} "
                                   f"prompt_tokens={len(d.get('prompt_token_ids') or [])} in: {_short(prompt, 120)}", highlight=False)
@@ -55,9 +40,9 @@ def render_trace(run_dir: Path, limit: int, evaluation: str | None, console: Con
                     for p in d.get("prompts", []) if d.get("kind") == "score" else []:
                         lps = [x for x in p.get("prompt_logprobs") or [] if x is not None]
                         console.print(f"      scored {len(p.get('prompt_token_ids') or [])} tokens, sum logprob={sum(lps):.2f}", highlight=False)
-                elif ev["kind"] == "grade":
+                elif ev.kind == "grade":
                     console.print(f"  [magenta]grade[/] score={d.get('score')} passed={d.get('passed')} {_short(d.get('feedback', ''))}", highlight=False)
-                elif ev["kind"] == "error":
+                elif ev.kind == "error":
                     console.print(f"  [red]error[/] {d.get('error_type')}: {_short(d.get('message') or '', 200)}", highlight=False)
                 else:
-                    console.print(f"  [blue]{ev['kind']}[/] {_short(d)}", highlight=False)
+                    console.print(f"  [blue]{ev.kind}[/] {_short(d)}", highlight=False)

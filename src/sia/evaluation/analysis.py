@@ -68,7 +68,7 @@ def _gold(target: dict[str, Any]) -> str:
 
 def analyse(task: Task, store: Store, evaluation_id: str) -> Analysis:
     ev = store.evaluation(evaluation_id)
-    if ev is None or ev["split"] != "train":
+    if ev is None or ev.split != "train":
         raise ValueError("the Feedback-Agent analyses train rollouts only")
     labels = task.labels
     outcomes: Counter = Counter()
@@ -80,17 +80,17 @@ def analyse(task: Task, store: Store, evaluation_id: str) -> Analysis:
     scores: list[float] = []
     tokens = 0
     for r in store.rollouts(evaluation_id):
-        ex = task.examples[r["example_id"]]
+        ex = task.examples[r.example_id]
         g = _gold(ex.target)
         gold[g] += 1
-        scores.append(r["score"])
-        output = json.loads(r["output"]) if r["output"] else None
-        if r["error_type"] == "timeout":
+        scores.append(r.score)
+        output = r.output
+        if r.error_type == "timeout":
             outcomes["timeout"] += 1
-        elif r["error_type"]:
+        elif r.error_type:
             outcomes["error"] += 1
-            errors.append(f"{r['error_type']}: {(r['error'] or '').splitlines()[0][:200] if r['error'] else ''}")
-        elif r["passed"]:
+            errors.append(f"{r.error_type}: {(r.error or '').splitlines()[0][:200] if r.error else ''}")
+        elif r.passed:
             outcomes["correct"] += 1
         elif labels and isinstance(output, str) and not options_in(output, labels):
             outcomes["unparseable"] += 1
@@ -102,13 +102,13 @@ def analyse(task: Task, store: Store, evaluation_id: str) -> Analysis:
             pred = ";".join(found) if found else "<none>"
         predicted[pred] += 1
         confusion[(g, pred)] += 1
-        for ev_ in store.events(r["id"]):
-            if ev_["kind"] == "llm_call":
-                d = ev_["data"]
+        for ev_ in store.events(r.id):
+            if ev_.kind == "llm_call":
+                d = ev_.data
                 for c in d.get("completions", [])[:1]:
                     tokens += len(c.get("token_ids") or [])
                     if d.get("kind") == "chat":
-                        replies.append(Reply(r["example_id"], c.get("text") or "", output, ex.target, r["score"], c.get("finish_reason")))
+                        replies.append(Reply(r.example_id, c.get("text") or "", output, ex.target, r.score, c.get("finish_reason")))
                 break
     n = len(scores)
     return Analysis(n, sum(scores) / n if n else 0.0, outcomes, predicted, gold, confusion, replies, errors, tokens)

@@ -20,12 +20,13 @@ from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from sia.errors import HarnessError
+from sia.harness.checks import check_harness_source
 from sia.task.graders import Grade
 from sia.policy.runtime import PolicyRuntime
 from sia.harness.sandbox import SandboxLimits, SandboxResult, run_in_sandbox
 from sia.evaluation.stats import mean_ci
-from sia.store.store import RolloutRecord, Store
+from sia.store.records import NewRollout
+from sia.store.store import Store
 from sia.task.loading import Example, Task
 
 
@@ -72,16 +73,6 @@ class EvalResult:
                 "policy": self.policy_stats}
 
 
-def check_harness_source(source: str, name: str = "harness.py") -> None:
-    """Refuse a harness that does not even compile, with one clear line."""
-    try:
-        compile(source, name, "exec")
-    except SyntaxError as e:
-        raise HarnessError(f"syntax error in {name} line {e.lineno}: {e.msg}", "fix the harness code") from None
-    if "def solve" not in source:
-        raise HarnessError(f"{name} defines no solve(example, ctx)", "a harness must define solve(example, ctx)")
-
-
 def rollout_seed(seed: int, example_id: str, sample: int) -> int:
     return zlib.crc32(f"{seed}:{example_id}:{sample}".encode()) & 0x7FFFFFFF
 
@@ -100,11 +91,11 @@ def _grade(task: Task, example: Example, res: SandboxResult) -> tuple[Grade, str
         return Grade(0.0, False, f"grader error: {type(e).__name__}: {e}"[:500]), "grader", f"{type(e).__name__}: {e}"
 
 
-def evaluate(task: Task, source: str, *, store: Store, runtime: PolicyRuntime, config: EvalConfig,
+def execute(task: Task, source: str, *, store: Store, runtime: PolicyRuntime, config: EvalConfig,
              harness_version: str | None = None, adapter: str | None = None, lever: str = "baseline",
              rationale: str = "evaluation", evaluation_id: str | None = None, candidate_id: str | None = None,
              examples: list[Example] | None = None, on_start: Callable[[int, int], None] | None = None,
-             on_rollout: Callable[[RolloutRecord], None] | None = None) -> EvalResult:
+             on_rollout: Callable[[NewRollout], None] | None = None) -> EvalResult:
     check_harness_source(source)
     if examples is None:
         examples = task.split(config.split)
@@ -120,14 +111,12 @@ def evaluate(task: Task, source: str, *, store: Store, runtime: PolicyRuntime, c
     done = store.done_keys(evaluation_id)
     jobs = [(ex, s) for ex in examples for s in range(config.samples) if (ex.id, s) not in done]
     if on_start:
-        ev = store.evaluation(evaluation_id)
-        total = ev["n_examples"] * ev["samples"]
-        on_start(total, len(done))
+        on_start(store.evaluation(evaluation_id).expected, len(done))
     model = runtime.model_name(adapter)
     task_info = task.public_info()
     t0 = time.monotonic()
 
-    def run_one(ex: Example, sample: int) -> RolloutRecord:
+    def run_one(ex: Example, sample: int) -> NewRollout:
         rid = f"{evaluation_id}:{ex.id}:{sample}"
         seed = rollout_seed(config.seed, ex.id, sample)
         runtime.service.pop_calls(rid)  # drop leftovers of an earlier, killed attempt
@@ -144,7 +133,7 @@ def evaluate(task: Task, source: str, *, store: Store, runtime: PolicyRuntime, c
                                                                "stdout_tail": res.stdout_tail, "stderr_tail": res.stderr_tail,
                                                                "exit_code": res.exit_code}})
         events.append({"kind": "grade", "t": now, "data": grade.to_dict()})
-        return RolloutRecord(rid, evaluation_id, candidate_id, ex.id, ex.split, sample, seed, "ok" if res.ok else "error", error_type,
+        return NewRollout(rid, evaluation_id, candidate_id, ex.id, ex.split, sample, seed, "ok" if res.ok else "error", error_type,
                              error, res.output if res.ok else None, grade.score, grade.passed, grade.feedback, res.duration_s, events)
 
     with ThreadPoolExecutor(max_workers=max(1, config.concurrency), thread_name_prefix="sia-rollout") as pool:
@@ -171,15 +160,15 @@ def summarise(task: Task, store: Store, evaluation_id: str, harness_version: str
     by_example: dict[str, list[float]] = {}
     failures: dict[str, int] = {}
     for r in rows:
-        by_example.setdefault(r["example_id"], []).append(r["score"])
-        if r["error_type"]:
-            failures[r["error_type"]] = failures.get(r["error_type"], 0) + 1
-        elif not r["passed"]:
+        by_example.setdefault(r.example_id, []).append(r.score)
+        if r.error_type:
+            failures[r.error_type] = failures.get(r.error_type, 0) + 1
+        elif not r.passed:
             failures["wrong"] = failures.get("wrong", 0) + 1
     per_example = {k: sum(v) / len(v) for k, v in by_example.items()}
-    score, ci = mean_ci(list(per_example.values()), binary=task.spec.score == "binary" and ev["samples"] == 1)
-    if ev["finished"] is None and len(rows) == ev["n_examples"] * ev["samples"]:
+    score, ci = mean_ci(list(per_example.values()), binary=task.spec.score == "binary" and ev.samples == 1)
+    if ev.finished is None and len(rows) == ev.expected:
         store.finish_evaluation(evaluation_id, score, ci)
-    return EvalResult(str(store.run_dir), task.name, ev["split"], evaluation_id, ev["candidate_id"], harness_version, adapter, score, ci,
-                      len(per_example), len(rows), ev["samples"], failures, per_example, duration,
+    return EvalResult(str(store.run_dir), task.name, ev.split, evaluation_id, ev.candidate_id, harness_version, adapter, score, ci,
+                      len(per_example), len(rows), ev.samples, failures, per_example, duration,
                       ran / duration if duration > 0 else 0.0, policy_stats or {})

@@ -12,35 +12,72 @@ from __future__ import annotations
 
 import ast
 import pprint
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
-DEFAULTS: dict[str, Any] = {
-    "instruction": "",
-    "system": "",
-    "input_field": "text",
-    "input_prefix": "",
-    "labels": [],
-    "multi_label": False,
-    "demos": [],            # [{"input": ..., "answer": ...}] from the train split
-    "mode": "generate",     # "generate" (free generation, then parse) or "score" (log-likelihood of each label)
-    "max_tokens": 32,
-    "extract": "first_label",  # first_label | last_label | first_line | all_labels
-    "normalise": {},        # reply word -> label, learned from failed outputs
-    "calibrate": False,     # score mode: subtract each label's score on a content-free input
-    "votes": 1,             # generate mode: self-consistency over this many samples
-    "vote_temperature": 0.7,
-    "retry": False,         # generate mode: ask again when the reply names no allowed label
-}
+@dataclass(frozen=True)
+class Demo:
+    input: str
+    answer: str
 
 
-def make_config(task_info: dict[str, Any], **overrides: Any) -> dict[str, Any]:
-    cfg = {**DEFAULTS, "instruction": task_info.get("instruction") or task_info.get("description", ""),
-           "input_field": task_info.get("input_field", "text"), "labels": list(task_info.get("labels", [])),
-           "multi_label": bool(task_info.get("multi_label"))}
-    cfg["max_tokens"] = reply_budget(cfg["labels"], cfg["multi_label"])
-    cfg.update(overrides)
-    if cfg["multi_label"] and cfg["extract"] == "first_label":
-        cfg["extract"] = "all_labels"
+@dataclass(frozen=True)
+class TemplateConfig:
+    """What a generated harness does; its fields are the `CONFIG` literal at the top of the source."""
+
+    instruction: str = ""
+    system: str = ""
+    input_field: str = "text"
+    input_prefix: str = ""
+    labels: tuple[str, ...] = ()
+    multi_label: bool = False
+    demos: tuple[Demo, ...] = ()
+    """Demonstrations from the train split."""
+    mode: str = "generate"
+    """generate (free generation, then parse) or score (log-likelihood of each label)."""
+    max_tokens: int = 32
+    extract: str = "first_label"
+    """first_label | last_label | first_line | all_labels"""
+    normalise: dict[str, str] = field(default_factory=dict)
+    """Reply word -> label, learned from failed outputs."""
+    calibrate: bool = False
+    """Score mode: subtract each label's score on a content-free input."""
+    votes: int = 1
+    """Generate mode: self-consistency over this many samples."""
+    vote_temperature: float = 0.7
+    retry: bool = False
+    """Generate mode: ask again when the reply names no allowed label."""
+
+    def literal(self) -> dict[str, Any]:
+        """The CONFIG literal written into the source (lists and dicts, in field order)."""
+        d = {f.name: getattr(self, f.name) for f in fields(self)}
+        d["labels"] = list(self.labels)
+        d["demos"] = [{"input": x.input, "answer": x.answer} for x in self.demos]
+        d["normalise"] = dict(self.normalise)
+        return d
+
+    @classmethod
+    def from_literal(cls, value: dict[str, Any]) -> "TemplateConfig":
+        known = {f.name for f in fields(cls)}
+        d = {k: v for k, v in value.items() if k in known}
+        if "labels" in d:
+            d["labels"] = tuple(str(x) for x in d["labels"])
+        if "demos" in d:
+            d["demos"] = tuple(Demo(str(x["input"]), str(x["answer"])) for x in d["demos"])
+        if "normalise" in d:
+            d["normalise"] = dict(d["normalise"])
+        return cls(**d)
+
+
+def make_config(task_info: dict[str, Any], **overrides: Any) -> TemplateConfig:
+    labels = tuple(task_info.get("labels", []))
+    multi = bool(task_info.get("multi_label"))
+    cfg = TemplateConfig(instruction=task_info.get("instruction") or task_info.get("description", ""),
+                         input_field=task_info.get("input_field", "text"), labels=labels, multi_label=multi,
+                         max_tokens=reply_budget(list(labels), multi))
+    cfg = replace(cfg, **overrides)
+    if cfg.multi_label and cfg.extract == "first_label":
+        cfg = replace(cfg, extract="all_labels")
     return cfg
 
 
@@ -52,7 +89,7 @@ def reply_budget(labels: list[str], multi_label: bool) -> int:
     return int(min(96, 16 + longest * (3 if multi_label else 1)))
 
 
-def read_config(source: str) -> dict[str, Any] | None:
+def read_config(source: str) -> TemplateConfig | None:
     """The CONFIG literal of a generated harness, or None for other harnesses."""
     try:
         tree = ast.parse(source)
@@ -62,9 +99,9 @@ def read_config(source: str) -> dict[str, Any] | None:
         if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == "CONFIG" for t in node.targets):
             try:
                 value = ast.literal_eval(node.value)
-            except ValueError:
+                return TemplateConfig.from_literal(value) if isinstance(value, dict) else None
+            except (ValueError, TypeError, KeyError):
                 return None
-            return {**DEFAULTS, **value} if isinstance(value, dict) else None
     return None
 
 
@@ -184,18 +221,17 @@ RETRY = '''    if answer is None and CONFIG["labels"]:
 '''
 
 
-def render(cfg: dict[str, Any]) -> str:
-    cfg = {**DEFAULTS, **cfg}
-    src = HEADER.format(config=pprint.pformat(cfg, width=110, sort_dicts=False), demos=DEMOS if cfg["demos"] else "")
-    if cfg["mode"] == "score" and cfg["labels"]:
+def render(cfg: TemplateConfig) -> str:
+    src = HEADER.format(config=pprint.pformat(cfg.literal(), width=110, sort_dicts=False), demos=DEMOS if cfg.demos else "")
+    if cfg.mode == "score" and cfg.labels:
         src += SCORE
-        if cfg["calibrate"]:
+        if cfg.calibrate:
             src += CALIBRATE
-        cal = ("    bias = content_free_scores(ctx)\n    scores = [s - b for s, b in zip(scores, bias)]\n" if cfg["calibrate"] else "")
+        cal = ("    bias = content_free_scores(ctx)\n    scores = [s - b for s, b in zip(scores, bias)]\n" if cfg.calibrate else "")
         src += SOLVE_SCORE.format(calibrate=cal)
     else:
         src += EXTRACT
-        if cfg["votes"] > 1:
+        if cfg.votes > 1:
             src += VOTE
-        src += SOLVE_GENERATE.format(ask=ASK_VOTE if cfg["votes"] > 1 else ASK_ONE, retry=RETRY if cfg["retry"] else "")
+        src += SOLVE_GENERATE.format(ask=ASK_VOTE if cfg.votes > 1 else ASK_ONE, retry=RETRY if cfg.retry else "")
     return src

@@ -30,23 +30,26 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
 from scipy.stats import binom
 
 
-@dataclass(frozen=True)
-class GateConfig:
-    tau: float = 0.01
-    """Smallest absolute gain worth keeping."""
-    alpha: float = 0.05
-    """Significance level of the one-sided test."""
-    chunk: int = 40
-    """Examples evaluated between sequential looks."""
-    interim_alpha: float = 0.001
+class GateConfig(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", use_attribute_docstrings=True)
+    tau: float = Field(0.01, ge=0)
+    """Smallest gain the gate accepts, in the task's score units (absolute)."""
+    alpha: float = Field(0.05, gt=0, le=0.5)
+    """Significance level of the gate's one-sided paired test."""
+    chunk: int = Field(40, ge=1)
+    """Validation examples evaluated between two sequential looks of the gate."""
+    interim_alpha: float = Field(0.001, gt=0, le=0.5, json_schema_extra={"cli": False})
     """Accept at an interim look only below this p-value (Haybittle-Peto)."""
-    futility_after: float = 0.5
+    futility_after: float = Field(0.5, gt=0, le=1, json_schema_extra={"cli": False})
     """Stop a challenger that is behind after this fraction of examples (1 disables)."""
-    permutations: int = 10000
-    seed: int = 0
+    permutations: int = Field(10000, ge=100, json_schema_extra={"cli": False})
+    """Sign flips of the paired permutation test (continuous scores)."""
+    seed: int = Field(0, json_schema_extra={"cli": False})
+    """Seed of the permutation test and the bootstrap (the run's seed)."""
 
 
 @dataclass(frozen=True)

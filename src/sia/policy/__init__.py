@@ -1,0 +1,4 @@
+"""The policy: the embedded model, local generation and scoring with adapters, batching, the OpenAI-compatible service.
+
+May import errors and paths only.
+"""

@@ -7,9 +7,7 @@ import html
 from pathlib import Path
 from typing import Any
 
-from sia.store.summary import run_summary
-from sia.store.store import Store
-from sia.task.loading import Task
+from sia.store.run import Run
 
 LEVER_COLOURS = {"harness": "#2563eb", "weights": "#ea580c", "baseline": "#6b7280"}
 CSS = """
@@ -93,8 +91,9 @@ def _diff(old: str, new: str, name: str) -> str:
     return "<pre>" + "\n".join(lines) + "</pre>"
 
 
-def render_report(store: Store, task: Task) -> str:
-    s = run_summary(store, task)
+def render_report(run: Run) -> str:
+    store, task = run.store, run.task
+    s = run.summary()
     b, f = s["baseline"], s["final"]
     out = [f"<!doctype html><html><head><meta charset='utf-8'><title>sia report: {html.escape(task.name)}</title><style>{CSS}</style></head><body>",
            f"<h1>sia run on <code>{html.escape(task.name)}</code></h1>",
@@ -110,17 +109,16 @@ def render_report(store: Store, task: Task) -> str:
            "<h2>Lineage</h2><table><tr><th>#</th><th>champion</th><th>version</th><th>why</th></tr>"]
     for i, c in enumerate(s["champions"]):
         cand = store.candidate(c["candidate"])
-        out.append(f"<tr><td>{i}</td><td>{_fmt(c['candidate'])}</td><td>{_fmt(cand['harness_version'])}"
-                   f"{' + ' + _fmt(cand['adapter_version']) if cand['adapter_version'] else ''}</td><td>{_fmt(c['reason'])}</td></tr>")
+        out.append(f"<tr><td>{i}</td><td>{_fmt(c['candidate'])}</td><td>{_fmt(cand.harness_version)}"
+                   f"{' + ' + _fmt(cand.adapter_version) if cand.adapter_version else ''}</td><td>{_fmt(c['reason'])}</td></tr>")
     out.append("</table><h2>Accepted changes</h2>")
     accepted = [g for g in s["generations"] if g["accepted"]]
     if not accepted:
         out.append("<p class=muted>No change was accepted.</p>")
     for g in accepted:
         cand = store.candidate(g["candidate"])
-        parent = store.candidate(cand["parent"]) if cand["parent"] else None
-        old = store.harness_source(parent["harness_version"]) if parent else ""
-        new = store.harness_source(cand["harness_version"])
+        old = run.source(cand.parent) if cand.parent else ""
+        new = store.harness_source(cand.harness_version)
         out.append(f"<h3>generation {g['generation']}: {_fmt(g['kind'])} (Δ {_fmt(g['delta'])}, p {_fmt(g['p_value'], 4)})</h3>"
                    f"<p>{_fmt(g['rationale'])}</p>{_diff(old, new, 'harness.py')}")
     out.append("<h2>Decision log</h2><table><tr><th>gen</th><th>lever / kind</th><th>verdict</th><th>Δ (95% CI)</th><th>p</th>"
@@ -134,14 +132,14 @@ def render_report(store: Store, task: Task) -> str:
                    f"<td>{_fmt(g['rationale'])}</td><td>{_fmt(g['reason'])}{early}</td></tr>")
     out.append("</table><h2>Design memory</h2><ul>")
     for g in store.generations():
-        out.append(f"<li>gen {g['gen']}: {_fmt(g['lesson'])}</li>")
+        out.append(f"<li>gen {g.gen}: {_fmt(g.lesson)}</li>")
     out.append("</ul></body></html>")
     return "\n".join(out)
 
 
-def write_report(store: Store, task: Task) -> Path:
-    path = store.run_dir / "report.html"
+def write_report(run: Run) -> Path:
+    path = run.run_dir / "report.html"
     tmp = path.with_suffix(".html.tmp")
-    tmp.write_text(render_report(store, task), encoding="utf-8")
+    tmp.write_text(render_report(run), encoding="utf-8")
     tmp.replace(path)
     return path

@@ -18,11 +18,12 @@ import os
 import sqlite3
 import subprocess
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from sia.errors import StoreError
+from sia.store.records import (AdapterVersion, AgentCall, Candidate, ChampionChange, Evaluation, Event, Generation, NewRollout,
+                               Rollout, eval_key)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -60,24 +61,6 @@ CREATE TABLE IF NOT EXISTS champions(
 """
 
 
-@dataclass(frozen=True)
-class RolloutRecord:
-    id: str
-    evaluation_id: str
-    candidate_id: str
-    example_id: str
-    split: str
-    sample: int
-    seed: int
-    status: str
-    error_type: str | None
-    error: str | None
-    output: Any
-    score: float
-    passed: bool
-    feedback: str
-    duration_s: float
-    events: list[dict[str, Any]]
 
 
 def _tokens(events: list[dict[str, Any]]) -> int:
@@ -162,6 +145,13 @@ class Store:
         row = self.db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
         return json.loads(row["value"]) if row else default
 
+    def delete_meta(self, key: str) -> None:
+        self.db.execute("DELETE FROM meta WHERE key = ?", (key,))
+
+    def integrity(self) -> str:
+        """SQLite's integrity check: "ok" for a sound file."""
+        return self.db.execute("PRAGMA integrity_check").fetchone()[0]
+
     # -- harness versions (git) -------------------------------------------------------------
     def add_harness_version(self, source: str, rationale: str, parent: str | None = None) -> str:
         """Commit `source` as a new harness version; an identical source returns its existing version."""
@@ -201,14 +191,18 @@ class Store:
                         (version, parent, str(path.relative_to(self.run_dir)), algorithm, json.dumps(info, default=str), time.time()))
         return version
 
-    def adapter_version(self, version: str) -> sqlite3.Row | None:
-        return self.db.execute("SELECT * FROM adapter_versions WHERE version = ?", (version,)).fetchone()
+    def adapter_version(self, version: str) -> AdapterVersion | None:
+        row = self.db.execute("SELECT * FROM adapter_versions WHERE version = ?", (version,)).fetchone()
+        return AdapterVersion.from_row(row) if row else None
+
+    def adapter_versions(self) -> list[AdapterVersion]:
+        return [AdapterVersion.from_row(r) for r in self.db.execute("SELECT * FROM adapter_versions ORDER BY created")]
 
     def adapter_path(self, version: str) -> Path:
         row = self.adapter_version(version)
         if row is None:
             raise StoreError(f"no adapter version {version!r} in {self.run_dir}", "see `sia status`")
-        return self.run_dir / row["path"]
+        return self.run_dir / row.path
 
     def tried_pairs(self) -> set[tuple[str, str | None]]:
         """(harness source hash, adapter version) of every candidate this run has made."""
@@ -229,6 +223,12 @@ class Store:
                         (cid, harness_version, adapter_version, parent, lever, rationale, time.time()))
         return cid
 
+    def candidate(self, cid: str) -> Candidate:
+        row = self.db.execute("SELECT * FROM candidates WHERE id = ?", (cid,)).fetchone()
+        if row is None:
+            raise StoreError(f"no candidate {cid!r} in {self.run_dir}", "see `sia status`")
+        return Candidate.from_row(row)
+
     def add_evaluation(self, candidate_id: str, split: str, seed: int, samples: int, n_examples: int, config: dict) -> str:
         n = self.db.execute("SELECT COUNT(*) FROM evaluations").fetchone()[0]
         eid = f"e{n}"
@@ -239,14 +239,29 @@ class Store:
     def finish_evaluation(self, eid: str, score: float, ci: tuple[float, float]) -> None:
         self.db.execute("UPDATE evaluations SET finished = ?, score = ?, ci_lo = ?, ci_hi = ? WHERE id = ?", (time.time(), score, ci[0], ci[1], eid))
 
-    def evaluation(self, eid: str) -> sqlite3.Row | None:
-        return self.db.execute("SELECT * FROM evaluations WHERE id = ?", (eid,)).fetchone()
+    def evaluation(self, eid: str) -> Evaluation | None:
+        row = self.db.execute("SELECT * FROM evaluations WHERE id = ?", (eid,)).fetchone()
+        return Evaluation.from_row(row) if row else None
 
-    def evaluations(self) -> list[sqlite3.Row]:
-        return self.db.execute("SELECT * FROM evaluations ORDER BY created").fetchall()
+    def evaluations(self) -> list[Evaluation]:
+        return [Evaluation.from_row(r) for r in self.db.execute("SELECT * FROM evaluations ORDER BY created")]
+
+    def evaluation_id(self, candidate_id: str, purpose: str) -> str | None:
+        """The id of candidate `candidate_id`'s evaluation for `purpose`, if one was registered."""
+        return self.get_meta(eval_key(candidate_id, purpose))
+
+    def evaluation_for(self, candidate_id: str, purpose: str, create: Callable[[], str]) -> str:
+        """The evaluation registered for (candidate, purpose), created once by `create()`; how resumes find their work."""
+        key = eval_key(candidate_id, purpose)
+        eid = self.get_meta(key)
+        if eid is None:
+            with self._transaction():
+                eid = create()
+                self.set_meta(key, eid)
+        return eid
 
     # -- rollouts ---------------------------------------------------------------------------
-    def add_rollout(self, r: RolloutRecord) -> None:
+    def add_rollout(self, r: NewRollout) -> None:
         """Write a rollout and its events in one transaction."""
         now = time.time()
         with self._transaction():
@@ -270,36 +285,27 @@ class Store:
     def done_keys(self, eid: str) -> set[tuple[str, int]]:
         return {(r["example_id"], r["sample"]) for r in self.db.execute("SELECT example_id, sample FROM rollouts WHERE evaluation_id = ?", (eid,))}
 
-    def rollouts(self, eid: str | None = None, limit: int | None = None) -> list[sqlite3.Row]:
-        sql = "SELECT * FROM rollouts" + (" WHERE evaluation_id = ?" if eid else "") + " ORDER BY created, id"
+    def rollouts(self, eid: str | None = None, limit: int | None = None, split: str | None = None) -> list[Rollout]:
+        where, args = [], []
+        if eid:
+            where.append("evaluation_id = ?")
+            args.append(eid)
+        if split:
+            where.append("split = ?")
+            args.append(split)
+        sql = "SELECT * FROM rollouts" + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY created, id"
         if limit:
             sql += f" LIMIT {int(limit)}"
-        return self.db.execute(sql, (eid,) if eid else ()).fetchall()
+        return [Rollout.from_row(r) for r in self.db.execute(sql, args)]
 
-    def events(self, rollout_id: str) -> Iterator[dict[str, Any]]:
-        for row in self.db.execute("SELECT * FROM events WHERE rollout_id = ? ORDER BY seq", (rollout_id,)):
-            yield {"seq": row["seq"], "kind": row["kind"], "t": row["t"], "data": json.loads(row["data"])}
+    def events(self, rollout_id: str) -> list[Event]:
+        return [Event.from_row(r) for r in self.db.execute("SELECT * FROM events WHERE rollout_id = ? ORDER BY seq", (rollout_id,))]
 
     def count_rollouts(self) -> int:
         return self.db.execute("SELECT COUNT(*) FROM rollouts").fetchone()[0]
 
     def count_tokens(self) -> int:
         return self.db.execute("SELECT COALESCE(SUM(tokens), 0) FROM rollouts").fetchone()[0]
-
-    def evaluation_for(self, key: str, create) -> str:
-        """The evaluation registered under `key`, created once by `create()`; how resumes find their work."""
-        eid = self.get_meta(f"eval:{key}")
-        if eid is None:
-            with self._transaction():
-                eid = create()
-                self.set_meta(f"eval:{key}", eid)
-        return eid
-
-    def candidate(self, cid: str) -> sqlite3.Row:
-        row = self.db.execute("SELECT * FROM candidates WHERE id = ?", (cid,)).fetchone()
-        if row is None:
-            raise StoreError(f"no candidate {cid!r} in {self.run_dir}", "see `sia status`")
-        return row
 
     # -- loop records -----------------------------------------------------------------------
     def push_champion(self, candidate_id: str, reason: str, generation: int | None = None) -> None:
@@ -310,11 +316,11 @@ class Store:
         row = self.db.execute("SELECT candidate_id FROM champions ORDER BY seq DESC LIMIT 1").fetchone()
         return row["candidate_id"] if row else None
 
-    def champions(self) -> list[sqlite3.Row]:
-        return self.db.execute("SELECT * FROM champions ORDER BY seq").fetchall()
+    def champions(self) -> list[ChampionChange]:
+        return [ChampionChange.from_row(r) for r in self.db.execute("SELECT * FROM champions ORDER BY seq")]
 
-    def generations(self) -> list[sqlite3.Row]:
-        return self.db.execute("SELECT * FROM generations ORDER BY gen").fetchall()
+    def generations(self) -> list[Generation]:
+        return [Generation.from_row(r) for r in self.db.execute("SELECT * FROM generations ORDER BY gen")]
 
     def add_generation(self, gen: int, champion: str, proposal: dict) -> None:
         self.db.execute("INSERT INTO generations(gen, champion, proposal, status, started) VALUES (?, ?, ?, 'proposed', ?)",
@@ -338,12 +344,14 @@ class Store:
         """Run directories written before agent calls were recorded, opened read-only, lack the table."""
         return self.db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'agent_calls'").fetchone() is not None
 
-    def agent_calls(self, role: str | None = None) -> list[sqlite3.Row]:
+    def agent_calls(self, role: str | None = None) -> list[AgentCall]:
         if not self._has_agent_calls():
             return []
         if role is None:
-            return self.db.execute("SELECT * FROM agent_calls ORDER BY seq").fetchall()
-        return self.db.execute("SELECT * FROM agent_calls WHERE role = ? ORDER BY seq", (role,)).fetchall()
+            rows = self.db.execute("SELECT * FROM agent_calls ORDER BY seq")
+        else:
+            rows = self.db.execute("SELECT * FROM agent_calls WHERE role = ? ORDER BY seq", (role,))
+        return [AgentCall.from_row(r) for r in rows]
 
     def agent_call_count(self) -> int:
         return self.db.execute("SELECT COUNT(*) FROM agent_calls").fetchone()[0] if self._has_agent_calls() else 0

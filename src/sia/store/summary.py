@@ -2,51 +2,40 @@
 
 from __future__ import annotations
 
-import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from sia.store.store import Store
-from sia.task.loading import Task
+if TYPE_CHECKING:
+    from sia.store.run import Run
 
 
-def run_summary(store: Store, task: Task) -> dict[str, Any]:
+def run_summary(run: "Run") -> dict[str, Any]:
     """The JSON summary of a run: baseline and final scores on val and test, and every generation."""
+    store = run.store
     champs = store.champions()
-    baseline = champs[0]["candidate_id"] if champs else None
+    baseline = run.baseline()
     final = store.champion()
-
-    def score(cid: str | None, split: str) -> float | None:
-        eid = store.get_meta(f"eval:{cid}:{split}") if cid else None
-        ev = store.evaluation(eid) if eid else None
-        if ev is None:
-            return None
-        if ev["score"] is not None:
-            return ev["score"]
-        rows = store.rollouts(eid)
-        return sum(r["score"] for r in rows) / len(rows) if rows and len(rows) == ev["n_examples"] else None
 
     def describe(cid: str | None) -> dict[str, Any]:
         if cid is None:
             return {}
         c = store.candidate(cid)
-        return {"candidate": cid, "harness_version": c["harness_version"], "adapter": c["adapter_version"],
-                "val": score(cid, "val"), "test": score(cid, "test")}
+        return {"candidate": cid, "harness_version": c.harness_version, "adapter": c.adapter_version,
+                "val": run.score(cid, "val"), "test": run.score(cid, "test")}
 
     gens = []
     for g in store.generations():
-        p = json.loads(g["proposal"])
-        v = json.loads(g["verdict"]) if g["verdict"] else None
-        gens.append({"generation": g["gen"], "lever": p["lever"], "kind": p["kind"], "candidate": g["candidate_id"],
+        p, v = g.proposal, g.verdict
+        gens.append({"generation": g.gen, "lever": p["lever"], "kind": p["kind"], "candidate": g.candidate_id,
                      "accepted": bool(v and v["accept"]), "delta": v["delta"] if v else None, "p_value": v["p_value"] if v else None,
                      "ci": v["ci"] if v else None, "n": v["n"] if v else None, "stopped_early": v["stopped_early"] if v else None,
-                     "reason": v["reason"] if v else g["lesson"], "rationale": p.get("rationale") or p.get("reason", ""),
-                     "status": g["status"], "val": score(g["candidate_id"], "val") if v and v["accept"] else None})
+                     "reason": v["reason"] if v else g.lesson, "rationale": p.get("rationale") or p.get("reason", ""),
+                     "status": g.status, "val": run.score(g.candidate_id, "val") if v and v["accept"] else None})
     cfg = store.get_meta("run_config", {})
     agent_tokens, agent_usd = store.agent_usage()
-    return {"run_dir": str(store.run_dir), "task": task.name, "seed": cfg.get("seed"), "levers": cfg.get("levers"),
+    return {"run_dir": str(store.run_dir), "task": run.task.name, "seed": cfg.get("seed"), "levers": cfg.get("levers"),
             "status": store.get_meta("status"), "stop_reason": store.get_meta("stop_reason"),
             "baseline": describe(baseline), "final": describe(final), "generations": gens,
             "accepted": sum(1 for g in gens if g["accepted"]), "rollouts": store.count_rollouts(), "tokens": store.count_tokens(),
             "elapsed_s": round(float(store.get_meta("elapsed_s", 0.0)), 1),
             "agents": {"calls": store.agent_call_count(), "tokens": agent_tokens, "usd": round(agent_usd, 4)},
-            "champions": [{"candidate": c["candidate_id"], "reason": c["reason"], "generation": c["generation"]} for c in champs]}
+            "champions": [{"candidate": c.candidate_id, "reason": c.reason, "generation": c.generation} for c in champs]}

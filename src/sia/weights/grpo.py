@@ -18,27 +18,9 @@ Variants, as options rather than classes:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Literal
-
 import torch
 
-
-@dataclass(frozen=True)
-class GRPOConfig:
-    scale_std: bool = True
-    """Divide advantages by the group's std (GRPO); False is Dr. GRPO."""
-    clip_low: float = 0.2
-    clip_high: float = 0.2
-    """Set above clip_low (e.g. 0.28) for DAPO's clip-higher."""
-    kl_coef: float = 0.0
-    """Weight of the KL to the base model (adapters disabled); 0 turns it off."""
-    aggregation: Literal["token", "sequence", "constant"] = "token"
-    max_tokens: int = 64
-    """The constant of the "constant" aggregation."""
-    token_selection: Literal["none", "entropy", "gmts"] = "none"
-    token_fraction: float = 1.0
-    """Fraction of tokens kept by token selection."""
+from sia.weights.config import GRPOConfig
 
 
 def group_advantages(rewards: torch.Tensor, scale_std: bool = True, eps: float = 1e-6) -> torch.Tensor:

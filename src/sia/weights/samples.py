@@ -93,18 +93,17 @@ def samples_from_store(store, evaluation_id: str, grade: Grade | None = None) ->
     gen: list[Sample] = []
     scored: list[tuple[str, str, list[Sample]]] = []  # (shared prefix text, example id, samples)
     for r in store.rollouts(evaluation_id):
-        output = json.loads(r["output"]) if r["output"] else ""
-        output = output if isinstance(output, str) else json.dumps(output)
-        for ev in store.events(r["id"]):
-            d = ev["data"]
-            if ev["kind"] != "llm_call":
+        output = r.output if isinstance(r.output, str) else json.dumps(r.output)
+        for ev in store.events(r.id):
+            d = ev.data
+            if ev.kind != "llm_call":
                 continue
             if d.get("kind") in ("chat", "completion"):
-                gen += _generation_samples(r["example_id"], d, float(r["score"]), output)
+                gen += _generation_samples(r.example_id, d, float(r.score), output)
             elif d.get("kind") == "score" and grade is not None:
-                ss = _score_samples(r["example_id"], d, grade, output)
+                ss = _score_samples(r.example_id, d, grade, output)
                 if ss:
-                    scored.append((_common_text(d["prompts"]), r["example_id"], ss))
+                    scored.append((_common_text(d["prompts"]), r.example_id, ss))
     examples_of: dict[str, set[str]] = {}
     for prefix, ex, _ in scored:
         examples_of.setdefault(prefix, set()).add(ex)

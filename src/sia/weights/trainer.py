@@ -35,30 +35,13 @@ import random
 import shutil
 import time
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Literal
+from typing import Any, Callable
 
+from sia.weights.config import TrainConfig
 from sia.weights.samples import Sample, samples_from_store  # noqa: F401 (the trainer's input types)
-from sia.weights.grpo import GRPOConfig, gmts_scores, group_advantages, has_spread, policy_loss, shared_prompt_logprobs, token_entropy
-
-
-@dataclass
-class TrainConfig:
-    algorithm: Literal["grpo", "sft"] = "grpo"
-    rank: int = 16
-    alpha: int = 32
-    target_modules: list[str] = field(default_factory=lambda: ["q_proj", "v_proj"])
-    lr: float = 3e-4
-    """LoRA learning rate; about 3e-4 works on CPU with SmolLM2 (TRL's 1e-6 default learns nothing)."""
-    steps: int = 25
-    prompts_per_step: int = 4
-    """Groups per step: several, so one step sees different labels (one group per step collapses)."""
-    max_grad_norm: float = 1.0
-    collapse_share: float = 0.95
-    collapse_patience: int = 3
-    seed: int = 0
-    grpo: GRPOConfig = field(default_factory=GRPOConfig)
+from sia.weights.grpo import gmts_scores, group_advantages, has_spread, policy_loss, shared_prompt_logprobs, token_entropy
 
 
 @dataclass
@@ -196,7 +179,7 @@ class Trainer:
         tmp = out_dir.with_name(out_dir.name + ".tmp")
         shutil.rmtree(tmp, ignore_errors=True)
         self.model.save_pretrained(tmp)
-        (tmp / "sia_training.json").write_text(json.dumps({"config": asdict(self.config), "lineage": lineage or {}, "log": self.log,
+        (tmp / "sia_training.json").write_text(json.dumps({"config": self.config.model_dump(), "lineage": lineage or {}, "log": self.log,
                                                            "stopped_early": self.stopped, "samples": self.samples_seen,
                                                            "groups_used": self.groups_used}, indent=1, default=str))
         shutil.rmtree(out_dir, ignore_errors=True)

@@ -1,0 +1,41 @@
+"""The cost model both Feedback-Agents use: minutes a change of each lever costs, measured where possible.
+
+A lever's cost is measured from its past tries in this run (design memory
+keeps the seconds of every generation); before the first try it is
+estimated from the champion's measured seconds per validation rollout and, for
+weights, from the plan's collection and training steps. A change that costs
+more than the budget left is not proposed.
+"""
+
+from __future__ import annotations
+
+from sia.agents.contract import AgentState
+from sia.weights.config import WeightPlan
+
+TRAIN_STEP_S = 7.0
+"""Seconds per training step of 4 groups x 8 samples of sentiment on a 2-core CPU (bench/grpo_step.py measures it)."""
+
+
+def affordable(minutes: float, s: AgentState) -> bool:
+    return s.seconds_left is None or minutes * 60 <= s.seconds_left
+
+
+def gate_seconds(s: AgentState) -> float:
+    """About half a validation pass (gates often stop early), plus a smoke test."""
+    return 10 + 0.5 * s.val_n * s.rollout_s
+
+
+def harness_cost(s: AgentState) -> float:
+    """Minutes a harness edit costs: measured from past tries, else a gate."""
+    measured = s.memory.seconds_per_try("harness")
+    return (measured or gate_seconds(s)) / 60
+
+
+def weights_cost(wp: WeightPlan, s: AgentState) -> float:
+    """Minutes a weight update costs: measured from past tries, else collection + training + a gate."""
+    measured = s.memory.seconds_per_try("weights")
+    if measured:
+        return measured / 60
+    collect = wp.rounds * wp.examples * wp.samples * s.rollout_s * (1.5 if wp.samples > 1 else 1.0)
+    train = wp.rounds * wp.train.steps * TRAIN_STEP_S * wp.train.prompts_per_step / 4
+    return (collect + train + gate_seconds(s)) / 60

@@ -1,0 +1,49 @@
+"""The run's budgets: wall time counted across resumes, rollouts and model tokens, with time kept for the final test.
+
+The clock is saved in the store after every evaluation chunk, so a resumed run
+goes on counting from where it stopped. Time for the final test evaluation is
+reserved from the champion's measured validation throughput, so a run ends
+within its budget with a test score.
+"""
+
+from __future__ import annotations
+
+import time
+
+from sia.store.run import Run
+
+
+class Budget:
+    def __init__(self, run: Run, budget_s: float, max_rollouts: int | None, max_tokens: int | None, test_n: int) -> None:
+        self.run, self.budget_s, self.max_rollouts, self.max_tokens, self.test_n = run, budget_s, max_rollouts, max_tokens, test_n
+        self._t0 = time.monotonic()
+        self._elapsed0 = float(run.store.get_meta("elapsed_s", 0.0))
+
+    def elapsed(self) -> float:
+        return self._elapsed0 + time.monotonic() - self._t0
+
+    def save(self) -> None:
+        self.run.store.set_meta("elapsed_s", self.elapsed())
+
+    def test_reserve(self, cid: str) -> float:
+        """Seconds the final test evaluation of `cid` should take, from its measured val throughput."""
+        span, n = self.run.seconds_of(cid, "val")
+        if n == 0:
+            return 0.0
+        rate = n / span if span > 0 and n > 3 else 1.0
+        return 0.0 if self.run.finished(cid, "test") else 1.2 * self.test_n / max(rate, 0.05) + 5
+
+    def left(self, cid: str) -> float:
+        """Seconds left for work other than `cid`'s final test evaluation."""
+        return self.budget_s - self.elapsed() - self.test_reserve(cid)
+
+    def exhausted(self, reserve_s: float) -> str | None:
+        """Why the run must stop now, keeping `reserve_s` seconds, or None."""
+        if self.elapsed() + reserve_s >= self.budget_s:
+            return (f"wall-time budget: {self.elapsed():.0f}s used, {reserve_s:.0f}s kept for the final test, "
+                    f"budget {self.budget_s:.0f}s")
+        if self.max_rollouts is not None and self.run.store.count_rollouts() >= self.max_rollouts:
+            return f"rollout budget of {self.max_rollouts} spent"
+        if self.max_tokens is not None and self.run.store.count_tokens() >= self.max_tokens:
+            return f"token budget of {self.max_tokens} spent"
+        return None

@@ -1,0 +1,142 @@
+"""Levers: how a proposal becomes a challenger the gate can judge.
+
+A `Lever` turns a proposal of its own type into a new candidate (a harness
+version and an adapter version) or refuses it with a reason. It is given a
+`LeverContext`, not the loop: the run's records, the task, rollout collection
+through an unchanged harness, adapter serving and progress reporting, and
+nothing else. The loop then gates every challenger the same way.
+
+The builtin levers are `harness` (below) and `weights` (`sia.loop.weight_lever`).
+A further lever is one file that defines a `Lever` and its proposal type, plus
+`register(MyLever())`; its name is then accepted by `--levers` and its
+proposals are stored and resumed like the builtin ones. The registry exists
+because lever names are typed on the command line.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable, Protocol
+
+from sia.agents.proposal import HarnessEdit
+from sia.evaluation.executor import EvalConfig, EvalResult, execute
+from sia.harness.checks import refusal
+from sia.harness.sandbox import SandboxLimits
+from sia.store.records import purpose_key
+from sia.store.run import Run
+
+if TYPE_CHECKING:
+    from sia.policy.runtime import PolicyRuntime
+    from sia.task.loading import Example
+
+
+@dataclass(frozen=True)
+class Challenger:
+    """What a lever made of a proposal: a candidate for the gate, or a refusal (recorded as a rejection)."""
+
+    candidate: str | None
+    refused: str | None = None
+    note: str = ""
+    """What the lever did, shown before the gate (e.g. the training summary)."""
+
+
+class LeverContext:
+    """What a lever may use: the run, the task, rollouts through a harness, adapter serving, progress."""
+
+    def __init__(self, run: Run, runtime: "PolicyRuntime", *, seed: int, concurrency: int, limits: SandboxLimits,
+                 report: Callable[..., None], on_saved: Callable[[], None]) -> None:
+        self.run, self.runtime, self.seed = run, runtime, seed
+        self.task = run.task
+        self.store = run.store
+        self._concurrency, self._limits, self._report, self._saved = concurrency, limits, report, on_saved
+
+    def report(self, event: str, **data: Any) -> None:
+        """Progress for the live view: ("phase", text=...), ("train_start", steps=...), ("train_step", **log entry)."""
+        self._report(event, **data)
+
+    def serve_adapter(self, version: str | None) -> None:
+        """Serve adapter `version` from the run directory if the policy does not have it yet (after a resume)."""
+        if version and not self.runtime.has_model(version):
+            self.runtime.load_adapter(version, self.store.adapter_path(version))
+
+    def run_rollouts(self, cid: str, eid: str, split: str, examples: list["Example"], label: str, *, samples: int = 1,
+                     seed: int | None = None, model: str | None = None) -> EvalResult:
+        """Run `examples` into evaluation `eid` with candidate `cid`'s harness; `model` overrides its adapter."""
+        cand = self.store.candidate(cid)
+        adapter = model or cand.adapter_version
+        if model is None:
+            self.serve_adapter(adapter)
+        config = EvalConfig(split=split, seed=self.seed if seed is None else seed, samples=samples,
+                            concurrency=self._concurrency, limits=self._limits)
+        self.report("eval_start", label=label, evaluation=eid)
+        result = execute(self.task, self.run.source(cid), store=self.store, runtime=self.runtime, config=config,
+                         harness_version=cand.harness_version, adapter=adapter, candidate_id=cid, evaluation_id=eid,
+                         examples=examples, on_start=lambda total, done: self.report("eval_total", total=total, done=done),
+                         on_rollout=lambda r: self.report("rollout", record=r))
+        self._saved()
+        return result
+
+    def collect(self, cid: str, purpose: str, examples: list["Example"], label: str, *, samples: int, seed: int,
+                model: str | None, temperature: float | None = None) -> str:
+        """Rollouts of candidate `cid`'s unchanged harness on train `examples`, registered under `purpose`.
+
+        With `temperature`, the policy samples those rollouts' generations at it,
+        whatever the harness asks for (how GRPO gets G different samples).
+        """
+        eid = self.store.evaluation_for(cid, purpose, lambda: self.store.add_evaluation(
+            cid, "train", seed, samples, len(examples),
+            {"purpose": purpose_key(cid, purpose), "temperature": temperature, "model": self.runtime.model_name(model)}))
+        if temperature is not None:
+            self.runtime.service.explore(f"{eid}:", temperature)
+        try:
+            self.run_rollouts(cid, eid, "train", examples, label, samples=samples, seed=seed, model=model)
+        finally:
+            if temperature is not None:
+                self.runtime.service.explore(f"{eid}:", None)
+        return eid
+
+
+class Lever(Protocol):
+    name: str
+    """What `--levers` and a proposal's `lever` field call it."""
+    proposal_type: type
+    """The proposal dataclass this lever takes (stored as JSON, rebuilt on resume)."""
+
+    def challenger(self, ctx: LeverContext, gen: int, champion: str, proposal: Any) -> Challenger: ...
+
+
+class HarnessLever:
+    """A new harness version on the champion's adapter; refused before it runs if it does not compile or the guards object."""
+
+    name = "harness"
+    proposal_type = HarnessEdit
+
+    def challenger(self, ctx: LeverContext, gen: int, champion: str, proposal: HarnessEdit) -> Challenger:
+        store = ctx.store
+        champ = store.candidate(champion)
+        refused = refusal(proposal.source, ctx.task)
+        if refused:
+            version = store.add_harness_version(proposal.source, f"[rejected before running] {proposal.rationale}")
+            cid = store.add_candidate(version, champ.adapter_version, proposal.lever, proposal.rationale, parent=champion)
+            return Challenger(cid, refused=f"invalid harness: {refused}")
+        version = store.add_harness_version(proposal.source, proposal.rationale, parent=champ.harness_version)
+        return Challenger(store.add_candidate(version, champ.adapter_version, proposal.lever, proposal.rationale, parent=champion))
+
+
+_EXTRA: dict[str, Lever] = {}
+
+
+def register(lever: Lever) -> Lever:
+    """Make `lever` available to `--levers` and to the loop, under `lever.name`."""
+    _EXTRA[lever.name] = lever
+    return lever
+
+
+def available_levers() -> dict[str, Lever]:
+    from sia.loop.weight_lever import WeightLever
+
+    return {"harness": HarnessLever(), "weights": WeightLever(), **_EXTRA}
+
+
+def lever_names() -> tuple[str, ...]:
+    return tuple(available_levers())

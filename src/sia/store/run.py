@@ -1,0 +1,112 @@
+"""`Run`: a run directory opened with its task, and the questions the loop, the agents and the report ask of it.
+
+The store answers with records; `Run` derives what several places need from
+them (the scores of an evaluation by example, a candidate's harness source, the
+design memory, the summary), so that none of them reads the store row by row
+on its own or spells an evaluation key.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from sia.errors import StoreError
+from sia.store.memory import Entry, Memory
+from sia.store.store import Store
+from sia.task.loading import Task, load_task
+
+
+class Run:
+    def __init__(self, store: Store, task: Task) -> None:
+        self.store, self.task = store, task
+
+    @classmethod
+    def open(cls, run_dir: Path | str, write: bool = False, need_run: bool = True) -> "Run":
+        """Open a run directory and load its task; `need_run`: refuse a directory that holds only `sia eval` work."""
+        store = Store(run_dir, write=write)
+        try:
+            info = store.get_meta("task")
+            if info is None or (need_run and store.get_meta("run_config") is None):
+                raise StoreError(f"{run_dir} holds no `sia run`", "pass the --run-dir of a run")
+            return cls(store, load_task(info["folder"]))
+        except BaseException:
+            store.close()
+            raise
+
+    @property
+    def run_dir(self) -> Path:
+        return self.store.run_dir
+
+    def close(self) -> None:
+        self.store.close()
+
+    def __enter__(self) -> "Run":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- candidates and scores ----------------------------------------------------------------
+    def source(self, cid: str) -> str:
+        """The harness source of candidate `cid`."""
+        return self.store.harness_source(self.store.candidate(cid).harness_version)
+
+    def adapter(self, cid: str) -> str | None:
+        return self.store.candidate(cid).adapter_version
+
+    def scores(self, eid: str | None) -> dict[str, float]:
+        """Score per example of evaluation `eid` (the first sample's, as the gate pairs them)."""
+        return {r.example_id: r.score for r in self.store.rollouts(eid)} if eid else {}
+
+    def scores_of(self, cid: str, purpose: str = "val") -> dict[str, float]:
+        return self.scores(self.store.evaluation_id(cid, purpose))
+
+    def mean_of(self, cid: str, purpose: str = "val") -> float | None:
+        s = self.scores_of(cid, purpose)
+        return sum(s.values()) / len(s) if s else None
+
+    def score(self, cid: str | None, split: str) -> float | None:
+        """The finished score of `cid` on `split` (val or test), or None while incomplete."""
+        eid = self.store.evaluation_id(cid, split) if cid else None
+        ev = self.store.evaluation(eid) if eid else None
+        if ev is None:
+            return None
+        if ev.score is not None:
+            return ev.score
+        rows = self.store.rollouts(eid)
+        return sum(r.score for r in rows) / len(rows) if rows and len(rows) == ev.n_examples else None
+
+    def seconds_of(self, cid: str, purpose: str = "val") -> tuple[float, int]:
+        """(wall seconds from first to last rollout, rollouts) of `cid`'s evaluation for `purpose`."""
+        eid = self.store.evaluation_id(cid, purpose)
+        rows = self.store.rollouts(eid) if eid else []
+        if len(rows) < 2:
+            return 0.0, len(rows)
+        return max(r.created for r in rows) - min(r.created for r in rows), len(rows)
+
+    def finished(self, cid: str, purpose: str) -> bool:
+        eid = self.store.evaluation_id(cid, purpose)
+        ev = self.store.evaluation(eid) if eid else None
+        return bool(ev and ev.finished)
+
+    # -- history --------------------------------------------------------------------------------
+    def baseline(self) -> str | None:
+        champs = self.store.champions()
+        return champs[0].candidate_id if champs else None
+
+    def memory(self) -> Memory:
+        """Design memory: every decided generation that tried a change, with its outcome and cost."""
+        entries = []
+        for g in self.store.generations():
+            if not g.decided or not g.verdict or g.proposal["lever"] == "stop":
+                continue
+            v = g.verdict
+            entries.append(Entry(g.gen, g.proposal["lever"], g.proposal["kind"], v["accept"], v["delta"], v["p_value"],
+                                 g.rollouts or 0, g.seconds or 0.0, g.lesson or "", self.adapter(g.champion)))
+        return Memory(entries)
+
+    def summary(self) -> dict[str, Any]:
+        from sia.store.summary import run_summary
+
+        return run_summary(self)

@@ -1,0 +1,54 @@
+"""One config tree, written once: `sia run --help` comes from its fields, and the LLM agent's weight settings from the trainer's."""
+
+import os
+import re
+import subprocess
+
+from conftest import SIA
+from sia.agents.context import build_context
+from sia.loop.config import RunConfig, leaf_fields, option_name
+from sia.weights.config import WeightPlan, plan, setting_fields, settings_help
+
+
+def test_sia_run_help_is_generated_from_the_config_fields():
+    r = subprocess.run([SIA, "run", "--help"], capture_output=True, text=True, timeout=60, env={**os.environ, "COLUMNS": "400"})
+    assert r.returncode == 0, r.stderr
+    text = " ".join(r.stdout.split())
+    offered = [(option_name(p, f), f) for p, f in leaf_fields(RunConfig)
+               if not (isinstance(f.json_schema_extra, dict) and f.json_schema_extra.get("cli") in (False, "argument"))]
+    names = [n for n, _ in offered]
+    assert len(names) == len(set(names)), "option names are unique across the tree"
+    for name, f in offered:
+        assert f"--{name.replace('_', '-')}" in text, name
+        first_words = " ".join(f.description.split()[:4])
+        assert first_words in text, (name, first_words)
+
+
+def test_every_weight_setting_shown_to_the_llm_agent_is_accepted_key_by_key():
+    listed = re.findall(r"^- (\w+) \(default (.*?)\): ", settings_help(), re.M)
+    assert {k for k, _ in listed} == set(setting_fields()), "the list covers every setting and nothing else"
+    for key, default in listed:
+        value = setting_fields()[key].get_default(call_default_factory=True)
+        assert repr(value) == default
+        wp = plan("grpo", {key: value})
+        assert isinstance(wp, WeightPlan), key
+    assert "aggregation" in dict(listed) and "loss_agg" not in dict(listed)
+
+
+def test_the_llm_agents_evidence_lists_the_generated_settings(tmp_path):
+    from collections import Counter
+
+    from sia.agents.contract import AgentState
+    from sia.evaluation.analysis import Analysis
+    from sia.store.memory import Memory
+    from sia.store.store import Store
+    from sia.task.loading import load_task
+
+    task = load_task("sentiment")
+    state = AgentState(task, "def solve(e, ctx):\n    return 'x'\n", Analysis(0, 0.0, Counter(), Counter(), Counter(), Counter()),
+                       Memory(), task.split("train"), levers=("harness", "weights"))
+    with Store(tmp_path / "run") as store:
+        from sia.agents.context import Evidence
+
+        text = build_context(state, store, Evidence(state, store), 16000)
+    assert settings_help() in text
