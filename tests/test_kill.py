@@ -23,24 +23,34 @@ def _count(db) -> int:
         return 0
 
 
-def _sandboxes(parent: int) -> list[int]:
-    """Pids of live sandbox processes started by the sia process `parent`."""
-    pids = []
-    for d in os.listdir("/proc"):
-        if not d.isdigit():
-            continue
+def _descendants(root: int) -> list[int]:
+    found, stack = [], [root]
+    while stack:
+        pid = stack.pop()
         try:
-            cmd = open(f"/proc/{d}/cmdline", "rb").read()
+            for task in os.listdir(f"/proc/{pid}/task"):
+                kids = [int(x) for x in open(f"/proc/{pid}/task/{task}/children").read().split()]
+                found += kids
+                stack += kids
         except OSError:
             continue
-        if b"sia.harness.child" in cmd:
-            try:
-                env = open(f"/proc/{d}/environ", "rb").read()
-            except OSError:
-                continue
-            if f"SIA_PARENT_PID={parent}".encode() in env:
-                pids.append(int(d))
+    return found
+
+
+def _sandboxes(parent: int) -> list[int]:
+    """Pids of live rollout processes (the harness's Python) started by the sia process `parent`."""
+    pids = []
+    for pid in _descendants(parent):
+        try:
+            if b"sia.harness.child" in open(f"/proc/{pid}/cmdline", "rb").read() and b"bwrap" not in open(f"/proc/{pid}/cmdline", "rb").read():
+                pids.append(pid)
+        except OSError:
+            continue
     return pids
+
+
+def _alive(pids: list[int]) -> list[int]:
+    return [p for p in pids if os.path.exists(f"/proc/{p}") and b"sia.harness.child" in open(f"/proc/{p}/cmdline", "rb").read()]
 
 
 def test_sigkill_during_eval_loses_no_finished_rollout(tmp_path):
@@ -82,15 +92,14 @@ def test_killed_sia_leaves_no_harness_running(tmp_path, tiny_task):
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and len(_sandboxes(proc.pid)) < 3:
             time.sleep(0.2)
-        assert len(_sandboxes(proc.pid)) == 3
+        harnesses = _sandboxes(proc.pid)
+        assert len(harnesses) == 3
         os.kill(proc.pid, signal.SIGKILL)  # sia only: its sandboxes live in sessions of their own
         proc.wait(timeout=30)
         deadline = time.monotonic() + 5
-        while time.monotonic() < deadline and _sandboxes(proc.pid):
+        while time.monotonic() < deadline and _alive(harnesses):
             time.sleep(0.1)
-        assert _sandboxes(proc.pid) == []
+        assert _alive(harnesses) == []
     finally:
         if proc.poll() is None:
             proc.kill()
-        for pid in _sandboxes(proc.pid):
-            os.kill(pid, signal.SIGKILL)

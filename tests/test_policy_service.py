@@ -10,8 +10,13 @@ from sia.harness.client import LLMClient, LLMError
 from sia.policy.service import PolicyService, RemoteBackend
 
 
-def _client(rt, rollout=None):
-    return LLMClient(rt.service.url, rt.model_name(), api_key=rt.service.api_key, rollout_id=rollout)
+def _client(rt):
+    return LLMClient(rt.service.url, rt.model_name(), api_key=rt.service.api_key)
+
+
+def _door_client(service, door):
+    """The client a sandboxed harness gets: the rollout's door (a Unix socket and a token)."""
+    return LLMClient("http://sia/v1", door.model, api_key=door.token, unix_socket=door.socket)
 
 
 def test_concurrent_requests_share_forward_passes(runtime):
@@ -39,10 +44,11 @@ def test_concurrent_requests_share_forward_passes(runtime):
 
 
 def test_calls_are_recorded_per_rollout_with_token_ids_and_logprobs(runtime):
-    c = _client(runtime, rollout="r-test-1")
+    door = runtime.service.open_door("r-test-1", runtime.model_name())
+    c = _door_client(runtime.service, door)
     reply = c.chat("Is 'a wonderful film' positive or negative?", max_tokens=5, temperature=0.0)
     scores = c.logprobs(c.render_chat([{"role": "user", "content": "Say yes."}]), ["Yes", "No"])
-    calls = runtime.service.pop_calls("r-test-1")
+    calls = runtime.service.close_door(door)
     assert [x["kind"] for x in calls] == ["chat", "score"]
     chat = calls[0]
     comp = chat["completions"][0]
@@ -50,7 +56,9 @@ def test_calls_are_recorded_per_rollout_with_token_ids_and_logprobs(runtime):
     assert len(comp["logprobs"]) == len(comp["token_ids"]) and all(lp <= 0 for lp in comp["logprobs"])
     assert comp["text"] == reply.text
     assert len(scores) == 2 and all(s < 0 for s in scores)
-    assert runtime.service.pop_calls("r-test-1") == []
+    assert runtime.service.close_door(door) == []
+    with pytest.raises(LLMError, match="401"):
+        c.chat("the door is closed now", max_tokens=1)
 
 
 def test_logprobs_match_a_direct_forward_pass(runtime):
@@ -106,10 +114,11 @@ def test_same_client_through_a_recording_proxy_to_an_external_endpoint(runtime):
     proxy = PolicyService(RemoteBackend(runtime.service.url, runtime.model_name(), api_key=runtime.service.api_key))
     proxy.start()
     try:
-        c = LLMClient(proxy.url, "anything", api_key=proxy.api_key, rollout_id="r-proxy")
+        door = proxy.open_door("r-proxy", "anything")
+        c = _door_client(proxy, door)
         assert c.chat("Say hi", max_tokens=3).text is not None
         assert len(c.logprobs("The sky is", [" blue", " green"])) == 2
-        calls = proxy.pop_calls("r-proxy")
+        calls = proxy.close_door(door)
         assert [x["kind"] for x in calls] == ["chat", "score"]
         assert calls[0]["completions"][0]["token_ids"]
     finally:

@@ -16,7 +16,7 @@ from typing import Any, Callable
 
 from sia.errors import HarnessError, SiaError, StoreError
 from sia.evaluation.executor import EvalConfig, EvalResult, execute
-from sia.harness.checks import read_harness
+from sia.harness.checks import read_harness, sandbox_refusal
 from sia.harness.sandbox import SandboxLimits
 from sia.loop.config import RunConfig, from_flat
 from sia.loop.loop import Loop, Observer, _quiet
@@ -53,6 +53,20 @@ def check_keys(config: RunConfig) -> None:
             api_key(parse_model_spec(spelling))
 
 
+def check_endpoints(config: RunConfig) -> None:
+    """An agent model on a server of the user's (openai:MODEL@URL) must answer before the run starts."""
+    from sia.agents.config import parse_model_spec
+    from sia.policy.runtime import check_endpoint
+
+    a = config.agents
+    if a.replay:
+        return
+    for spelling in dict.fromkeys(x for x in (a.feedback_model, a.meta_spec_spelling) if x):
+        spec = parse_model_spec(spelling)
+        if spec.base_url:
+            check_endpoint(spec.base_url, os.environ.get("OPENAI_API_KEY"), timeout_s=5.0)
+
+
 def build_agents(config: RunConfig, store: Store) -> dict[str, Any]:
     """The Loop's Feedback-Agent and Meta-Agent model from the run config (recorded, or replayed with --replay)."""
     from sia.agents.clients import AgentBudget, AgentModel, AgentModelConfig, Recording
@@ -84,11 +98,14 @@ def _loop(run: Run, config: RunConfig, observer: Observer) -> dict[str, Any]:
     return summary
 
 
-def run_config(task: str = "sentiment", **settings: Any) -> RunConfig:
-    """The checked RunConfig of `sia run` from flat settings, with keys checked; nothing is loaded or started."""
+def prepare_run(task: str = "sentiment", **settings: Any) -> tuple[RunConfig, Task]:
+    """Everything `sia run` checks before it loads a model or makes a run directory: settings, keys, endpoints, the task."""
     config = from_flat(task=str(task), **settings)
     check_keys(config)
-    return config
+    task_obj = load_task(config.task)
+    task_obj.require("train", "val", "test")
+    check_endpoints(config)
+    return config, task_obj
 
 
 def run(task: str = "sentiment", *, run_dir: str | Path | None = None, observer: Observer = _quiet, model: str | None = None,
@@ -98,9 +115,7 @@ def run(task: str = "sentiment", *, run_dir: str | Path | None = None, observer:
     `settings` are the fields of `RunConfig`, flat: `budget="10m"`, `levers="harness,weights"`, `seed=0`, `tau=`, `alpha=`,
     `feedback="llm"`, `feedback_model=`, ... `levers` defaults to both, or harness alone with a remote `task_model`.
     """
-    config = run_config(task, **settings)
-    task_obj = load_task(config.task)
-    task_obj.split("val")
+    config, task_obj = prepare_run(task, **settings)
     run_dir = Path(run_dir) if run_dir else default_run_dir(task_obj.name, "run")
     if (run_dir / "sia.db").exists():
         raise StoreError(f"{run_dir} already holds a run", f"continue it with `sia resume {run_dir}` or pick another --run-dir")
@@ -134,18 +149,25 @@ def resume(run_dir: str | Path, observer: Observer = _quiet, **raised: Any) -> d
 def evaluate(task: str | Path | Task, *, harness: Path | str | None = None, split: str = "val", limit: int | None = None,
              samples: int = 1, seed: int = 0, concurrency: int = 8, timeout: float | None = None,
              run_dir: Path | str | None = None, endpoint: str | None = None, model: str | None = None,
-             adapter: Path | str | None = None, on_start: Callable[[int, int], None] | None = None,
-             on_rollout: Callable[[Any], None] | None = None, on_loading: Callable[[str], None] | None = None) -> EvalResult:
+             adapter: Path | str | None = None, sandbox: str = "auto", unsafe_sandbox: bool = False,
+             on_start: Callable[[int, int], None] | None = None, on_rollout: Callable[[Any], None] | None = None,
+             on_loading: Callable[[str], None] | None = None) -> EvalResult:
     """Run a harness (default: the task's own, or the template) on a split; `sia eval`."""
     task_obj = task if isinstance(task, Task) else load_task(task)
-    task_obj.split(split)  # validates the split name and that the data is there
+    task_obj.require(split)  # the split name, the data, a non-empty split and a grader that runs
+    if timeout is not None and timeout <= 0:
+        raise SiaError(f"--timeout must be positive, not {timeout:g}", "give the wall-clock seconds per rollout")
     if harness is not None:
         source, rationale = read_harness(Path(harness)), f"harness from {Path(harness).name}"
     else:
         source, rationale = default_harness_source(task_obj)
     run_dir = Path(run_dir) if run_dir else default_run_dir(task_obj.name, "eval")
-    limits = SandboxLimits(timeout_s=timeout or task_obj.spec.harness.timeout_s)
-    config = EvalConfig(split=split, limit=limit, samples=samples, seed=seed, concurrency=concurrency, limits=limits)
+    limits = SandboxLimits(timeout_s=timeout or task_obj.spec.harness.timeout_s, isolation=sandbox)
+    config = EvalConfig(split=split, limit=limit, samples=samples, seed=seed, concurrency=concurrency, limits=limits,
+                        unsafe_sandbox=unsafe_sandbox)
+    refused = sandbox_refusal(source, sandbox, unsafe_sandbox)
+    if refused:
+        raise HarnessError(refused, "install bubblewrap, or pass --unsafe-sandbox if you trust this harness")
     with Store(run_dir) as store:
         store.set_meta("task", {"name": task_obj.name, "folder": str(task_obj.folder)})
         if on_loading:
@@ -178,6 +200,8 @@ def status(run_dir: str | Path) -> dict[str, Any]:
         summary = run.summary()
         summary["budget_s"] = run.store.get_meta("run_config")["budget"]
         summary["running"] = _locked(Path(run_dir) / ".lock")
+        if summary["status"] == "running" and not summary["running"]:
+            summary["status"] = "interrupted"  # its process died; `sia resume` continues it
         return summary
 
 

@@ -21,8 +21,21 @@ out = Console()
 
 
 def fail(e: SiaError) -> None:
-    err.print(f"[bold red]error:[/] {e.message}" + (f" [dim]({e.hint})[/]" if e.hint else ""), highlight=False, soft_wrap=True)
+    from rich.markup import escape
+
+    err.print(f"[bold red]error:[/] {escape(e.message)}" + (f" [dim]({escape(e.hint)})[/]" if e.hint else ""), highlight=False,
+              soft_wrap=True)
     raise typer.Exit(2)
+
+
+def sandbox_note(kind: str = "auto") -> None:
+    """One line at the start when rollouts cannot be isolated by the kernel here."""
+    from sia.harness.isolation import detect
+
+    how = detect(kind)
+    if not how.kernel:
+        err.print(f"[yellow]warning:[/] rollouts run in a process sandbox only ({how.note}); sia's template harnesses run, "
+                  "others need --unsafe-sandbox (README 'Security')", highlight=False, soft_wrap=True)
 
 
 @app.command()
@@ -93,6 +106,8 @@ def eval_cmd(
     endpoint: Annotated[Optional[str], typer.Option(help="External OpenAI-compatible base URL, e.g. http://localhost:8000/v1.")] = None,
     model: Annotated[Optional[str], typer.Option(help="Model name at --endpoint, or a local HF model folder.")] = None,
     adapter: Annotated[Optional[Path], typer.Option(help="A PEFT LoRA adapter folder to run the local policy with.")] = None,
+    sandbox: Annotated[str, typer.Option(help="Rollout isolation: auto (bubblewrap where it runs), bwrap, or process.")] = "auto",
+    unsafe_sandbox: Annotated[bool, typer.Option(help="Run a harness sia did not write even where only the process sandbox is available.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON result on stdout.")] = False,
 ) -> None:
     """Run a harness on a task split and print the score with a 95% confidence interval."""
@@ -100,10 +115,12 @@ def eval_cmd(
         from sia import api
         from sia.cli.live import EvalProgress
 
+        sandbox_note(sandbox)
         with EvalProgress(err, f"{Path(str(task)).name}/{split}") as bar:
             result = api.evaluate(task, harness=harness, split=split, limit=limit, samples=samples, seed=seed,
                                   concurrency=concurrency, timeout=timeout, run_dir=run_dir, endpoint=endpoint, model=model,
-                                  adapter=adapter, on_start=bar.on_start, on_rollout=bar.on_rollout)
+                                  adapter=adapter, sandbox=sandbox, unsafe_sandbox=unsafe_sandbox, on_start=bar.on_start,
+                                  on_rollout=bar.on_rollout)
     except SiaError as e:
         fail(e)
     if as_json:
@@ -167,10 +184,9 @@ def _run_with_view(fn, budget_s: float, elapsed0: float, as_json: bool):
 def _run(settings: dict, extras: dict) -> None:
     try:
         from sia import api
-        from sia.task.loading import load_task
 
-        config = api.run_config(**settings)  # a bad setting, key or task fails here, before the live view starts
-        load_task(config.task).split("val")
+        config, _ = api.prepare_run(**settings)  # a bad setting, key, endpoint or task fails here, before anything starts
+        sandbox_note(config.sandbox)
         _run_with_view(lambda view: api.run(run_dir=extras["run_dir"], observer=view, **settings), config.budget, 0.0,
                        extras["as_json"])
     except SiaError as e:
@@ -198,11 +214,12 @@ def resume_cmd(run_dir: Annotated[Path, typer.Argument(help="The run directory o
     """Continue a run where it stopped; finished rollouts are neither lost nor redone."""
     try:
         from sia import api
-        from sia.store.store import Store
+        from sia.store.run import Run
 
-        with Store(run_dir, write=False) as store:
-            cfg = store.get_meta("run_config") or {}
-            elapsed = float(store.get_meta("elapsed_s", 0.0))
+        with Run.open(run_dir) as run:  # a damaged or incomplete run directory fails here, before anything starts
+            cfg = run.store.get_meta("run_config") or {}
+            elapsed = float(run.store.get_meta("elapsed_s", 0.0))
+        sandbox_note(cfg.get("sandbox", "auto"))
         raised = {k: v for k, v in {"agent_budget_usd": agent_budget_usd, "agent_budget_tokens": agent_budget_tokens}.items() if v is not None}
         _run_with_view(lambda view: api.resume(run_dir, observer=view, **raised), float(cfg.get("budget", 0)), elapsed, as_json)
     except SiaError as e:
@@ -259,8 +276,14 @@ def rollback_cmd(run_dir: Annotated[Path, typer.Argument(help="A run directory."
 def main() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    import sqlite3
+
     try:
         app()
+    except sqlite3.DatabaseError as e:  # a store damaged under sia's feet, found mid-query
+        err.print(f"[bold red]error:[/] the run store is damaged ({e}) [dim](restore sia.db from a copy, or start a new run)[/]",
+                  highlight=False, soft_wrap=True)
+        sys.exit(2)
     except KeyboardInterrupt:
         err.print("[yellow]interrupted; completed rollouts are saved in the run directory[/]")
         sys.exit(130)

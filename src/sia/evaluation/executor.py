@@ -14,13 +14,15 @@ example: the comparison is paired.
 
 from __future__ import annotations
 
+import json
 import time
 import zlib
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from sia.harness.checks import check_harness_source
+from sia.errors import HarnessError
+from sia.harness.checks import check_harness_source, sandbox_refusal
 from sia.task.graders import Grade
 from sia.policy.runtime import PolicyRuntime
 from sia.harness.sandbox import SandboxLimits, SandboxResult, run_in_sandbox
@@ -43,6 +45,8 @@ class EvalConfig:
     concurrency: int = 8
     """Rollouts running at once."""
     limits: SandboxLimits = field(default_factory=SandboxLimits)
+    unsafe_sandbox: bool = False
+    """Run harnesses sia did not write even where only the process sandbox is available."""
 
 
 @dataclass
@@ -97,6 +101,9 @@ def execute(task: Task, source: str, *, store: Store, runtime: PolicyRuntime, co
              examples: list[Example] | None = None, on_start: Callable[[int, int], None] | None = None,
              on_rollout: Callable[[NewRollout], None] | None = None) -> EvalResult:
     check_harness_source(source)
+    refused = sandbox_refusal(source, config.limits.isolation, config.unsafe_sandbox)
+    if refused:
+        raise HarnessError(refused, "install bubblewrap, or pass --unsafe-sandbox if you trust this harness")
     if examples is None:
         examples = task.split(config.split)
         if config.limit is not None:
@@ -119,14 +126,17 @@ def execute(task: Task, source: str, *, store: Store, runtime: PolicyRuntime, co
     def run_one(ex: Example, sample: int) -> NewRollout:
         rid = f"{evaluation_id}:{ex.id}:{sample}"
         seed = rollout_seed(config.seed, ex.id, sample)
-        runtime.service.pop_calls(rid)  # drop leftovers of an earlier, killed attempt
-        res = run_in_sandbox(source, ex.visible(), rollout_id=rid, llm_url=runtime.service.url, llm_key=runtime.service.api_key,
-                             model=model, task_info=task_info, seed=seed, sample=sample, output_kind=task.spec.output, limits=config.limits)
+        door = runtime.service.open_door(rid, model)
+        try:
+            res = run_in_sandbox(source, ex.visible(), door=door, task_info=task_info, seed=seed, sample=sample,
+                                 output_kind=task.spec.output, limits=config.limits)
+        finally:
+            calls = runtime.service.close_door(door)
         grade, error_type, error = _grade(task, ex, res)
         now = time.time()
-        events = sorted(_llm_events(runtime.service.pop_calls(rid)) + res.events, key=lambda e: e.get("t", 0.0))
-        if res.ok:
-            events.append({"kind": "output", "t": now, "data": {"output": res.output}})
+        events = sorted(_llm_events(calls) + res.events, key=lambda e: e.get("t", 0.0))
+        if res.ok:  # the output itself is stored once, on the rollout
+            events.append({"kind": "output", "t": now, "data": {"type": type(res.output).__name__, "chars": len(json.dumps(res.output))}})
         else:
             events.append({"kind": "error", "t": now, "data": {"boundary": "harness" if error_type != "policy" else "policy",
                                                                "error_type": error_type, "message": error,

@@ -28,14 +28,17 @@ def check_harness_source(source: str, name: str = "harness.py") -> None:
         raise HarnessError(f"{name} defines no solve(example, ctx)", "a harness must define solve(example, ctx)")
 
 
-def refusal(source: str, task: "Task") -> str | None:
-    """Why `source` may not run at all (it does not compile or define solve, or the guards refuse it), or None."""
+def refusal(source: str, task: "Task", isolation: str = "auto", unsafe: bool = False) -> str | None:
+    """Why `source` may not run at all (it does not compile or define solve, the guards refuse it, or the sandbox here
+    cannot contain it), or None."""
     try:
         check_harness_source(source)
     except HarnessError as e:
         return e.message
     refused = check_harness(source, task)
-    return "refused by guards: " + "; ".join(refused) if refused else None
+    if refused:
+        return "refused by guards: " + "; ".join(refused)
+    return sandbox_refusal(source, isolation, unsafe)
 
 
 def read_harness(path: Path) -> str:
@@ -48,3 +51,27 @@ def read_harness(path: Path) -> str:
         raise HarnessError(f"cannot read harness file {path}: {e}", "pass a UTF-8 Python file") from None
     check_harness_source(source, path.name)
     return source
+
+
+def is_template(source: str) -> bool:
+    """Exactly a harness sia's template renders (the builtin agents' own), as opposed to one a user or an LLM wrote."""
+    from sia.harness.template import read_config, render
+
+    cfg = read_config(source)
+    return cfg is not None and render(cfg) == source
+
+
+def sandbox_refusal(source: str, isolation: str = "auto", unsafe: bool = False) -> str | None:
+    """Why `source` may not run in the sandbox this machine offers, or None.
+
+    Only bubblewrap keeps a harness from what it must not see. Where only the
+    process sandbox runs, sia runs its own template harnesses (with a warning at
+    start) and refuses others unless the user passed `--unsafe-sandbox`.
+    """
+    from sia.harness.isolation import detect
+
+    how = detect(isolation)
+    if how.kernel or unsafe or is_template(source):
+        return None
+    return (f"this harness was not written by sia's template, and only the process sandbox is available here ({how.note}): "
+            "it could read hidden labels")

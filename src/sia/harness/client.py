@@ -10,6 +10,10 @@ rollout processes share those cores with the model.
 
 `logprobs(prompt, continuations)` uses the completions API with `echo=true`,
 `max_tokens=0` and `logprobs`, which vLLM and sia's service implement.
+
+Inside sia's sandbox the client reaches the policy through a Unix socket (the
+rollout's door, `unix_socket=`), with the door's token as its key: there is no
+network in the sandbox.
 """
 
 from __future__ import annotations
@@ -38,14 +42,27 @@ class Reply:
         return self.text
 
 
+class _UnixConnection(http.client.HTTPConnection):
+    """HTTP over a Unix socket (the sandbox's door to the policy)."""
+
+    def __init__(self, path: str, timeout: float) -> None:
+        super().__init__("sia", timeout=timeout)
+        self._path = path
+
+    def connect(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        sock.connect(self._path)
+        self.sock = sock
+
+
 class LLMClient:
-    def __init__(self, base_url: str, model: str, api_key: str | None = None, rollout_id: str | None = None,
-                 timeout_s: float = 120.0, retries: int = 2, default_seed: int | None = None) -> None:
+    def __init__(self, base_url: str, model: str, api_key: str | None = None, timeout_s: float = 120.0, retries: int = 2,
+                 default_seed: int | None = None, unix_socket: str | None = None) -> None:
         headers = {"Content-Type": "application/json"}
         if api_key:
             headers["Authorization"] = f"Bearer {api_key}"
-        if rollout_id:
-            headers["X-Sia-Rollout"] = rollout_id
+        self._unix = unix_socket
         self.base_url = base_url.rstrip("/")
         parts = urlsplit(self.base_url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -66,8 +83,11 @@ class LLMClient:
 
     def _connection(self) -> http.client.HTTPConnection:
         if self._conn is None:
-            cls = http.client.HTTPSConnection if self._scheme == "https" else http.client.HTTPConnection
-            self._conn = cls(self._host, self._port, timeout=self._timeout)
+            if self._unix:
+                self._conn = _UnixConnection(self._unix, self._timeout)
+            else:
+                cls = http.client.HTTPSConnection if self._scheme == "https" else http.client.HTTPConnection
+                self._conn = cls(self._host, self._port, timeout=self._timeout)
         return self._conn
 
     def _send(self, path: str, payload: bytes) -> tuple[int, bytes]:

@@ -1,49 +1,57 @@
-"""Runs one rollout of a harness in a separate, limited process.
+"""Runs one rollout of a harness in a sandbox and reads back what it did, as data.
 
-Each rollout gets a fresh process started with `python -I -m sia.harness.child`
-in its own session (so the whole process group can be killed), a scratch
-working directory, an environment scrubbed down to a handful of variables, and
-rlimits on CPU time, address space, file size, open files and processes. A
-wall-clock timeout kills the group. Whatever happens, the parent gets a
-`SandboxResult`: a crash, hang, exit or bad return value is data, never an
-exception in sia.
+Each rollout is a fresh process (`sia.harness.child`) isolated as
+`sia.harness.isolation` describes: inside bubblewrap's namespaces with
+rollout-wide memory and process limits where the machine allows, else as a
+plain limited process. It reaches the model only through its door to the
+policy service (`sia.policy.service.Door`), and reports through a pipe that
+the parent reads with limits (`sia.harness.outputs`). A wall-clock timeout
+ends it and every process it started.
 
-Limits of this sandbox, said plainly: it is process isolation, not a container.
-The harness can read files the user can read and open network sockets; RLIMIT_NPROC
-is not enforced for root. Issue-level guards on proposed harnesses (reads of
-hidden labels, network access) are checked before a harness is run.
+Whatever happens, the parent gets a `SandboxResult`: a crash, hang, exit,
+limit, bad output or forged record is a typed error, never an exception in sia.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import resource
+import select
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from sia.harness import isolation as iso
+from sia.harness.outputs import OutputError, parse
 
 
 @dataclass
 class SandboxLimits:
     timeout_s: float = 60.0
-    """Wall-clock limit of one rollout."""
+    """Wall-clock limit of one rollout: every process of the rollout dies at it."""
     cpu_s: int = 120
-    """CPU-time limit (RLIMIT_CPU)."""
+    """CPU-time limit of each process (RLIMIT_CPU)."""
     memory_mb: int = 2048
-    """Address-space limit (RLIMIT_AS)."""
+    """Memory of the rollout as a whole, children included (a cgroup, else sia's watch)."""
+    max_procs: int = 64
+    """Processes of the rollout as a whole (a pids cgroup, else RLIMIT_NPROC in the user namespace)."""
     file_mb: int = 16
-    """Largest file the harness may write, stdout included (RLIMIT_FSIZE)."""
-    max_procs: int = 256
-    """RLIMIT_NPROC (not enforced for root)."""
+    """Largest file the harness may write, its stdout included (RLIMIT_FSIZE)."""
     max_files: int = 256
     """Open file descriptors (RLIMIT_NOFILE)."""
+    disk_mb: int = 256
+    """Size of the private scratch folder (a tmpfs inside bubblewrap)."""
+    output_mb: float = 1.0
+    """Largest output a harness may return; larger is a harness_output error."""
+    events_mb: float = 4.0
+    """Everything the rollout process may report (events and result); more is a harness_output error."""
+    isolation: str = "auto"
+    """auto (bubblewrap where it runs, else a process), bwrap, or process."""
 
 
 @dataclass
@@ -63,24 +71,6 @@ class SandboxResult:
         return self.status == "ok"
 
 
-def apply_limits(limits: dict[str, Any]) -> None:
-    """Set rlimits on the current process; the sandbox child calls this before loading the harness.
-
-    Done in the child rather than in a `preexec_fn`, which is unsafe in a parent
-    that runs threads (the policy service and the rollout pool do).
-    """
-    mb = 1024 * 1024
-    resource.setrlimit(resource.RLIMIT_CPU, (limits["cpu_s"], limits["cpu_s"] + 5))
-    resource.setrlimit(resource.RLIMIT_AS, (limits["memory_mb"] * mb, limits["memory_mb"] * mb))
-    resource.setrlimit(resource.RLIMIT_FSIZE, (limits["file_mb"] * mb, limits["file_mb"] * mb))
-    resource.setrlimit(resource.RLIMIT_NOFILE, (limits["max_files"], limits["max_files"]))
-    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-    try:
-        resource.setrlimit(resource.RLIMIT_NPROC, (limits["max_procs"], limits["max_procs"]))
-    except (ValueError, OSError):
-        pass
-
-
 def _tail(path: Path, n: int = 2000) -> str:
     try:
         with open(path, "rb") as f:
@@ -93,24 +83,6 @@ def _tail(path: Path, n: int = 2000) -> str:
         return ""
 
 
-def _read_events(path: Path, max_events: int = 10_000) -> list[dict[str, Any]]:
-    events = []
-    try:
-        with open(path, encoding="utf-8", errors="replace") as f:
-            for line in f:
-                if len(events) >= max_events:
-                    break
-                try:
-                    ev = json.loads(line)
-                except json.JSONDecodeError:
-                    continue  # a torn last line from a killed process
-                if isinstance(ev, dict) and isinstance(ev.get("kind"), str):
-                    events.append(ev)
-    except OSError:
-        pass
-    return events
-
-
 def _signal_name(code: int) -> str:
     try:
         name = signal.Signals(-code).name
@@ -120,54 +92,131 @@ def _signal_name(code: int) -> str:
     return name + reason.get(name, "")
 
 
-def run_in_sandbox(source: str, example: dict[str, Any], *, rollout_id: str, llm_url: str, llm_key: str | None,
-                   model: str, task_info: dict[str, Any], seed: int = 0, sample: int = 0, output_kind: str = "text",
-                   limits: SandboxLimits | None = None, keep_dir: Path | None = None) -> SandboxResult:
-    """Run `solve(example, ctx)` from `source` in a fresh limited process."""
+class _Watch:
+    """Reads the report pipe until it closes or the deadline passes, enforcing sizes and, without cgroups, memory."""
+
+    def __init__(self, proc: subprocess.Popen, fd: int, limits: SandboxLimits, watch_memory: bool) -> None:
+        self.proc, self.fd, self.limits, self.watch_memory = proc, fd, limits, watch_memory
+        self.data = bytearray()
+        self.truncated = self.timed_out = False
+        self.killed_for: str | None = None
+
+    def run(self, deadline: float) -> None:
+        cap = int(self.limits.events_mb * 1024 * 1024)
+        next_check = time.monotonic()
+        while True:
+            now = time.monotonic()
+            if now >= deadline:
+                self.timed_out = True
+                return
+            if self.watch_memory and now >= next_check:
+                rss, procs = iso.tree_memory(self.proc.pid)
+                if rss > self.limits.memory_mb * 1024 * 1024:
+                    self.killed_for = f"the rollout's processes used {rss / 2**20:.0f} MB, over its {self.limits.memory_mb} MB limit"
+                    return
+                next_check = now + 0.2
+            exited = self.proc.poll() is not None
+            ready, _, _ = select.select([self.fd], [], [], 0.05 if exited else min(0.2, deadline - now))
+            if not ready:
+                if exited:
+                    return  # the sandbox ended; whatever it started dies with it
+                continue
+            chunk = os.read(self.fd, 65536)
+            if not chunk:
+                return  # every writer closed its end: the rollout finished
+            if len(self.data) + len(chunk) > cap:
+                self.truncated = True
+                return
+            self.data += chunk
+
+
+def run_in_sandbox(source: str, example: dict[str, Any], *, door, task_info: dict[str, Any], seed: int = 0, sample: int = 0,
+                   output_kind: str = "text", limits: SandboxLimits | None = None) -> SandboxResult:
+    """Run `solve(example, ctx)` from `source` in a fresh sandboxed process; `door` is its way to the policy."""
     limits = limits or SandboxLimits()
-    scratch = Path(tempfile.mkdtemp(prefix="sia-rollout-"))
+    how = iso.detect(limits.isolation)
+    host = Path(tempfile.mkdtemp(prefix="sia-rollout-"))
+    cgroups = None
     try:
-        job = {"source": source, "example": example, "rollout_id": rollout_id, "model": model, "task": task_info,
-               "seed": seed, "sample": sample, "output_kind": output_kind, "timeout_s": limits.timeout_s,
-               "limits": asdict(limits)}
-        (scratch / "job.json").write_text(json.dumps(job))
-        env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": str(scratch), "TMPDIR": str(scratch), "LANG": "C.UTF-8",
-               "PYTHONDONTWRITEBYTECODE": "1", "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1",
-               "SIA_LLM_URL": llm_url, "SIA_LLM_KEY": llm_key or "", "SIA_PARENT_PID": str(os.getpid())}
+        kernel_memory = how.kernel and bool(how.cgroups)
+        child_limits = {"cpu_s": limits.cpu_s, "file_mb": limits.file_mb, "max_files": limits.max_files,
+                        "max_procs": limits.max_procs, "address_space_mb": None if kernel_memory else max(limits.memory_mb, 256)}
+        job = {"source": source, "example": example, "task": task_info, "seed": seed, "sample": sample, "output_kind": output_kind,
+               "timeout_s": limits.timeout_s, "limits": child_limits,
+               "llm": {"socket": iso.DOOR if how.kernel else door.socket, "token": door.token, "model": door.model}}
+        (host / "job.json").write_text(json.dumps(job))
+        env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "PYTHONDONTWRITEBYTECODE": "1", "PYTHONUNBUFFERED": "1",
+               "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+        r, w = os.pipe()
+        if how.kernel:
+            env.update(HOME=iso.WORK, TMPDIR="/tmp")
+            command = iso.bwrap_command(host / "job.json", door.socket, w, limits.disk_mb, env)
+            if how.cgroups:
+                cgroups = iso.Cgroups(how.cgroups, limits.memory_mb, limits.max_procs)
+                command = cgroups.wrap(command)
+            cwd, popen_env = host, {"PATH": env["PATH"]}
+        else:
+            work = host / "work"
+            work.mkdir()
+            env.update(HOME=str(work), TMPDIR=str(work), SIA_PARENT_PID=str(os.getpid()))
+            command, cwd, popen_env = iso.process_command(host / "job.json", w), work, env
         t0 = time.monotonic()
-        with open(scratch / "stdout.txt", "wb") as out, open(scratch / "stderr.txt", "wb") as err:
-            proc = subprocess.Popen([sys.executable, "-I", "-m", "sia.harness.child"], cwd=scratch, env=env, stdin=subprocess.DEVNULL,
-                                    stdout=out, stderr=err, start_new_session=True)
-            timed_out = False
+        with open(host / "stdout.txt", "wb") as out, open(host / "stderr.txt", "wb") as err:
             try:
-                proc.wait(timeout=limits.timeout_s)
-            except subprocess.TimeoutExpired:
-                timed_out = True
+                proc = subprocess.Popen(command, cwd=cwd, env=popen_env, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
+                                        pass_fds=(w,), start_new_session=True)
             finally:
+                os.close(w)
+            watch = _Watch(proc, r, limits, watch_memory=not kernel_memory)
+            try:
+                watch.run(t0 + limits.timeout_s)
+                if not (watch.timed_out or watch.truncated or watch.killed_for):
+                    try:
+                        proc.wait(timeout=max(0.0, t0 + limits.timeout_s - time.monotonic()))
+                    except subprocess.TimeoutExpired:
+                        watch.timed_out = True
+            finally:
+                os.close(r)
                 try:
-                    os.killpg(proc.pid, signal.SIGKILL)  # the harness's children too
+                    os.killpg(proc.pid, signal.SIGKILL)  # the sandbox and, through its pid namespace, all it started
                 except ProcessLookupError:
                     pass
                 proc.wait()
-        duration = time.monotonic() - t0
-        events = _read_events(scratch / "events.jsonl")
-        stdout_tail, stderr_tail = _tail(scratch / "stdout.txt"), _tail(scratch / "stderr.txt")
-        common = dict(events=events, stdout_tail=stdout_tail, stderr_tail=stderr_tail, duration_s=duration, exit_code=proc.returncode)
-        if timed_out:
-            return SandboxResult("error", error_type="timeout", message=f"no result within {limits.timeout_s:g}s wall-clock limit", **common)
-        try:
-            result = json.loads((scratch / "result.json").read_text())
-        except (OSError, json.JSONDecodeError):
-            code = proc.returncode
-            why = _signal_name(code) if code is not None and code < 0 else f"exit code {code}"
-            return SandboxResult("error", error_type="crash", message=f"harness process ended without a result ({why})", **common)
-        if result.get("status") == "ok":
-            return SandboxResult("ok", output=result.get("output"), **common)
-        message = str(result.get("message", ""))
-        if result.get("traceback"):
-            message += "\n" + str(result["traceback"])
-        return SandboxResult("error", error_type=str(result.get("error_type", "harness_exception")), message=message, **common)
+                if cgroups is not None:
+                    memory_hit = cgroups.memory_hit()
+                    cgroups.kill_and_remove()
+                    cgroups = None
+                else:
+                    memory_hit = False
+        return _result(watch, proc, host, limits, time.monotonic() - t0, memory_hit)
     finally:
-        if keep_dir is not None:
-            shutil.copytree(scratch, keep_dir, dirs_exist_ok=True)
-        shutil.rmtree(scratch, ignore_errors=True)
+        if cgroups is not None:
+            cgroups.kill_and_remove()
+        shutil.rmtree(host, ignore_errors=True)
+
+
+def _result(watch: _Watch, proc: subprocess.Popen, host: Path, limits: SandboxLimits, duration: float,
+            memory_hit: bool) -> SandboxResult:
+    common = dict(stdout_tail=_tail(host / "stdout.txt"), stderr_tail=_tail(host / "stderr.txt"), duration_s=duration,
+                  exit_code=proc.returncode)
+    try:
+        report = parse(bytes(watch.data), int(limits.output_mb * 1024 * 1024), watch.truncated)
+    except OutputError as e:
+        return SandboxResult("error", error_type="harness_output", message=str(e), **common)
+    common["events"] = report.events
+    if watch.killed_for:
+        return SandboxResult("error", error_type="memory", message=watch.killed_for, **common)
+    if memory_hit:  # a process of the rollout was killed at the limit, whatever the rest then reported
+        return SandboxResult("error", error_type="memory", message=f"the rollout went over its {limits.memory_mb} MB memory limit",
+                             **common)
+    if watch.timed_out:
+        return SandboxResult("error", error_type="timeout", message=f"no result within {limits.timeout_s:g}s wall-clock limit", **common)
+    res = report.result
+    if res is None:
+        code = proc.returncode
+        why = _signal_name(code) if code is not None and code < 0 else f"exit code {code}"
+        return SandboxResult("error", error_type="crash", message=f"harness process ended without a result ({why})", **common)
+    if res["status"] == "ok":
+        return SandboxResult("ok", output=res["output"], **common)
+    message = res["message"] + ("\n" + res["traceback"] if res.get("traceback") else "")
+    return SandboxResult("error", error_type=res["error_type"], message=message, **common)

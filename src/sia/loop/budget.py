@@ -18,12 +18,19 @@ class Budget:
         self.run, self.budget_s, self.max_rollouts, self.max_tokens, self.test_n = run, budget_s, max_rollouts, max_tokens, test_n
         self._t0 = time.monotonic()
         self._elapsed0 = float(run.store.get_meta("elapsed_s", 0.0))
+        self._saved_at = self._t0
 
     def elapsed(self) -> float:
         return self._elapsed0 + time.monotonic() - self._t0
 
     def save(self) -> None:
         self.run.store.set_meta("elapsed_s", self.elapsed())
+        self._saved_at = time.monotonic()
+
+    def tick(self) -> None:
+        """Save the clock if it was last saved more than a few seconds ago, so a kill loses little of the budget."""
+        if time.monotonic() - self._saved_at >= 5.0:
+            self.save()
 
     def test_reserve(self, cid: str) -> float:
         """Seconds the final test evaluation of `cid` should take, from its measured val throughput."""

@@ -11,7 +11,7 @@ from it. A field marked `{"cli": False}` is not offered on the command line.
 from __future__ import annotations
 
 import re
-from typing import Any, Iterator
+from typing import Any, Iterator, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic.fields import FieldInfo
@@ -64,6 +64,10 @@ class RunConfig(BaseModel):
     """Report on the first N test examples only."""
     timeout: float | None = Field(None, gt=0)
     """Wall-clock seconds per rollout (default: the task's timeout_s)."""
+    sandbox: Literal["auto", "bwrap", "process"] = "auto"
+    """Rollout isolation: auto (bubblewrap where it runs), bwrap, or process (no namespaces; sia's template harnesses only)."""
+    unsafe_sandbox: bool = False
+    """Run LLM-written harnesses even where only the process sandbox is available (they could read hidden labels)."""
     gate: GateConfig = Field(default_factory=GateConfig)
     agents: AgentsConfig = Field(default_factory=AgentsConfig)
 

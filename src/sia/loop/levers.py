@@ -44,15 +44,25 @@ class LeverContext:
     """What a lever may use: the run, the task, rollouts through a harness, adapter serving, progress."""
 
     def __init__(self, run: Run, runtime: "PolicyRuntime", *, seed: int, concurrency: int, limits: SandboxLimits,
-                 report: Callable[..., None], on_saved: Callable[[], None]) -> None:
+                 report: Callable[..., None], on_saved: Callable[[], None], unsafe_sandbox: bool = False,
+                 tick: Callable[[], None] = lambda: None) -> None:
         self.run, self.runtime, self.seed = run, runtime, seed
         self.task = run.task
         self.store = run.store
         self._concurrency, self._limits, self._report, self._saved = concurrency, limits, report, on_saved
+        self._unsafe, self._tick = unsafe_sandbox, tick
+
+    def refusal(self, source: str) -> str | None:
+        """Why harness `source` may not run in this run (compile, guards, sandbox), or None."""
+        return refusal(source, self.task, self._limits.isolation, self._unsafe)
 
     def report(self, event: str, **data: Any) -> None:
         """Progress for the live view: ("phase", text=...), ("train_start", steps=...), ("train_step", **log entry)."""
         self._report(event, **data)
+
+    def _rollout_done(self, record) -> None:
+        self.report("rollout", record=record)
+        self._tick()
 
     def serve_adapter(self, version: str | None) -> None:
         """Serve adapter `version` from the run directory if the policy does not have it yet (after a resume)."""
@@ -67,12 +77,12 @@ class LeverContext:
         if model is None:
             self.serve_adapter(adapter)
         config = EvalConfig(split=split, seed=self.seed if seed is None else seed, samples=samples,
-                            concurrency=self._concurrency, limits=self._limits)
+                            concurrency=self._concurrency, limits=self._limits, unsafe_sandbox=self._unsafe)
         self.report("eval_start", label=label, evaluation=eid)
         result = execute(self.task, self.run.source(cid), store=self.store, runtime=self.runtime, config=config,
                          harness_version=cand.harness_version, adapter=adapter, candidate_id=cid, evaluation_id=eid,
                          examples=examples, on_start=lambda total, done: self.report("eval_total", total=total, done=done),
-                         on_rollout=lambda r: self.report("rollout", record=r))
+                         on_rollout=self._rollout_done)
         self._saved()
         return result
 
@@ -114,7 +124,7 @@ class HarnessLever:
     def challenger(self, ctx: LeverContext, gen: int, champion: str, proposal: HarnessEdit) -> Challenger:
         store = ctx.store
         champ = store.candidate(champion)
-        refused = refusal(proposal.source, ctx.task)
+        refused = ctx.refusal(proposal.source)
         if refused:
             version = store.add_harness_version(proposal.source, f"[rejected before running] {proposal.rationale}")
             cid = store.add_candidate(version, champ.adapter_version, proposal.lever, proposal.rationale, parent=champion)

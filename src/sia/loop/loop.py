@@ -24,7 +24,6 @@ from sia.agents.meta import initial_harness, llm_initial_harness
 from sia.agents.proposal import Invalid, Stop, from_dict, to_dict
 from sia.evaluation.analysis import analyse
 from sia.evaluation.executor import EvalResult
-from sia.harness.checks import refusal
 from sia.harness.sandbox import SandboxLimits
 from sia.loop.budget import Budget
 from sia.loop.config import RunConfig
@@ -56,9 +55,10 @@ class Loop:
         self.val = self.task.split("val")[: config.val_limit] if config.val_limit else self.task.split("val")
         self.test = self.task.split("test")[: config.test_limit] if config.test_limit else self.task.split("test")
         self.budget = Budget(run, config.budget, config.max_rollouts, config.max_tokens, len(self.test))
-        limits = SandboxLimits(timeout_s=config.timeout or self.task.spec.harness.timeout_s)
+        limits = SandboxLimits(timeout_s=config.timeout or self.task.spec.harness.timeout_s, isolation=config.sandbox)
         self.ctx = LeverContext(run, runtime, seed=config.seed, concurrency=config.concurrency, limits=limits,
-                                report=observer, on_saved=self.budget.save)
+                                report=observer, on_saved=self.budget.save, unsafe_sandbox=config.unsafe_sandbox,
+                                tick=self.budget.tick)
 
     # -- evaluations ------------------------------------------------------------------------------
     def _eval(self, cid: str, purpose: str, split: str, examples, label: str) -> EvalResult:
@@ -113,7 +113,7 @@ class Loop:
 
     def _validate_first(self, source: str, attempt: int) -> str | None:
         """Why a Meta-Agent harness cannot be the baseline, or None: it may run (see `refusal`) and runs on train examples."""
-        refused = refusal(source, self.task)
+        refused = self.ctx.refusal(source)
         version = self.store.add_harness_version(source, f"[Meta-Agent attempt {attempt}]" + (" [refused before running]" if refused else ""))
         if refused:
             return refused

@@ -115,12 +115,34 @@ class LocalPolicy:
                 raise PolicyError(f"an adapter named {name!r} is already loaded from {self._adapters[name]}", "use a new name")
             from peft import PeftModel
 
-            if isinstance(self.model, PeftModel):
-                self.model.load_adapter(str(path), adapter_name=name)
-            else:
-                self.model = PeftModel.from_pretrained(self.model, str(path), adapter_name=name)
-            self.model.eval()
+            from sia.policy.adapters import check_adapter
+
+            check_adapter(self.model.base_model.model if isinstance(self.model, PeftModel) else self.model, path)
+            try:
+                self._inject(name, path)
+            except Exception as e:  # the check missed something: put the served model back as it was
+                self._reload()
+                raise PolicyError(f"cannot load adapter {path}: {type(e).__name__}: {str(e)[:300]}",
+                                  "save the adapter again with PEFT on this base model") from None
             self._adapters[name] = str(path.resolve())
+
+    def _inject(self, name: str, path: Path) -> None:
+        from peft import PeftModel
+
+        if isinstance(self.model, PeftModel):
+            self.model.load_adapter(str(path), adapter_name=name)
+        else:
+            self.model = PeftModel.from_pretrained(self.model, str(path), adapter_name=name)
+        self.model.eval()
+
+    def _reload(self) -> None:
+        """The base model from disk (under a second), with the adapters served before."""
+        import torch
+        from transformers import AutoModelForCausalLM
+
+        self.model = AutoModelForCausalLM.from_pretrained(str(self.model_path), dtype=torch.float32).eval()
+        for name, folder in self._adapters.items():
+            self._inject(name, Path(folder))
 
     def unload_adapter(self, name: str) -> None:
         """Stop serving adapter `name` and free it (used for the intermediate adapters of on-policy training)."""

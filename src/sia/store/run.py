@@ -24,11 +24,12 @@ class Run:
     @classmethod
     def open(cls, run_dir: Path | str, write: bool = False, need_run: bool = True) -> "Run":
         """Open a run directory and load its task; `need_run`: refuse a directory that holds only `sia eval` work."""
-        store = Store(run_dir, write=write)
+        store = Store(run_dir, write=write, create=False)
         try:
             info = store.get_meta("task")
             if info is None or (need_run and store.get_meta("run_config") is None):
                 raise StoreError(f"{run_dir} holds no `sia run`", "pass the --run-dir of a run")
+            store.check_harness_repo()
             return cls(store, load_task(info["folder"]))
         except BaseException:
             store.close()

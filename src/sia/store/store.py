@@ -75,6 +75,24 @@ def _tokens(events: list[dict[str, Any]]) -> int:
     return n
 
 
+def _check_file(path: Path) -> None:
+    """Refuse an empty, truncated or foreign sia.db before SQLite would quietly treat it as a new store."""
+    size = path.stat().st_size
+    if size == 0:
+        raise StoreError(f"{path} is empty (a truncated copy?)", "restore it from a copy, or start a new run")
+    with open(path, "rb") as f:
+        header = f.read(100)
+    if not header.startswith(b"SQLite format 3\x00"):
+        raise StoreError(f"{path} is not an SQLite file", "restore it from a copy, or start a new run")
+    if len(header) < 100:
+        raise StoreError(f"{path} is truncated ({size} bytes)", "restore it from a copy, or start a new run")
+    page = int.from_bytes(header[16:18], "big") or 65536
+    pages = int.from_bytes(header[28:32], "big")
+    size_valid = header[92:96] == header[24:28]  # SQLite's "in-header database size" holds only then
+    if size_valid and pages and size < page * pages and not path.with_name("sia.db-wal").exists():
+        raise StoreError(f"{path} is truncated ({size} of {page * pages} bytes)", "restore it from a copy, or start a new run")
+
+
 def source_sha(source: str) -> str:
     """The identity of a harness source: equal sources are the same version."""
     return hashlib.sha256(source.encode()).hexdigest()
@@ -83,6 +101,8 @@ def source_sha(source: str) -> str:
 def _git(repo: Path, *args: str, strip: bool = True) -> str:
     env = {**os.environ, "GIT_AUTHOR_NAME": "sia", "GIT_AUTHOR_EMAIL": "sia@localhost", "GIT_COMMITTER_NAME": "sia",
            "GIT_COMMITTER_EMAIL": "sia@localhost", "GIT_CONFIG_NOSYSTEM": "1", "GIT_CONFIG_GLOBAL": os.devnull}
+    if not repo.is_dir():
+        raise StoreError(f"the harness repository {repo} is missing", "restore the run directory from a copy; sia cannot rebuild it")
     r = subprocess.run(["git", *args], cwd=repo, env=env, capture_output=True, text=True)
     if r.returncode != 0:
         raise StoreError(f"git {' '.join(args[:2])} failed in {repo}: {r.stderr.strip()[:300]}", "is git installed?")
@@ -92,24 +112,34 @@ def _git(repo: Path, *args: str, strip: bool = True) -> str:
 class Store:
     """Open with `Store(run_dir, write=True)` to write (takes the run lock) or `write=False` to read."""
 
-    def __init__(self, run_dir: Path | str, write: bool = True) -> None:
+    def __init__(self, run_dir: Path | str, write: bool = True, create: bool = True) -> None:
+        """`create=False` opens only an existing store (resume, rollback), never making one."""
         self.run_dir = Path(run_dir)
         self.write = write
         self._lock_fd: int | None = None
+        path = self.run_dir / "sia.db"
+        exists = path.is_file()
+        if exists:
+            _check_file(path)
+        elif not (write and create):
+            raise StoreError(f"{self.run_dir} is not a sia run directory (no sia.db)", "pass the --run-dir of an earlier command")
         if write:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             self._take_lock()
-        elif not (self.run_dir / "sia.db").is_file():
-            raise StoreError(f"{self.run_dir} is not a sia run directory (no sia.db)", "pass the --run-dir of an earlier command")
-        uri = f"file:{self.run_dir / 'sia.db'}" + ("" if write else "?mode=ro")
+        uri = f"file:{path}" + ("" if write else "?mode=ro")
         try:
             self.db = sqlite3.connect(uri, uri=True, timeout=30, check_same_thread=False, isolation_level=None)
+            if exists:
+                tables = {r[0] for r in self.db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+                if not {"meta", "rollouts", "evaluations"} <= tables:
+                    raise sqlite3.DatabaseError("it holds no sia tables")
             if write:
                 self.db.execute("PRAGMA journal_mode=WAL")
                 self.db.execute("PRAGMA synchronous=FULL")
                 self.db.executescript(SCHEMA)
         except sqlite3.DatabaseError as e:
-            raise StoreError(f"cannot open {self.run_dir / 'sia.db'}: {e}", "the file is not a sia store") from None
+            self.close()
+            raise StoreError(f"{path} is not a readable sia store ({e})", "restore it from a copy, or start a new run") from None
         self.db.row_factory = sqlite3.Row
         self.harness_repo = self.run_dir / "harness"
 
@@ -126,7 +156,9 @@ class Store:
         self._lock_fd = fd
 
     def close(self) -> None:
-        self.db.close()
+        if getattr(self, "db", None) is not None:
+            self.db.close()
+            self.db = None
         if self._lock_fd is not None:
             os.close(self._lock_fd)
             self._lock_fd = None
@@ -159,10 +191,12 @@ class Store:
         row = self.db.execute("SELECT version FROM harness_versions WHERE source_sha = ?", (sha,)).fetchone()
         if row:
             return row["version"]
+        n = self.db.execute("SELECT COUNT(*) FROM harness_versions").fetchone()[0]
         if not (self.harness_repo / ".git").is_dir():
+            if n:
+                raise StoreError(f"the harness repository {self.harness_repo} is missing", "restore the run directory from a copy")
             self.harness_repo.mkdir(parents=True, exist_ok=True)
             _git(self.harness_repo, "init", "-q", "-b", "main")
-        n = self.db.execute("SELECT COUNT(*) FROM harness_versions").fetchone()[0]
         version = f"h{n}"
         (self.harness_repo / "harness.py").write_text(source, encoding="utf-8")
         _git(self.harness_repo, "add", "harness.py")
@@ -171,6 +205,11 @@ class Store:
         _git(self.harness_repo, "tag", "-f", version, commit)
         self.db.execute("INSERT INTO harness_versions VALUES (?, ?, ?, ?, ?, ?)", (version, commit, sha, parent, rationale, time.time()))
         return version
+
+    def check_harness_repo(self) -> None:
+        """Refuse a run whose harness history (the git repository) is gone while the store names versions in it."""
+        if self.db.execute("SELECT COUNT(*) FROM harness_versions").fetchone()[0] and not (self.harness_repo / ".git").is_dir():
+            raise StoreError(f"the harness repository {self.harness_repo} is missing", "restore the run directory from a copy")
 
     def harness_source(self, version: str) -> str:
         row = self.db.execute("SELECT commit_sha FROM harness_versions WHERE version = ?", (version,)).fetchone()

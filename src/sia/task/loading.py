@@ -218,6 +218,22 @@ class Task:
             raise TaskError(f"unknown split {name!r}", "use train, val or test")
         return [e for e in self.examples.values() if e.split == name]
 
+    def require(self, *splits: str) -> None:
+        """Refuse, in one line, a task whose named splits are empty or whose grader cannot even grade an empty answer."""
+        for name in splits:
+            if not self.split(name):
+                raise TaskError(f"task {self.name!r}: the {name} split is empty", "give it examples in [splits] of task.toml")
+        example = (self.split("train") or self.split(splits[0]))[0]
+        try:
+            self.grade(example, "")
+        except TaskError:
+            raise
+        except Exception as e:
+            fields = ", ".join(sorted(example.target)) or "none"
+            raise TaskError(f"task {self.name!r}: the grader {self.spec.grader.entry!r} fails on example {example.id!r} "
+                            f"({type(e).__name__}: {e}); its label row has fields: {fields}",
+                            "make the grader read the fields your labels file has (see README 'Tasks')") from None
+
     def sizes(self) -> dict[str, int]:
         return {s: len(self.split(s)) for s in SPLITS}
 
