@@ -12,7 +12,7 @@ from sia.api import resume, run
 from sia.store.store import Store
 from sia.task.loading import load_task
 
-SMALL = {"val_limit": 40, "test_limit": 10, "analysis_examples": 8, "tau": 0.0, "alpha": 0.2}
+SMALL = {"val_limit": 32, "test_limit": 8, "analysis_examples": 8, "tau": 0.0, "alpha": 0.2}
 
 
 def _requests(store, role):

@@ -17,15 +17,15 @@ def test_sia_run_with_an_llm_feedback_agent_on_a_local_openai_compatible_server(
     spec = f"openai:{runtime.model_name()}@{runtime.service.url}"
     run_dir = tmp_path / "run"
     r = subprocess.run([SIA, "run", "sentiment", "--feedback", "llm", "--feedback-model", spec, "--levers", "harness",
-                        "--max-generations", "2", "--val-limit", "10", "--test-limit", "5", "--analysis-examples", "4",
-                        "--agent-max-tokens", "160", "--agent-context-tokens", "1500", "--agent-repairs", "1",
-                        "--meta-attempts", "2", "--run-dir", str(run_dir), "--json"], capture_output=True, text=True, timeout=900,
+                        "--max-generations", "1", "--val-limit", "8", "--test-limit", "4", "--analysis-examples", "4",
+                        "--agent-max-tokens", "64", "--agent-context-tokens", "1000", "--agent-repairs", "1",
+                        "--meta-attempts", "1", "--run-dir", str(run_dir), "--json"], capture_output=True, text=True, timeout=900,
                        env={**os.environ, "OPENAI_API_KEY": runtime.service.api_key})
     assert r.returncode == 0, r.stderr[-3000:]
     summary = json.loads(r.stdout)
     gens = summary["generations"]
     assert summary["status"] == "done" and summary["final"]["test"] is not None
-    assert 1 <= len(gens) <= 2 and (len(gens) == 2 or gens[-1]["kind"] == "stop")
+    assert len(gens) == 1
     for g in gens:
         assert g["reason"], g  # every outcome, accepted or not, says why
         if not g["accepted"] and g["kind"] != "stop":
@@ -38,4 +38,4 @@ def test_sia_run_with_an_llm_feedback_agent_on_a_local_openai_compatible_server(
         assert all(json.loads(c.request)["model"] == runtime.model_name() for c in calls)
         baseline = store.candidate(summary["baseline"]["candidate"])
         why = baseline.rationale
-        assert why.startswith(("Meta-Agent openai:", "Meta-Agent template: the LLM's 2 harness(es) failed validation")), why
+        assert why.startswith(("Meta-Agent openai:", "Meta-Agent template: the LLM's 1 harness(es) failed validation")), why

@@ -33,7 +33,7 @@ def test_broken_edits_are_rejected_with_reasons_and_the_loop_goes_on(tmp_path, r
         HarnessEdit("def solve(example, ctx):\n    raise RuntimeError('always broken')\n", "crashes on every example", "rewrite"),
         HarnessEdit(good, "calibrated label scoring", "score_labels"),
     ])
-    config = RunConfig(task="sentiment", budget=900, val_limit=60, test_limit=40, analysis_examples=12, patience=5)
+    config = RunConfig(task="sentiment", budget=900, val_limit=60, test_limit=16, analysis_examples=8, patience=5)
     with new_run(tmp_path / "run", config) as run:
         store = run.store
         summary = Loop(run, runtime, config, agent=agent).run()
@@ -70,7 +70,7 @@ def test_broken_edits_are_rejected_with_reasons_and_the_loop_goes_on(tmp_path, r
 def test_builtin_agent_proposes_real_code_edits_from_evidence(tmp_path, runtime):
     """One generation of the builtin agent: its proposal is a template harness whose code changed."""
     task = load_task("sentiment")
-    config = RunConfig(task="sentiment", budget=900, val_limit=40, test_limit=20, analysis_examples=16, max_generations=1)
+    config = RunConfig(task="sentiment", budget=900, val_limit=40, test_limit=8, analysis_examples=16, max_generations=1)
     with new_run(tmp_path / "run", config) as run:
         summary = Loop(run, runtime, config).run()
         gen = summary["generations"][0]

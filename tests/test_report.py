@@ -17,7 +17,7 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory, runtime):
     run_dir = tmp_path_factory.mktemp("report") / "run"
-    config = RunConfig(task="sentiment", budget=900, val_limit=40, test_limit=20, analysis_examples=12, max_generations=2)
+    config = RunConfig(task="sentiment", budget=900, val_limit=32, test_limit=8, analysis_examples=8, max_generations=2)
     with new_run(run_dir, config) as run:
         Loop(run, runtime, config).run()
         path = write_report(run)
