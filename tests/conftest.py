@@ -49,3 +49,44 @@ def new_run(run_dir: Path, config):
     store.set_meta("run_config", config.model_dump(mode="json"))
     store.set_meta("task", {"name": task.name, "folder": str(task.folder)})
     return Run(store, task)
+
+
+class ScriptedAgent:
+    """A Feedback-Agent that proposes a fixed list of changes: how a user plugs in their own agent."""
+
+    def __init__(self, proposals):
+        from sia.agents.proposal import Stop
+
+        self.proposals = list(proposals)
+        self.seen_states = []
+        self.name = "scripted"
+        self._stop = Stop
+
+    def decide(self, state):
+        from sia.agents.contract import Decision
+
+        self.seen_states.append(state)
+        return Decision(self.proposals.pop(0) if self.proposals else self._stop("script finished"))
+
+
+@pytest.fixture(scope="session")
+def scripted_run(tmp_path_factory, runtime):
+    """One loop run shared by the loop and report tests: a syntax error, a crashing harness, then calibrated label scoring."""
+    from sia.agents.proposal import HarnessEdit
+    from sia.harness.template import make_config, render
+    from sia.loop.config import RunConfig
+    from sia.loop.loop import Loop
+    from sia.task.loading import load_task
+
+    task = load_task("sentiment")
+    good = render(make_config(task.public_info(), mode="score", calibrate=True))
+    agent = ScriptedAgent([
+        HarnessEdit("def solve(example, ctx)\n    return 'positive'\n", "a syntax error", "rewrite"),
+        HarnessEdit("def solve(example, ctx):\n    raise RuntimeError('always broken')\n", "crashes on every example", "rewrite"),
+        HarnessEdit(good, "calibrated label scoring", "score_labels"),
+    ])
+    config = RunConfig(task="sentiment", budget=900, val_limit=60, test_limit=16, analysis_examples=8, patience=5)
+    run_dir = tmp_path_factory.mktemp("scripted") / "run"
+    with new_run(run_dir, config) as run:
+        summary = Loop(run, runtime, config, agent=agent).run()
+    return run_dir, summary, agent

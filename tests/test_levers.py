@@ -12,7 +12,7 @@ from sia.harness.template import read_config, render
 from sia.loop.config import RunConfig, from_flat
 from sia.loop.levers import Challenger, LeverContext, register
 from sia.loop.loop import Loop
-from test_loop import ScriptedAgent
+from conftest import ScriptedAgent
 
 
 @dataclass(frozen=True)
@@ -53,7 +53,7 @@ def test_an_unregistered_lever_is_refused_by_name():
 
 
 def test_a_registered_toy_lever_runs_through_the_unchanged_loop(prefix_lever, tmp_path, runtime):
-    config = from_flat(task="sentiment", levers="harness,prefix", budget=900, val_limit=20, test_limit=4, analysis_examples=4,
+    config = from_flat(task="sentiment", levers="harness,prefix", budget=900, val_limit=12, test_limit=4, analysis_examples=4,
                        max_generations=2)
     assert config.levers == ("harness", "prefix")
     agent = ScriptedAgent([PrefixProposal("Review: "), PrefixProposal("Movie review: ")])

@@ -12,7 +12,7 @@ from sia.api import resume, run
 from sia.store.store import Store
 from sia.task.loading import load_task
 
-SMALL = {"val_limit": 32, "test_limit": 8, "analysis_examples": 8, "tau": 0.0, "alpha": 0.2}
+SMALL = {"val_limit": 24, "test_limit": 8, "analysis_examples": 8, "tau": 0.0, "alpha": 0.2}
 
 
 def _requests(store, role):
@@ -93,3 +93,47 @@ def test_anthropic_feedback_agent_repairs_uses_a_tool_trains_weights_and_stops_w
     resumed = resume(tmp_path / "run", agent_budget_tokens=20000)
     assert resumed["stop_reason"] == "Feedback-Agent stopped: LLM Feedback-Agent: asked only after the budget was raised."
     assert [g["kind"] for g in resumed["generations"]] == ["grpo", "stop"]
+
+
+VERIFY_AND_REPAIR = '''import importlib
+import sys
+
+
+def helper_of(ctx):
+    for name, text in ctx.task["files"].items():
+        (ctx.scratch / name).write_text(text)
+    sys.path.insert(0, str(ctx.scratch))
+    return importlib.import_module(ctx.task["helper"])
+
+
+def solve(example, ctx):
+    helper = helper_of(ctx)
+    messages = [{"role": "user", "content": helper.describe(example)}]
+    for attempt in range(2):
+        reply = ctx.llm.chat(messages, max_tokens=16).text
+        result = helper.check(example, reply, ctx.seed)
+        ctx.log("checked the model's program", attempt=attempt, ok=result["ok"], error=result["error"][:200])
+        if result["ok"]:
+            return reply
+        messages += [{"role": "assistant", "content": reply},
+                     {"role": "user", "content": "That failed: " + result["error"][:300] + ". Fix it."}]
+    return helper.baseline(example)
+'''
+
+
+def test_a_verify_and_repair_rewrite_for_trimul_is_accepted_with_a_gain(tmp_path):
+    """The LLM Feedback-Agent on a program task: its harness checks the model's kernel locally, asks for a repair, and falls back."""
+    naive = "def solve(example, ctx):\n    return 'def custom_kernel(data):\\n    return data[0]\\n'\n"
+    recording = write(tmp_path / "rec.jsonl", [
+        ("meta", openai_reply(f"A first harness.\n```python\n{naive}```\n")),
+        ("feedback", openai_reply("DECISION: harness\nRATIONALE: every program fails the grader's check; verify each one locally "
+                                  f"against the public reference, show the model the error, and fall back.\n```python\n"
+                                  f"{VERIFY_AND_REPAIR}```\n")),
+        ("feedback", openai_reply("DECISION: stop\nRATIONALE: done.")),
+    ])
+    summary = run("trimul", budget="20m", run_dir=tmp_path / "run", replay=recording, levers="harness", feedback="llm",
+                  feedback_model="openai:gpt-4.1", val_limit=3, test_limit=1, analysis_examples=1, smoke_examples=1,
+                  max_generations=2, alpha=0.2)
+    gen = summary["generations"][0]
+    assert gen["kind"] == "llm_rewrite" and gen["accepted"] and gen["delta"] > 0.3, gen
+    assert summary["baseline"]["test"] == 0.0 and summary["final"]["test"] > 0.3, summary["final"]

@@ -6,20 +6,16 @@ import subprocess
 
 import pytest
 
-from conftest import new_run
-from sia.loop.config import RunConfig
-from sia.loop.loop import Loop
 from sia.store.report import write_report
+from sia.store.run import Run
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
 @pytest.fixture(scope="module")
-def finished_run(tmp_path_factory, runtime):
-    run_dir = tmp_path_factory.mktemp("report") / "run"
-    config = RunConfig(task="sentiment", budget=900, val_limit=32, test_limit=8, analysis_examples=8, max_generations=2)
-    with new_run(run_dir, config) as run:
-        Loop(run, runtime, config).run()
+def finished_run(scripted_run):
+    run_dir = scripted_run[0]
+    with Run.open(run_dir) as run:
         path = write_report(run)
     return run_dir, path
 

@@ -10,7 +10,7 @@ from sia.api import rollback
 from sia.loop.config import RunConfig
 from sia.loop.gate import GateConfig
 from sia.loop.loop import Loop
-from test_loop import ScriptedAgent
+from conftest import ScriptedAgent
 
 
 @pytest.fixture

@@ -24,6 +24,7 @@ import random
 from sia.agents.builtin_edits import EDITS, Option, evidence
 from sia.agents.contract import AgentState, Decision
 from sia.agents.costs import affordable, harness_cost, weights_cost
+from sia.agents.program_edits import PROGRAM_EDITS
 from sia.agents.proposal import HarnessEdit, Stop, WeightUpdate
 from sia.harness.template import TemplateConfig, read_config, render
 from sia.store.store import source_sha
@@ -47,7 +48,7 @@ class BuiltinFeedbackAgent:
             else:
                 cost = harness_cost(state)
                 lever_factor = 0.7 ** state.memory.lever_stalled("harness")
-                for make in EDITS:
+                for make in (EDITS if cfg.output == "text" else PROGRAM_EDITS):
                     for c in make(cfg, state):
                         source = render(c.harness)
                         if source_sha(source) in state.tried or source == state.champion_source:
@@ -86,6 +87,21 @@ class BuiltinFeedbackAgent:
         return rel * 0.35 ** state.memory.rejections(kind, state.champion_adapter)
 
 
+def fit_to_budget(settings: dict, s: AgentState) -> dict:
+    """Shrink a sampling preset (rounds, then examples, then samples) until its estimated cost fits half the budget left."""
+    if s.seconds_left is None:
+        return settings
+    shrink = [("rounds", 1), ("examples", 4), ("samples", 4)]
+    while weights_cost(plan("grpo", settings), s) * 60 > 0.5 * s.seconds_left:
+        for key, floor in shrink:
+            if settings[key] > floor:
+                settings[key] = max(floor, settings[key] // 2)
+                break
+        else:
+            return settings
+    return settings
+
+
 def weight_candidate(cfg: TemplateConfig | None, s: AgentState) -> Option | None:
     """A LoRA update when the evidence points at the weights: well-formed but wrong answers, not malformed ones.
 
@@ -108,8 +124,12 @@ def weight_candidate(cfg: TemplateConfig | None, s: AgentState) -> Option | None
                  "spread whenever one label is right: GRPO over the labels, one rollout per example")
     else:
         G, p = SAMPLING_PRESET["samples"], a.score
-        spread = 1 - p ** G - (1 - p) ** G if s.task.spec.score == "binary" else (1.0 if 0 < p < 1 else 0.0)
-        settings = dict(SAMPLING_PRESET)
+        if s.task.spec.score == "binary":
+            spread = 1 - p ** G - (1 - p) ** G
+        else:  # continuous rewards: spread within groups is likely when the train scores already differ
+            spread = 1.0 if len(set(round(x, 6) for x in a.scores)) > 1 else 0.0
+            p = max(a.scores, default=0.0)
+        settings = fit_to_budget(dict(SAMPLING_PRESET), s)
         if spread >= 0.25:
             algorithm = "grpo"
             shape = f"train score {p:.2f}, so about {spread:.0%} of groups of {G} samples should have reward spread: GRPO"

@@ -39,6 +39,8 @@ class Analysis:
     replies: list[Reply] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     tokens: int = 0
+    scores: list[float] = field(default_factory=list)
+    """Each analysed rollout's score (for the spread of continuous rewards)."""
 
     def rate(self, outcome: str) -> float:
         return self.outcomes.get(outcome, 0) / self.n if self.n else 0.0
@@ -81,28 +83,35 @@ def analyse(task: Task, store: Store, evaluation_id: str) -> Analysis:
     tokens = 0
     for r in store.rollouts(evaluation_id):
         ex = task.examples[r.example_id]
-        g = _gold(ex.target)
+        g = _gold(ex.target) if labels else "n/a"
         gold[g] += 1
         scores.append(r.score)
         output = r.output
+        events = store.events(r.id)
+        graded = next((e.data.get("outcome") for e in events if e.kind == "grade"), None)
         if r.error_type == "timeout":
-            outcomes["timeout"] += 1
+            outcome = "timeout"
         elif r.error_type:
-            outcomes["error"] += 1
+            outcome = "error"
             errors.append(f"{r.error_type}: {(r.error or '').splitlines()[0][:200] if r.error else ''}")
         elif r.passed:
-            outcomes["correct"] += 1
+            outcome = "correct"
+        elif graded in ("unparseable", "error", "wrong"):  # the grader typed a program's or settings' failure
+            outcome = graded
+            if graded == "error":
+                errors.append(f"grader: {r.feedback or ''}"[:200])
         elif labels and isinstance(output, str) and not options_in(output, labels):
-            outcomes["unparseable"] += 1
+            outcome = "unparseable"
         else:
-            outcomes["wrong"] += 1
-        pred = output if isinstance(output, str) else "<error>"
+            outcome = "wrong"
+        outcomes[outcome] += 1
+        pred = output if isinstance(output, str) and labels else outcome
         if labels and isinstance(output, str):
             found = sorted(options_in(output, labels))
             pred = ";".join(found) if found else "<none>"
         predicted[pred] += 1
         confusion[(g, pred)] += 1
-        for ev_ in store.events(r.id):
+        for ev_ in events:
             if ev_.kind == "llm_call":
                 d = ev_.data
                 for c in d.get("completions", [])[:1]:
@@ -111,4 +120,4 @@ def analyse(task: Task, store: Store, evaluation_id: str) -> Analysis:
                         replies.append(Reply(r.example_id, c.get("text") or "", output, ex.target, r.score, c.get("finish_reason")))
                 break
     n = len(scores)
-    return Analysis(n, sum(scores) / n if n else 0.0, outcomes, predicted, gold, confusion, replies, errors, tokens)
+    return Analysis(n, sum(scores) / n if n else 0.0, outcomes, predicted, gold, confusion, replies, errors, tokens, scores)

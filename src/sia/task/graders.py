@@ -20,9 +20,13 @@ class Grade:
     score: float
     passed: bool
     feedback: str = ""
+    outcome: str = ""
+    """Optional type of a failure, for the Feedback-Agent's analysis: "unparseable" (no answer could be read from the
+    output), "error" (the output could not run) or "wrong" (it ran and was wrong or slow). Label graders leave it empty."""
 
     def to_dict(self) -> dict[str, Any]:
-        return {"score": self.score, "passed": self.passed, "feedback": self.feedback}
+        d = {"score": self.score, "passed": self.passed, "feedback": self.feedback}
+        return {**d, "outcome": self.outcome} if self.outcome else d
 
 
 Grader = Callable[["Example", Any], Grade]

@@ -14,6 +14,7 @@ that executes untrusted programs should use `sia.harness.sandbox` itself.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import importlib.util
 import json
@@ -22,70 +23,17 @@ import tomllib
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import ValidationError
 
 from sia.errors import TaskError
 from sia.task.graders import Grade, Grader
+from sia.task.spec import TaskSpec
 from sia.paths import task_data_dir
 
 BUILTIN_DIR = Path(__file__).parent / "builtin"
 SPLITS = ("train", "val", "test")
-
-
-class DataSpec(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    inputs: str = Field("inputs.jsonl", description="JSONL of {id, ...visible fields}.")
-    labels: str = Field("labels.jsonl", description="JSONL of {id, ...hidden target fields}.")
-    prepare: str | None = Field(None, description="'file.py:function' that builds the data files; run by `sia setup`.")
-    source: str = ""
-    license: str = ""
-
-
-class SplitSpec(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    seed: int = 0
-    train: float = Field(0.5, gt=0, description="Fraction (<1) or count (>=1) of examples.")
-    val: float = Field(0.25, gt=0)
-    test: float = Field(0.25, gt=0)
-
-
-class GraderSpec(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    entry: str = Field(description="'module:function' or 'file.py:function' in the task folder.")
-
-
-class HarnessSpec(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    default: str | None = Field(None, description="Harness file in the task folder; the template harness when absent.")
-    timeout_s: float = Field(60.0, gt=0, description="Wall-clock limit of one rollout.")
-
-
-class TaskSpec(BaseModel):
-    """The contents of `task.toml`."""
-
-    model_config = ConfigDict(extra="forbid")
-    name: str
-    description: str
-    instruction: str = Field("", description="What the agent is asked to do, shown to the harness.")
-    metric: str = "accuracy"
-    score: Literal["binary", "continuous"] = "binary"
-    output: Literal["text", "program", "json"] = "text"
-    labels: list[str] = Field(default_factory=list, description="Allowed answers, if the task has a closed set.")
-    labels_file: str | None = Field(None, description="JSON list of allowed answers in the data folder, instead of `labels`.")
-    multi_label: bool = False
-    input_field: str = Field("text", description="The visible field holding the main input.")
-    data: DataSpec = Field(default_factory=DataSpec)
-    splits: SplitSpec = Field(default_factory=SplitSpec)
-    grader: GraderSpec
-    harness: HarnessSpec = Field(default_factory=HarnessSpec)
-
-    @model_validator(mode="after")
-    def _check(self) -> "TaskSpec":
-        if self.score == "binary" and self.multi_label:
-            raise ValueError("a multi_label task scores F1, so set score = \"continuous\"")
-        return self
 
 
 @dataclass(frozen=True)
@@ -183,10 +131,18 @@ class Task:
         missing = sorted(set(inputs) - set(labels))
         if missing:
             raise TaskError(f"task {self.name!r}: {len(missing)} inputs have no label (e.g. {missing[0]!r})", "fix the labels file")
+        out: dict[str, Example] = {}
+        if self.spec.splits.field:
+            key = self.spec.splits.field
+            for eid in sorted(inputs):
+                split = inputs[eid].get(key)
+                if split not in SPLITS:
+                    raise TaskError(f"task {self.name!r}: example {eid!r} has {key}={split!r}", "each must be train, val or test")
+                out[eid] = Example(eid, split, inputs[eid], labels[eid], self.labels)
+            return out
         ids = sorted(inputs)
         random.Random(self.spec.splits.seed).shuffle(ids)
         sizes = self._split_sizes(len(ids))
-        out: dict[str, Example] = {}
         start = 0
         for split, size in zip(SPLITS, sizes):
             for eid in ids[start : start + size]:
@@ -239,7 +195,9 @@ class Task:
 
     @cached_property
     def grader(self) -> Grader:
-        return _load_callable(self.folder, self.spec.grader.entry, "grader")
+        fn = _load_callable(self.folder, self.spec.grader.entry, "grader")
+        options = self.spec.grader.options
+        return functools.partial(fn, **options) if options else fn
 
     def grade(self, example: Example, output: Any) -> Grade:
         grade = self.grader(example, output)
@@ -253,8 +211,31 @@ class Task:
     def public_info(self) -> dict[str, Any]:
         """The task description given to the harness (no data, no labels of examples)."""
         s = self.spec
-        return {"name": s.name, "description": s.description, "instruction": s.instruction, "labels": self.labels,
+        info = {"name": s.name, "description": s.description, "instruction": s.instruction, "labels": self.labels,
                 "multi_label": s.multi_label, "output": s.output, "input_field": s.input_field}
+        if s.input_template:
+            info["input_template"] = s.input_template
+        if self.data_ready():
+            first = next(iter(self.examples.values()), None)
+            info["fields"] = sorted(first.inputs) if first else []
+        if s.harness.helper:
+            info["files"] = self.public_files
+            info["helper"] = s.harness.helper[0].removesuffix(".py")
+        return info
+
+    @cached_property
+    def public_files(self) -> dict[str, str]:
+        """The task's public helper files (see [harness] helper), read once: what harnesses may import."""
+        out = {}
+        for name in self.spec.harness.helper:
+            path = self.folder / name
+            if path.suffix != ".py" or "/" in name:
+                raise TaskError(f"task {self.name!r}: helper {name!r} must be a .py file in the task folder", "fix [harness] helper")
+            try:
+                out[name] = path.read_text(encoding="utf-8")
+            except OSError as e:
+                raise TaskError(f"task {self.name!r}: cannot read its helper {path} ({e})", "fix [harness] helper in task.toml") from None
+        return out
 
 
 def builtin_tasks() -> list[str]:

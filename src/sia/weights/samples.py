@@ -17,7 +17,9 @@ samples, grouped by example (a GRPO group).
   any one example and is skipped.
 
 Simplification on purpose: every call of a rollout gets the rollout's reward;
-there is no per-call credit assignment.
+there is no per-call credit assignment. A rollout whose harness fell back to
+the task's baseline (it logs `FALLBACK_NOTE`) gives no samples: its reward
+says nothing about the model's replies.
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from typing import Any, Callable
+
+from sia.harness.template_programs import FALLBACK_NOTE
 
 Grade = Callable[[str, str], float]
 """grade(example_id, answer_text) -> reward; only needed for scoring calls."""
@@ -94,7 +98,10 @@ def samples_from_store(store, evaluation_id: str, grade: Grade | None = None) ->
     scored: list[tuple[str, str, list[Sample]]] = []  # (shared prefix text, example id, samples)
     for r in store.rollouts(evaluation_id):
         output = r.output if isinstance(r.output, str) else json.dumps(r.output)
-        for ev in store.events(r.id):
+        events = store.events(r.id)
+        if any(ev.kind == "log" and ev.data.get("message") == FALLBACK_NOTE for ev in events):
+            continue  # the reward was earned by the task's baseline, not by the model's replies
+        for ev in events:
             d = ev.data
             if ev.kind != "llm_call":
                 continue
