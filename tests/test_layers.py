@@ -20,7 +20,10 @@ def _part(module: str) -> str:
 
 
 def _modules():
+    """sia's modules; task folders (builtin ones included) are plugins loaded by path, above every layer."""
     for path in sorted(SRC.rglob("*.py")):
+        if "builtin" in path.relative_to(SRC).parts:
+            continue
         rel = path.relative_to(SRC.parent).with_suffix("")
         yield ".".join(p for p in rel.parts if p != "__init__") if rel.name == "__init__" else ".".join(rel.parts), path
 
