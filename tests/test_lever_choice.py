@@ -68,3 +68,19 @@ def test_measured_gains_per_minute_steer_the_choice_and_harness_edits_are_rechec
     # a harness edit rejected on adapter a1 is proposed again, undiscounted, once a2 is the champion's adapter
     again = agent.decide(_state(task, gen_src, evidence, memory=Memory(mem.entries[1:]), adapter="a2", levers=("harness",))).proposal
     assert isinstance(again, HarnessEdit) and again.kind == "score_labels"
+
+
+def test_when_unparseable_replies_dominate_likelihood_scoring_ranks_first():
+    """The edit that makes an unparseable answer impossible is tried before those that make one less likely."""
+    from sia.evaluation.analysis import Reply
+
+    task = load_task("sentiment")
+    gen_src = render(make_config(task.public_info()))
+    a = _analysis(n=40, correct=10, wrong=5, unparseable=25, predicted={"<none>": 25, "positive": 15})
+    a.replies.extend(Reply(f"x{i}", "The review talks about the film and its", "The review talks about", {"label": "positive"},
+                           0.0, "length") for i in range(25))
+    a.replies.extend(Reply(f"y{i}", "positive", "positive", {"label": "positive"}, 1.0, "stop") for i in range(15))
+    decision = BuiltinFeedbackAgent().decide(_state(task, gen_src, a, levers=("harness",)))
+    assert isinstance(decision.proposal, HarnessEdit) and decision.proposal.kind == "score_labels", decision.ranking[:4]
+    kinds = [r[0] for r in decision.ranking]
+    assert "retry" in kinds and "reply_length" in kinds, "the weaker edits were weighed too"

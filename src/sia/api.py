@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import re
+import time
 from pathlib import Path
 from typing import Any, Callable
 
@@ -91,9 +92,9 @@ def build_agents(config: RunConfig, store: Store) -> dict[str, Any]:
     return out
 
 
-def _loop(run: Run, config: RunConfig, observer: Observer) -> dict[str, Any]:
+def _loop(run: Run, config: RunConfig, observer: Observer, started_at: float) -> dict[str, Any]:
     with _runtime(run.store.get_meta("model"), config.agents.task_model) as runtime:
-        summary = Loop(run, runtime, config, observer, **build_agents(config, run.store)).run()
+        summary = Loop(run, runtime, config, observer, started_at=started_at, **build_agents(config, run.store)).run()
     summary["report"] = str(write_report(run))
     return summary
 
@@ -115,6 +116,7 @@ def run(task: str = "sentiment", *, run_dir: str | Path | None = None, observer:
     `settings` are the fields of `RunConfig`, flat: `budget="10m"`, `levers="harness,weights"`, `seed=0`, `tau=`, `alpha=`,
     `feedback="llm"`, `feedback_model=`, ... `levers` defaults to both, or harness alone with a remote `task_model`.
     """
+    started_at = time.monotonic()
     config, task_obj = prepare_run(task, **settings)
     run_dir = Path(run_dir) if run_dir else default_run_dir(task_obj.name, "run")
     if (run_dir / "sia.db").exists():
@@ -123,7 +125,7 @@ def run(task: str = "sentiment", *, run_dir: str | Path | None = None, observer:
         store.set_meta("run_config", config.model_dump(mode="json"))
         store.set_meta("task", {"name": task_obj.name, "folder": str(task_obj.folder)})
         store.set_meta("model", model)
-        return _loop(Run(store, task_obj), config, observer)
+        return _loop(Run(store, task_obj), config, observer, started_at)
 
 
 def resume(run_dir: str | Path, observer: Observer = _quiet, **raised: Any) -> dict[str, Any]:
@@ -131,6 +133,7 @@ def resume(run_dir: str | Path, observer: Observer = _quiet, **raised: Any) -> d
 
     `agent_budget_usd` / `agent_budget_tokens` raise the agents' budgets; a run that stopped because one was spent continues.
     """
+    started_at = time.monotonic()
     run_dir = Path(run_dir)
     if not (run_dir / "sia.db").exists():
         raise StoreError(f"{run_dir} is not a sia run directory", "pass the --run-dir of an earlier `sia run`")
@@ -143,7 +146,7 @@ def resume(run_dir: str | Path, observer: Observer = _quiet, **raised: Any) -> d
             if "budget spent" in reason and reason.startswith("Feedback-Agent model"):
                 run.store.delete_meta("stop_reason")
         check_keys(config)
-        return _loop(run, config, observer)
+        return _loop(run, config, observer, started_at)
 
 
 def evaluate(task: str | Path | Task, *, harness: Path | str | None = None, split: str = "val", limit: int | None = None,

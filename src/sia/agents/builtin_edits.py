@@ -53,7 +53,8 @@ def edit_score_labels(cfg: TemplateConfig, s: AgentState) -> list[Candidate]:
     if cfg.mode != "generate" or not labels or cfg.multi_label or len(labels) > 30:
         return []
     a = s.analysis
-    rel = 0.6 * a.rate("unparseable") + a.rate("wrong") + 0.8 * a.skew
+    # scoring makes an unparseable answer impossible, so it outranks edits that only make one less likely (retry, longer replies)
+    rel = 1.5 * a.rate("unparseable") + a.rate("wrong") + 0.8 * a.skew
     calibrate = a.skew > 0.15
     why = (f"score each of the {len(labels)} allowed labels by log-likelihood instead of free generation: "
            f"{a.rate('unparseable'):.0%} of replies named no label and {a.rate('wrong'):.0%} were wrong")
@@ -209,7 +210,7 @@ def edit_reply_length(cfg: TemplateConfig, s: AgentState) -> list[Candidate]:
     share = len(cut) / len(s.analysis.replies)
     why = (f"let replies run to {cfg.max_tokens * 2} tokens: {share:.0%} of replies hit the {cfg.max_tokens}-token limit, "
            f"{unparsed_cut} of them before naming a label")
-    return [_edit("reply_length", replace(cfg, max_tokens=cfg.max_tokens * 2), why, 0.02 + 1.5 * unparsed_cut / len(s.analysis.replies))]
+    return [_edit("reply_length", replace(cfg, max_tokens=cfg.max_tokens * 2), why, 0.02 + unparsed_cut / len(s.analysis.replies))]
 
 
 EDITS: list[Callable[[TemplateConfig, AgentState], list[Option]]] = [

@@ -62,6 +62,47 @@ def setup(tasks: Annotated[bool, typer.Option(help="Also build the data of tasks
         fail(e)
 
 
+task_app = typer.Typer(add_completion=False, no_args_is_help=True, help="Write and check task folders (no model needed).")
+app.add_typer(task_app, name="task")
+
+
+@task_app.command("new")
+def task_new(path: Annotated[Path, typer.Argument(help="The folder to create; its name is the task's name.")],
+             grader: Annotated[bool, typer.Option("--grader", help="Also write grader.py, a grader of your own to edit.")] = False
+             ) -> None:
+    """Write a task folder to fill in: task.toml with every key explained, example data, optionally a grader."""
+    try:
+        from sia.task.scaffold import new_task
+
+        folder = new_task(path, grader)
+    except SiaError as e:
+        fail(e)
+    out.print(f"wrote {folder}/ (task.toml, inputs.jsonl, labels.jsonl{', grader.py' if grader else ''}); "
+              f"replace the data, then: sia task check {folder}", highlight=False)
+
+
+@task_app.command("check")
+def task_check(path: Annotated[Path, typer.Argument(help="A task folder (or a builtin task's name).")],
+               as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
+    """Check a task folder without loading a model: schema, data, splits, grader, label fields, and a dry grading."""
+    from sia.task.check import check_task
+
+    _, checks = check_task(path)
+    failed = [c for c in checks if c.ok is False]
+    if as_json:
+        print(json.dumps([{"check": c.name, "ok": c.ok, "detail": c.detail} for c in checks], ensure_ascii=False))
+    else:
+        from rich.markup import escape
+
+        for c in checks:
+            mark = "[green]ok[/]  " if c.ok else "[red]FAIL[/]" if c.ok is False else "[yellow]skip[/]"
+            out.print(f"{mark} {c.name}: {escape(c.detail)}", highlight=False, soft_wrap=True)
+        out.print("[red]the task is not usable yet[/]" if failed else "[green]the task is ready:[/] "
+                  f"sia eval {path} --limit 8, then sia run {path}", highlight=False)
+    if failed:
+        raise typer.Exit(2)
+
+
 @app.command("tasks")
 def list_tasks(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
     """List the builtin tasks with their split sizes."""
@@ -88,7 +129,7 @@ def list_tasks(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.
         desc = r.get("description", r.get("error", ""))
         if not r["ready"]:
             desc = "[yellow](data not prepared: run `sia setup`)[/] " + desc
-        table.add_row(r["name"], r.get("metric", ""), *cells, desc[:120])
+        table.add_row(r["name"], r.get("metric", ""), *cells, desc)
     out.print(table)
 
 
@@ -113,10 +154,13 @@ def eval_cmd(
     """Run a harness on a task split and print the score with a 95% confidence interval."""
     try:
         from sia import api
-        from sia.cli.live import EvalProgress
+        from sia.cli.live import EvalProgress, PlainView
 
         sandbox_note(sandbox)
-        with EvalProgress(err, f"{Path(str(task)).name}/{split}") as bar:
+        label = f"{Path(str(task)).name}/{split}"
+        with (EvalProgress(err, label) if sys.stderr.isatty() else PlainView(sys.stderr)) as bar:
+            if not sys.stderr.isatty():
+                bar.label = label
             result = api.evaluate(task, harness=harness, split=split, limit=limit, samples=samples, seed=seed,
                                   concurrency=concurrency, timeout=timeout, run_dir=run_dir, endpoint=endpoint, model=model,
                                   adapter=adapter, sandbox=sandbox, unsafe_sandbox=unsafe_sandbox, on_start=bar.on_start,
@@ -139,9 +183,10 @@ def trace(
     run_dir: Annotated[Path, typer.Argument(help="A run directory.")],
     limit: Annotated[int, typer.Option(min=1, help="Show at most N rollouts.")] = 5,
     evaluation: Annotated[Optional[str], typer.Option(help="Only this evaluation id.")] = None,
+    width: Annotated[Optional[int], typer.Option(min=20, help="Cut prompts and replies to this many characters (default: whole).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON (one object per rollout, full events).")] = False,
 ) -> None:
-    """Print recorded trajectories with their events."""
+    """Print recorded trajectories with their events: whole prompts and replies, token ids, logprobs, grades."""
     try:
         from sia import api
         from sia.cli.trace import render_trace
@@ -149,20 +194,34 @@ def trace(
         if as_json:
             print(json.dumps(api.trace(run_dir, limit, evaluation), ensure_ascii=False))
         else:
-            render_trace(run_dir, limit, evaluation, out)
+            render_trace(run_dir, limit, evaluation, out, width)
     except SiaError as e:
         fail(e)
 
 
+def scored(d: dict) -> str:
+    """A score with its 95% CI and n, as every report shows it."""
+    if not d:
+        return "-"
+    return f"{d['score']:.3f} ({d['ci'][0]:.3f}-{d['ci'][1]:.3f}, n={d['n']})"
+
+
 def _print_summary(summary: dict) -> None:
     b, f = summary["baseline"], summary["final"]
-    table = Table(title=f"sia run: {summary['task']} ({summary['stop_reason']})")
-    for col in ("", "version", "val", "test"):
+    table = Table(title=f"sia run: {summary['task']} ({summary['stop_reason'] or summary['status']})")
+    for col in ("", "version", "val (95% CI, n)", "test (95% CI, n)"):
         table.add_column(col)
-    fmt = lambda x: "-" if x is None else f"{x:.3f}"  # noqa: E731
-    table.add_row("baseline", str(b.get("harness_version")), fmt(b.get("val")), fmt(b.get("test")))
-    table.add_row("final", str(f.get("harness_version")) + (f" + {f['adapter']}" if f.get("adapter") else ""), fmt(f.get("val")), fmt(f.get("test")))
+    table.add_row("baseline", str(b.get("harness_version")), scored(b.get("val_detail") or {}), scored(b.get("test_detail") or {}))
+    table.add_row("final", str(f.get("harness_version")) + (f" + {f['adapter']}" if f.get("adapter") else ""),
+                  scored(f.get("val_detail") or {}), scored(f.get("test_detail") or {}))
     out.print(table)
+    limits, o = summary.get("limits") or {}, summary.get("outcomes") or {}
+    if limits.get("note"):
+        out.print(f"limits: {limits['note']}", highlight=False)
+    if o.get("rollouts"):
+        out.print(f"rollouts: {o['rollouts']}, {o['timeouts']:.0%} timed out, {o['errors']:.0%} errors", highlight=False)
+    if o.get("first_grader_error"):
+        out.print(f"[yellow]first grader error:[/] {o['first_grader_error'][:300]}", highlight=False)
     for g in summary["generations"]:
         mark = "[green]accepted[/]" if g["accepted"] else "[red]rejected[/]" if g["lever"] != "stop" else "stop"
         delta = "" if g["delta"] is None else f" delta {g['delta']:+.3f} p={g['p_value']:.4f}"
@@ -171,9 +230,9 @@ def _print_summary(summary: dict) -> None:
 
 
 def _run_with_view(fn, budget_s: float, elapsed0: float, as_json: bool):
-    from sia.cli.live import RunView
+    from sia.cli.live import PlainView, RunView
 
-    with RunView(err, budget_s, elapsed0) as view:
+    with (RunView(err, budget_s, elapsed0) if sys.stderr.isatty() else PlainView(sys.stderr, budget_s, elapsed0)) as view:
         summary = fn(view)
     if as_json:
         print(json.dumps(summary, ensure_ascii=False))
@@ -278,12 +337,20 @@ def main() -> None:
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     import sqlite3
 
+    code = 0
     try:
         app()
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
     except sqlite3.DatabaseError as e:  # a store damaged under sia's feet, found mid-query
         err.print(f"[bold red]error:[/] the run store is damaged ({e}) [dim](restore sia.db from a copy, or start a new run)[/]",
                   highlight=False, soft_wrap=True)
-        sys.exit(2)
+        code = 2
     except KeyboardInterrupt:
         err.print("[yellow]interrupted; completed rollouts are saved in the run directory[/]")
-        sys.exit(130)
+        code = 130
+    # Every store is closed by now. Leave without the interpreter's teardown: native thread pools (torch, tokenizers)
+    # can abort it ("terminate called without an active exception") and turn a finished run's exit code into 134.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)

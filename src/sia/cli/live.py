@@ -115,3 +115,93 @@ class EvalProgress:
         self.total += record.score
         self.n += 1
         self.progress.update(self.bar, advance=1, score=f"{self.total / self.n:.3f}")
+
+
+class PlainView:
+    """Progress without a terminal (CI, nohup, a redirected log): plain lines, at least one every `every_s` seconds.
+
+    It takes the same events as `RunView`. Phases and verdicts print at once;
+    rollouts print a summary line (done/total, rollouts/s, timeouts, errors,
+    running score) at most every `every_s`; a heartbeat says what is running
+    when nothing else printed for `every_s` (a long training step, a slow
+    model call), so that slow and hung never look the same.
+    """
+
+    def __init__(self, stream, budget_s: float = 0.0, elapsed0: float = 0.0, every_s: float = 10.0) -> None:
+        import threading
+
+        self.stream, self.budget_s, self.every_s = stream, budget_s, every_s
+        self.t0 = time.monotonic() - elapsed0
+        self.label, self.total, self.done, self.timeouts, self.errors, self.score = "starting", 0, 0, 0, 0, 0.0
+        self.started = time.monotonic()
+        self.last = 0.0
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, name="sia-progress", daemon=True)
+
+    def __enter__(self) -> "PlainView":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join(timeout=2)
+
+    def _say(self, text: str) -> None:
+        with self._lock:
+            used = time.monotonic() - self.t0
+            left = max(0.0, self.budget_s - used)
+            left_text = f", {int(left // 60)}m{int(left % 60):02d}s left" if self.budget_s else ""
+            self.stream.write(f"[sia {int(used // 60)}m{int(used % 60):02d}s{left_text}] {text}\n")
+            self.stream.flush()
+            self.last = time.monotonic()
+
+    def _status(self) -> str:
+        dt = time.monotonic() - self.started
+        rate = self.done / dt if dt > 0 else 0.0
+        mean = self.score / self.done if self.done else 0.0
+        return (f"{self.label}: {self.done}/{self.total or '?'} done, {rate:.2f} rollouts/s, {self.timeouts} timeouts, "
+                f"{self.errors} errors, score so far {mean:.3f}")
+
+    def _beat(self) -> None:
+        while not self._stop.wait(min(1.0, self.every_s / 2)):
+            if time.monotonic() - self.last >= self.every_s:
+                self._say(self._status() if self.total and self.done < self.total else f"working: {self.label}")
+
+    def __call__(self, event: str, **d: Any) -> None:
+        if event == "phase":
+            self.label = d["text"].split(":")[0]
+            self._say(d["text"])
+        elif event == "eval_start":
+            self.label = d["label"]
+        elif event == "eval_total":
+            self.total, self.done, self.timeouts, self.errors, self.score = d["total"] - d["done"], 0, 0, 0, 0.0
+            self.started = time.monotonic()
+        elif event == "rollout":
+            r = d["record"]
+            self.done += 1
+            self.score += r.score
+            self.timeouts += r.error_type == "timeout"
+            self.errors += bool(r.error_type) and r.error_type != "timeout"
+            if time.monotonic() - self.last >= self.every_s or self.done == self.total:
+                self._say(self._status())
+        elif event == "train_start":
+            self.label, self.total, self.done = "training", d["steps"], 0
+        elif event == "train_step":
+            self.done += 1
+            self._say(f"training step {self.done}/{self.total}: reward {d['reward_mean']:.2f}, loss {d['loss']:+.3f}")
+        elif event == "proposal":
+            p = d["proposal"]
+            self._say(f"generation {d['gen']}: {p.lever}/{p.kind}: {p.rationale[:200]}")
+        elif event == "verdict":
+            v = d["verdict"]
+            self._say(f"{'accepted' if v.accept else 'rejected'} delta {v.delta:+.3f} p={v.p_value:.4f} n={v.n}/{v.n_total}: {v.reason}")
+        elif event == "champion":
+            self._say(f"champion validation score {d['score']:.3f}")
+
+    # the `sia eval` interface
+    def on_start(self, total: int, already: int) -> None:
+        self("eval_total", total=total, done=already)
+
+    def on_rollout(self, record) -> None:
+        self("rollout", record=record)

@@ -17,11 +17,12 @@ from __future__ import annotations
 import json
 import time
 import zlib
+from collections import Counter
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from sia.errors import HarnessError
+from sia.errors import HarnessError, SiaError
 from sia.harness.checks import check_harness_source, sandbox_refusal
 from sia.task.graders import Grade
 from sia.policy.runtime import PolicyRuntime
@@ -47,6 +48,9 @@ class EvalConfig:
     limits: SandboxLimits = field(default_factory=SandboxLimits)
     unsafe_sandbox: bool = False
     """Run harnesses sia did not write even where only the process sandbox is available."""
+    infra: tuple[str, ...] = ("timeout", "policy", "sandbox")
+    """Rollout errors that, when they are most of an evaluation, stop it as an infrastructure failure (a challenger's
+    timeouts are its own fault, so a gate counts only policy and sandbox errors)."""
 
 
 @dataclass
@@ -75,6 +79,44 @@ class EvalResult:
                 "evaluation_id": self.evaluation_id, "candidate_id": self.candidate_id, "harness_version": self.harness_version,
                 "adapter": self.adapter, "duration_s": round(self.duration_s, 2), "rollouts_per_s": round(self.rollouts_per_s, 3),
                 "policy": self.policy_stats}
+
+
+INFRA = ("timeout", "policy", "sandbox")
+"""Rollout errors that are the machine's, not the harness's: the policy did not answer in time, or could not be reached."""
+
+
+class InfraFailure(SiaError):
+    boundary = "evaluation"
+
+
+class InfraWatch:
+    """Stops an evaluation whose rollouts mostly fail for infrastructure reasons: that is not a score."""
+
+    def __init__(self, total: int, timeout_s: float, kinds: tuple[str, ...] = INFRA, share: float = 0.5, at_least: int = 8) -> None:
+        self.total, self.timeout_s, self.share, self.at_least, self.counted = total, timeout_s, share, at_least, kinds
+        self.done, self.kinds, self.first = 0, Counter(), ""
+
+    def add(self, record: NewRollout) -> None:
+        self.done += 1
+        if record.error_type in self.counted:
+            self.kinds[record.error_type] += 1
+            self.first = self.first or (record.error or record.error_type)
+
+    def failing(self) -> bool:
+        bad = sum(self.kinds.values())
+        return bad > 0 and self.done >= min(self.at_least, self.total) and bad >= self.share * self.done
+
+    def raise_if_failing(self) -> None:
+        if not self.failing():
+            return
+        bad = sum(self.kinds.values())
+        what = ", ".join(f"{n} {k}" for k, n in self.kinds.most_common())
+        if self.kinds["timeout"] >= bad / 2:
+            hint = (f"the {self.timeout_s:g}s per rollout includes waiting for the shared policy service: raise --timeout, "
+                    "lower --concurrency, or use a faster or remote model")
+        else:
+            hint = "check the policy service or the endpoint; the first error: " + self.first.splitlines()[0][:200]
+        raise InfraFailure(f"{bad} of {self.done} rollouts failed for infrastructure reasons ({what}), so no score is reported", hint)
 
 
 def rollout_seed(seed: int, example_id: str, sample: int) -> int:
@@ -146,19 +188,24 @@ def execute(task: Task, source: str, *, store: Store, runtime: PolicyRuntime, co
         return NewRollout(rid, evaluation_id, candidate_id, ex.id, ex.split, sample, seed, "ok" if res.ok else "error", error_type,
                              error, res.output if res.ok else None, grade.score, grade.passed, grade.feedback, res.duration_s, events)
 
+    watch = InfraWatch(len(jobs), config.limits.timeout_s, config.infra)
     with ThreadPoolExecutor(max_workers=max(1, config.concurrency), thread_name_prefix="sia-rollout") as pool:
         pending = set()
         queue = list(jobs)
         while queue or pending:
-            while queue and len(pending) < config.concurrency:
+            while queue and len(pending) < config.concurrency and not watch.failing():
                 ex, s = queue.pop(0)
                 pending.add(pool.submit(run_one, ex, s))
+            if not pending:
+                break
             finished, pending = wait(pending, return_when=FIRST_COMPLETED)
             for fut in finished:
                 record = fut.result()
                 store.add_rollout(record)
+                watch.add(record)
                 if on_rollout:
                     on_rollout(record)
+    watch.raise_if_failing()
     duration = time.monotonic() - t0
     return summarise(task, store, evaluation_id, harness_version, adapter, duration, len(jobs), runtime.stats())
 

@@ -14,9 +14,10 @@ from sia.store.run import Run
 
 
 class Budget:
-    def __init__(self, run: Run, budget_s: float, max_rollouts: int | None, max_tokens: int | None, test_n: int) -> None:
+    def __init__(self, run: Run, budget_s: float, max_rollouts: int | None, max_tokens: int | None, test_n: int,
+                 started_at: float | None = None) -> None:
         self.run, self.budget_s, self.max_rollouts, self.max_tokens, self.test_n = run, budget_s, max_rollouts, max_tokens, test_n
-        self._t0 = time.monotonic()
+        self._t0 = started_at if started_at is not None else time.monotonic()
         self._elapsed0 = float(run.store.get_meta("elapsed_s", 0.0))
         self._saved_at = self._t0
 

@@ -63,7 +63,10 @@ class RunConfig(BaseModel):
     test_limit: int | None = Field(None, ge=1)
     """Report on the first N test examples only."""
     timeout: float | None = Field(None, gt=0)
-    """Wall-clock seconds per rollout (default: the task's timeout_s)."""
+    """Wall-clock seconds per rollout, queueing at the policy service included (default: the task's timeout_s)."""
+    auto_limits: bool = True
+    """When the measured throughput says the baseline would take over half the budget, evaluate on the first val and test
+    examples only, and say so; --no-auto-limits stops with the limits to pass instead."""
     sandbox: Literal["auto", "bwrap", "process"] = "auto"
     """Rollout isolation: auto (bubblewrap where it runs), bwrap, or process (no namespaces; sia's template harnesses only)."""
     unsafe_sandbox: bool = False

@@ -70,14 +70,15 @@ class LeverContext:
             self.runtime.load_adapter(version, self.store.adapter_path(version))
 
     def run_rollouts(self, cid: str, eid: str, split: str, examples: list["Example"], label: str, *, samples: int = 1,
-                     seed: int | None = None, model: str | None = None) -> EvalResult:
+                     seed: int | None = None, model: str | None = None, challenger: bool = False) -> EvalResult:
         """Run `examples` into evaluation `eid` with candidate `cid`'s harness; `model` overrides its adapter."""
         cand = self.store.candidate(cid)
         adapter = model or cand.adapter_version
         if model is None:
             self.serve_adapter(adapter)
         config = EvalConfig(split=split, seed=self.seed if seed is None else seed, samples=samples,
-                            concurrency=self._concurrency, limits=self._limits, unsafe_sandbox=self._unsafe)
+                            concurrency=self._concurrency, limits=self._limits, unsafe_sandbox=self._unsafe,
+                            infra=("policy", "sandbox") if challenger else ("timeout", "policy", "sandbox"))
         self.report("eval_start", label=label, evaluation=eid)
         result = execute(self.task, self.run.source(cid), store=self.store, runtime=self.runtime, config=config,
                          harness_version=cand.harness_version, adapter=adapter, candidate_id=cid, evaluation_id=eid,

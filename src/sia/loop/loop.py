@@ -23,7 +23,8 @@ from sia.agents.contract import AgentState, FeedbackAgent
 from sia.agents.meta import initial_harness, llm_initial_harness
 from sia.agents.proposal import Invalid, Stop, from_dict, to_dict
 from sia.evaluation.analysis import analyse
-from sia.evaluation.executor import EvalResult
+from sia.errors import SiaError
+from sia.evaluation.executor import EvalResult, InfraFailure
 from sia.harness.sandbox import SandboxLimits
 from sia.loop.budget import Budget
 from sia.loop.config import RunConfig
@@ -43,31 +44,34 @@ def _quiet(event: str, **data: Any) -> None:
 
 class Loop:
     def __init__(self, run: Run, runtime: PolicyRuntime, config: RunConfig, observer: Observer = _quiet,
-                 agent: FeedbackAgent | None = None, meta_model=None, levers: Mapping[str, Lever] | None = None) -> None:
+                 agent: FeedbackAgent | None = None, meta_model=None, levers: Mapping[str, Lever] | None = None,
+                 started_at: float | None = None) -> None:
         """`agent`: the Feedback-Agent (builtin by default); `meta_model`: an AgentModel that writes the first harness;
-        `levers`: the levers by name (default: every available one; `config.levers` says which the agent may pull)."""
+        `levers`: the levers by name (default: every available one; `config.levers` says which the agent may pull);
+        `started_at`: when the command started (time.monotonic()), so that loading the model counts against the budget."""
         self.records, self.task, self.store, self.runtime, self.config = run, run.task, run.store, runtime, config
         self.ui = observer
         self.agent = agent or BuiltinFeedbackAgent()
         self.meta_model = meta_model
         self.levers = dict(levers or available_levers())
         self.binary = self.task.spec.score == "binary"
-        self.val = self.task.split("val")[: config.val_limit] if config.val_limit else self.task.split("val")
-        self.test = self.task.split("test")[: config.test_limit] if config.test_limit else self.task.split("test")
-        self.budget = Budget(run, config.budget, config.max_rollouts, config.max_tokens, len(self.test))
+        limits = run.store.get_meta("limits") or {}
+        self.val = self.task.split("val")[: config.val_limit or limits.get("val")]
+        self.test = self.task.split("test")[: config.test_limit or limits.get("test")]
+        self.budget = Budget(run, config.budget, config.max_rollouts, config.max_tokens, len(self.test), started_at)
         limits = SandboxLimits(timeout_s=config.timeout or self.task.spec.harness.timeout_s, isolation=config.sandbox)
         self.ctx = LeverContext(run, runtime, seed=config.seed, concurrency=config.concurrency, limits=limits,
                                 report=observer, on_saved=self.budget.save, unsafe_sandbox=config.unsafe_sandbox,
                                 tick=self.budget.tick)
 
     # -- evaluations ------------------------------------------------------------------------------
-    def _eval(self, cid: str, purpose: str, split: str, examples, label: str) -> EvalResult:
+    def _eval(self, cid: str, purpose: str, split: str, examples, label: str, challenger: bool = False) -> EvalResult:
         """Candidate `cid` on `examples`, registered under `purpose`, resumed if it was started before."""
         adapter = self.store.candidate(cid).adapter_version
         eid = self.store.evaluation_for(cid, purpose, lambda: self.store.add_evaluation(
             cid, split, self.config.seed, 1, len(examples),
             {"purpose": purpose_key(cid, purpose), "model": self.runtime.model_name(adapter)}))
-        return self.ctx.run_rollouts(cid, eid, split, examples, label)
+        return self.ctx.run_rollouts(cid, eid, split, examples, label, challenger=challenger)
 
     def _show_champion(self) -> None:
         score = self.records.mean_of(self.store.champion(), "val")
@@ -76,6 +80,14 @@ class Loop:
 
     # -- the run ----------------------------------------------------------------------------------
     def run(self) -> dict[str, Any]:
+        try:
+            return self._run()
+        except InfraFailure:  # not a score: the run stops, resumable once the cause is fixed, with no lesson recorded
+            self.store.set_meta("status", "stopped")
+            self.budget.save()
+            raise
+
+    def _run(self) -> dict[str, Any]:
         store = self.store
         store.set_meta("status", "running")
         if store.champion() is None:
@@ -86,8 +98,10 @@ class Loop:
                 raise AgentModelError(f"the Meta-Agent could not write the first harness: {e.message}", e.hint) from None
             version = store.add_harness_version(source, rationale)
             champion = store.add_candidate(version, None, "baseline", rationale)
-            store.push_champion(champion, "baseline from the Meta-Agent", 0)
+            who = f"written by the Meta-Agent ({self.meta_model.spec.spelling})" if self.meta_model else "sia's template harness"
+            store.push_champion(champion, f"baseline: {who}", 0)
         baseline = self.records.baseline()
+        self._plan_limits(baseline)
         self.ui("phase", text="baseline: validation")
         self._eval(baseline, "val", "val", self.val, "baseline val")
         self._show_champion()
@@ -105,6 +119,34 @@ class Loop:
         self.budget.save()
         return self.records.summary()
 
+    def _plan_limits(self, baseline: str) -> None:
+        """Measure throughput on the first val examples; when the baseline would take over half the budget, limit it."""
+        store, c = self.store, self.config
+        if store.get_meta("limits") is not None or (c.val_limit and c.test_limit):
+            return
+        eid = store.evaluation_for(baseline, "val", lambda: store.add_evaluation(
+            baseline, "val", c.seed, 1, len(self.val), {"purpose": purpose_key(baseline, "val"), "model": self.runtime.model_name()}))
+        k = min(len(self.val), max(8, min(c.concurrency, 16)))
+        t0 = time.monotonic()
+        self.ui("phase", text=f"baseline: validation (measuring throughput on the first {k} examples)")
+        self.ctx.run_rollouts(baseline, eid, "val", self.val[:k], "baseline val")
+        rate = k / max(time.monotonic() - t0, 1e-3)
+        need = (len(self.val) + 2 * len(self.test)) / rate
+        limits = {"val": len(self.val), "test": len(self.test), "rate": rate, "note": ""}
+        if need > 0.5 * max(c.budget - self.budget.elapsed(), 1.0):
+            n = max(k, int(0.5 * (c.budget - self.budget.elapsed()) * rate / 3))
+            val_n, test_n = min(len(self.val), c.val_limit or n), min(len(self.test), c.test_limit or n)
+            why = (f"the baseline needs ~{need / 60:.1f} min at {rate:.2f} rollouts/s (val {len(self.val)} and test {len(self.test)} "
+                   f"twice), over half the {c.budget / 60:.0f}-minute budget")
+            if not c.auto_limits:
+                raise SiaError(why, f"pass --val-limit {val_n} --test-limit {test_n}, or drop --no-auto-limits")
+            limits.update(val=val_n, test=test_n, note=f"{why}: limited to the first {val_n} val and {test_n} test examples")
+            store.resize_evaluation(eid, val_n)
+            self.val, self.test = self.val[:val_n], self.test[:test_n]
+            self.budget.test_n = test_n
+            self.ui("phase", text=limits["note"])
+        store.set_meta("limits", limits)
+
     def _initial_harness(self) -> tuple[str, str]:
         if self.meta_model is None:
             return initial_harness(self.task)
@@ -119,7 +161,7 @@ class Loop:
             return refused
         cid = self.store.add_candidate(version, None, "meta", f"Meta-Agent attempt {attempt}")
         examples = self.task.split("train")[: max(2, self.config.smoke_examples)]
-        rows = self.store.rollouts(self._eval(cid, "meta", "train", examples, f"Meta-Agent attempt {attempt}").evaluation_id)
+        rows = self.store.rollouts(self._eval(cid, "meta", "train", examples, f"Meta-Agent attempt {attempt}", challenger=True).evaluation_id)
         bad = [r for r in rows if r.status != "ok"]
         if bad:
             msg = (bad[0].error or bad[0].error_type or "").strip().splitlines()
@@ -209,7 +251,7 @@ class Loop:
         """Smoke test, then the sequential paired gate on validation against the champion."""
         store = self.store
         self.ui("phase", text=f"generation {gen}: smoke test on {self.config.smoke_examples} train examples")
-        smoke = self._eval(cid, "smoke", "train", self.task.split("train")[: self.config.smoke_examples], "smoke")
+        smoke = self._eval(cid, "smoke", "train", self.task.split("train")[: self.config.smoke_examples], "smoke", challenger=True)
         rows = store.rollouts(smoke.evaluation_id)
         if rows and all(r.status == "error" for r in rows):
             first = (rows[0].error or "").splitlines()[0] if rows[0].error else rows[0].error_type
@@ -229,7 +271,7 @@ class Loop:
             if self.budget.elapsed() + self.budget.test_reserve(champion) >= self.config.budget:
                 return self._reject(f"budget ran out before the gate decided ({len(done)}/{len(self.val)} examples)"), eid
             todo = [e for e in self.val if e.id not in done][:chunk]
-            self.ctx.run_rollouts(cid, eid, "val", todo, f"gate gen {gen}")
+            self.ctx.run_rollouts(cid, eid, "val", todo, f"gate gen {gen}", challenger=True)
         if verdict is None:
             scores = self.records.scores(eid)
             verdict = decided(champ_scores, scores, binary=self.binary, config=gate) or \

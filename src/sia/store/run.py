@@ -78,6 +78,22 @@ class Run:
         rows = self.store.rollouts(eid)
         return sum(r.score for r in rows) / len(rows) if rows and len(rows) == ev.n_examples else None
 
+    def scored(self, cid: str | None, split: str) -> dict[str, Any]:
+        """Score, 95% CI and n of `cid` on `split`, for reports: {} while the evaluation is incomplete."""
+        eid = self.store.evaluation_id(cid, split) if cid else None
+        ev = self.store.evaluation(eid) if eid else None
+        if ev is None or ev.score is None:
+            return {}
+        return {"score": ev.score, "ci": [ev.ci_lo, ev.ci_hi], "n": ev.n_examples}
+
+    def outcome_shares(self) -> dict[str, Any]:
+        """Share of timeouts and errors over every rollout of the run, and the first grader error (a broken task shows here)."""
+        rows = self.store.rollouts()
+        n = len(rows) or 1
+        grader = next((r.error for r in rows if r.error_type == "grader"), None)
+        return {"rollouts": len(rows), "timeouts": sum(r.error_type == "timeout" for r in rows) / n,
+                "errors": sum(bool(r.error_type) and r.error_type != "timeout" for r in rows) / n, "first_grader_error": grader}
+
     def seconds_of(self, cid: str, purpose: str = "val") -> tuple[float, int]:
         """(wall seconds from first to last rollout, rollouts) of `cid`'s evaluation for `purpose`."""
         eid = self.store.evaluation_id(cid, purpose)

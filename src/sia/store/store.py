@@ -275,6 +275,10 @@ class Store:
                         "VALUES (?, ?, ?, ?, ?, ?, ?, ?)", (eid, candidate_id, split, seed, samples, n_examples, json.dumps(config), time.time()))
         return eid
 
+    def resize_evaluation(self, eid: str, n_examples: int) -> None:
+        """Shrink an unfinished evaluation to its first `n_examples` (a run limited after measuring its throughput)."""
+        self.db.execute("UPDATE evaluations SET n_examples = ? WHERE id = ? AND finished IS NULL", (n_examples, eid))
+
     def finish_evaluation(self, eid: str, score: float, ci: tuple[float, float]) -> None:
         self.db.execute("UPDATE evaluations SET finished = ?, score = ?, ci_lo = ?, ci_hi = ? WHERE id = ?", (time.time(), score, ci[0], ci[1], eid))
 

@@ -20,7 +20,8 @@ def run_summary(run: "Run") -> dict[str, Any]:
             return {}
         c = store.candidate(cid)
         return {"candidate": cid, "harness_version": c.harness_version, "adapter": c.adapter_version,
-                "val": run.score(cid, "val"), "test": run.score(cid, "test")}
+                "val": run.score(cid, "val"), "test": run.score(cid, "test"),
+                "val_detail": run.scored(cid, "val"), "test_detail": run.scored(cid, "test")}
 
     gens = []
     for g in store.generations():
@@ -36,6 +37,7 @@ def run_summary(run: "Run") -> dict[str, Any]:
             "status": store.get_meta("status"), "stop_reason": store.get_meta("stop_reason"),
             "baseline": describe(baseline), "final": describe(final), "generations": gens,
             "accepted": sum(1 for g in gens if g["accepted"]), "rollouts": store.count_rollouts(), "tokens": store.count_tokens(),
-            "elapsed_s": round(float(store.get_meta("elapsed_s", 0.0)), 1),
+            "elapsed_s": round(float(store.get_meta("elapsed_s", 0.0)), 1), "limits": store.get_meta("limits"),
+            "outcomes": run.outcome_shares(), "budget_s": cfg.get("budget"),
             "agents": {"calls": store.agent_call_count(), "tokens": agent_tokens, "usd": round(agent_usd, 4)},
             "champions": [{"candidate": c.candidate_id, "reason": c.reason, "generation": c.generation} for c in champs]}

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from sia.harness.programs import RUNNER_PRELUDE, ProgramWorker, WorkerError
-from sia.task.graders import Grade
+from sia.task.graders import Grade, grader
 
 HERE = Path(__file__).parent
 RUNNER = RUNNER_PRELUDE + (HERE / "runner.py").read_text()
@@ -47,6 +47,7 @@ def _run_program(program: str, seen: np.ndarray, timeout_s: float) -> np.ndarray
             raise WorkerError("the worker answered without a whole output") from None
 
 
+@grader("held")
 def grade(example, output, timeout_s: float = 120.0) -> Grade:
     seen = np.asarray(example.inputs["counts"], dtype=np.int64)
     held = np.asarray(example.target["held"], dtype=np.int64)

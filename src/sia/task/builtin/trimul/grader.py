@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from sia.harness.programs import RUNNER_PRELUDE, ProgramWorker, WorkerError
-from sia.task.graders import Grade
+from sia.task.graders import Grade, grader
 
 HERE = Path(__file__).parent
 REFERENCE = (HERE / "reference.py").read_text()
@@ -79,6 +79,7 @@ def _run(worker: ProgramWorker, c, data_bytes: bytes, tag: str, timeout_s: float
     return out, seconds
 
 
+@grader("seed")
 def grade(example, output, rtol: float = 2e-2, atol: float = 2e-2, checks: int = 2, reps: int = 5,
           max_slowdown: float = 10.0) -> Grade:
     program = program_of(output)

@@ -1,0 +1,93 @@
+"""A newcomer's own task, from the README alone: scaffold, check, evaluate; honest progress and honest failure."""
+
+import json
+import re
+import subprocess
+
+import pytest
+
+from conftest import SIA
+from sia.evaluation.executor import INFRA
+from sia.task.graders import multiple_choice, numeric, regex_match, text_match
+from sia.task.loading import Example
+from test_cli import assert_one_line_error, sia
+
+
+def _ex(**target):
+    return Example("x", "val", {}, target)
+
+
+def test_builtin_graders_for_numbers_free_text_patterns_and_choices():
+    assert numeric(_ex(answer=42), "The answer is 42.").passed and not numeric(_ex(answer=42), "41").passed
+    assert numeric(_ex(answer=3.14), "about 3.1", rel_tol=0.02).passed and numeric(_ex(answer=1000), "1,000").passed
+    assert numeric(_ex(answer=7), "seven").outcome == "unparseable"
+    assert text_match(_ex(answer="São Paulo"), "sao paulo.").passed and text_match(_ex(answers=["NYC", "New York"]), "new  york").passed
+    assert not text_match(_ex(answer="Paris"), "Paris, France").passed
+    assert regex_match(_ex(answer="blue"), "Let me think. Answer: Blue").passed
+    assert regex_match(_ex(answer="4"), "x = 4", pattern=r"x = (\d+)").passed
+    assert multiple_choice(_ex(answer="B"), "(B) because").passed and not multiple_choice(_ex(answer="B"), "A. no").passed
+
+
+def test_a_new_task_is_scaffolded_checked_and_evaluated_without_reading_any_source(tmp_path):
+    folder = tmp_path / "word-count"
+    r = sia("task", "new", folder)
+    assert r.returncode == 0 and (folder / "task.toml").is_file(), r.stderr
+    reviews = [json.loads(line) for line in open("src/sia/task/builtin/sentiment/inputs.jsonl")][:16]
+    with open(folder / "inputs.jsonl", "w") as fi, open(folder / "labels.jsonl", "w") as fl:
+        for row in reviews:  # a counting task whose answer is a number
+            fi.write(json.dumps({"id": row["id"], "question": "How many words are in this text? " + row["text"]}) + "\n")
+            fl.write(json.dumps({"id": row["id"], "answer": len(row["text"].split())}) + "\n")
+    r = sia("task", "check", folder)
+    assert r.returncode == 0 and "dry grading: each gold output scores full marks (16 examples)" in r.stdout, r.stdout
+    r = sia("eval", folder, "--limit", "2", "--json", "--run-dir", tmp_path / "run")
+    assert r.returncode == 0, r.stderr
+    result = json.loads(r.stdout)
+    assert result["n"] == 2 and 0.0 <= result["score"] <= 1.0
+    # a wrong field name in the labels is found by the check, and by sia eval before anything runs
+    (folder / "labels.jsonl").write_text((folder / "labels.jsonl").read_text().replace('"answer"', '"count"'))
+    r = sia("task", "check", folder)
+    assert r.returncode == 2 and "'answer' missing in 16 rows" in r.stdout, r.stdout
+    assert_one_line_error(sia("eval", folder, "--run-dir", tmp_path / "run2"), "label row has fields: count")
+
+
+def test_a_run_where_every_rollout_times_out_stops_with_one_message_and_no_lessons(tmp_path):
+    run = tmp_path / "run"
+    r = subprocess.run([SIA, "run", "sentiment", "--timeout", "0.3", "--val-limit", "8", "--test-limit", "4", "--run-dir", run],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2, (r.returncode, r.stderr[-2000:])  # not 134: no native abort at exit
+    errors = [line for line in r.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "rollouts failed for infrastructure reasons" in errors[0] and "raise --timeout" in errors[0]
+    assert "Traceback" not in r.stderr
+    s = json.loads(subprocess.run([SIA, "status", run, "--json"], capture_output=True, text=True, timeout=60).stdout)
+    assert s["generations"] == [] and s["status"] in ("stopped", "interrupted"), "no generation ran, so no lesson was written"
+    assert set(INFRA) >= {"timeout"}
+
+
+def test_a_run_whose_baseline_does_not_fit_is_limited_ends_in_budget_and_logs_progress_without_a_terminal(tmp_path):
+    r = subprocess.run([SIA, "run", "sentiment", "--budget", "45s", "--levers", "harness", "--analysis-examples", "8",
+                        "--run-dir", tmp_path / "run", "--json"], capture_output=True, text=True, timeout=600,
+                       env={**__import__("os").environ, "CI": "true"})
+    assert r.returncode == 0, r.stderr[-3000:]
+    summary = json.loads(r.stdout)
+    limits = summary["limits"]
+    assert limits["val"] < 200 and limits["test"] < 200 and "limited to the first" in limits["note"]
+    assert "limited to the first" in r.stderr, "the run says what it limited"
+    assert summary["final"]["test_detail"]["n"] == limits["test"] and summary["final"]["test"] is not None
+    assert summary["elapsed_s"] <= 45 * 1.1 + 60, f"{summary['elapsed_s']}s for a 45 s budget (margin: 10% + one minute)"
+    stamps = [int(m) * 60 + int(s) for m, s in re.findall(r"^\[sia (\d+)m(\d\d)s", r.stderr, re.M)]
+    assert len(stamps) >= 4 and max(b - a for a, b in zip([0] + stamps, stamps)) <= 30, stamps
+
+
+def test_without_a_terminal_a_line_is_printed_even_while_nothing_finishes():
+    import io
+    import time
+
+    from sia.cli.live import PlainView
+
+    stream = io.StringIO()
+    with PlainView(stream, budget_s=60, every_s=0.5) as view:
+        view("phase", text="generation 1: training a1")
+        time.sleep(1.8)  # a long training step: no event, but the log must not go quiet
+    lines = stream.getvalue().splitlines()
+    assert len(lines) >= 3 and all(line.startswith("[sia ") for line in lines), lines
+    assert "working: generation 1" in lines[-1]
