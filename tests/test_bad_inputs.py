@@ -77,7 +77,7 @@ def test_an_empty_split_an_unknown_grader_and_a_wrong_target_field_are_refused_u
     labels.write_text("".join(json.dumps({"id": r["id"], "sentiment": r["label"]}) + "\n"
                               for r in map(json.loads, labels.read_text().splitlines())))
     r = sia("run", wrong, "--run-dir", tmp_path / "r3")
-    assert_one_line_error(r, "fails on example", "KeyError", "fields: sentiment")
+    assert_one_line_error(r, "reads the label field 'label', missing in 12 rows", "fields: sentiment")
     assert not any((tmp_path / n).exists() for n in ("r1", "r2", "r3"))
 
 

@@ -28,6 +28,26 @@ def _fmt(x: Any, nd: int = 3) -> str:
     return html.escape(str(x))
 
 
+def _scored(d: dict[str, Any] | None) -> str:
+    """A score with its 95% CI and n."""
+    if not d:
+        return "–"
+    return f"{d['score']:.3f} <span class=muted>({d['ci'][0]:.3f}–{d['ci'][1]:.3f}, n={d['n']})</span>"
+
+
+def _notes(s: dict[str, Any]) -> str:
+    """What the scores rest on: the limits used, and the share of timeouts and errors."""
+    notes = []
+    limits, o = s.get("limits") or {}, s.get("outcomes") or {}
+    if limits.get("note"):
+        notes.append(f"Limits: {html.escape(limits['note'])}.")
+    if o.get("rollouts"):
+        notes.append(f"{o['rollouts']} rollouts: {o['timeouts']:.1%} timed out, {o['errors']:.1%} ended in an error.")
+    if o.get("first_grader_error"):
+        notes.append(f"First grader error: {html.escape(o['first_grader_error'][:300])}")
+    return "".join(f"<p class=muted>{n}</p>" for n in notes)
+
+
 def _plot(summary: dict[str, Any]) -> str:
     """Champion score per generation (step line) and each challenger (dot, coloured by lever)."""
     base = summary["baseline"].get("val")
@@ -102,9 +122,11 @@ def render_report(run: Run) -> str:
            + (f" · agent models: {s['agents']['calls']} calls, {s['agents']['tokens']} tokens, ${s['agents']['usd']}" if s["agents"]["calls"] else "")
            + "</p>",
            "<h2>Baseline versus final</h2><table><tr><th></th><th>version</th><th>validation</th><th>test (held out)</th></tr>",
-           f"<tr><td>baseline</td><td>{_fmt(b.get('harness_version'))}</td><td>{_fmt(b.get('val'))}</td><td class=big>{_fmt(b.get('test'))}</td></tr>",
+           f"<tr><td>baseline</td><td>{_fmt(b.get('harness_version'))}</td><td>{_scored(b.get('val_detail'))}</td>"
+           f"<td class=big>{_scored(b.get('test_detail'))}</td></tr>",
            f"<tr><td>final</td><td>{_fmt(f.get('harness_version'))}{' + ' + _fmt(f.get('adapter')) if f.get('adapter') else ''}</td>"
-           f"<td>{_fmt(f.get('val'))}</td><td class=big>{_fmt(f.get('test'))}</td></tr></table>",
+           f"<td>{_scored(f.get('val_detail'))}</td><td class=big>{_scored(f.get('test_detail'))}</td></tr></table>",
+           _notes(s),
            "<h2>Scores per generation</h2>", _plot(s),
            "<h2>Lineage</h2><table><tr><th>#</th><th>champion</th><th>version</th><th>why</th></tr>"]
     for i, c in enumerate(s["champions"]):

@@ -179,6 +179,15 @@ class Task:
         for name in splits:
             if not self.split(name):
                 raise TaskError(f"task {self.name!r}: the {name} split is empty", "give it examples in [splits] of task.toml")
+        base = getattr(self.grader, "func", self.grader)
+        fields = getattr(base, "fields", None)
+        for f in fields or ():
+            missing = [e.id for e in self.examples.values() if f not in e.target]
+            if missing:
+                have = ", ".join(sorted(self.examples[missing[0]].target)) or "none"
+                raise TaskError(f"task {self.name!r}: the grader reads the label field {f!r}, missing in {len(missing)} rows "
+                                f"(e.g. {missing[0]!r}); its label row has fields: {have}",
+                                "rename the field in the labels file, or pick the grader that reads yours (README 'Graders')")
         example = (self.split("train") or self.split(splits[0]))[0]
         try:
             self.grade(example, "")
