@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from sia.weights.config import GRPOConfig
-from sia.weights.grpo import completion_logprobs, group_advantages, gmts_scores, has_spread, policy_loss, select_tokens
+from sia.weights.grpo import (completion_logprobs, group_advantages, gmts_scores, has_spread, importance_weights, policy_loss,
+                              select_tokens)
 
 
 def test_group_advantages_match_hand_computation():
@@ -197,3 +198,19 @@ def test_shared_prompt_forward_equals_the_full_sequence_forward_in_value_and_gra
     g_full = torch.autograd.grad(full.sum(), lora)
     for a, b in zip(g_shared, g_full):
         assert torch.allclose(a, b, atol=1e-5)
+
+
+def test_the_importance_correction_is_exact_when_both_engines_agree_and_capped_when_they_do_not():
+    torch.manual_seed(0)
+    new = torch.log_softmax(torch.randn(3, 5, 7), -1)[..., 0].requires_grad_(True)
+    old = new.detach() + 0.1 * torch.randn(3, 5)
+    adv = torch.tensor([1.0, -0.5, 0.3])
+    mask = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1], [1, 0, 0, 0, 0]])
+    w = importance_weights(old, old.clone(), mask, cap=2.0)
+    assert torch.equal(w, torch.ones_like(w)), "the same logprobs from both engines give weights of exactly 1"
+    plain, _ = policy_loss(new, old, adv, mask, GRPOConfig())
+    corrected, stats = policy_loss(new, old, adv, mask, GRPOConfig(), is_weights=w)
+    assert torch.equal(plain, corrected) and stats["is_weight_mean"] == 1.0
+    behaviour = old - torch.tensor([[2.0, -1.0, 0.5, 0, 0]] * 3)  # the trainer finds token 0 e^2 times likelier
+    w = importance_weights(old, behaviour, mask, cap=2.0)
+    assert w[0, 0] == 2.0 and abs(float(w[0, 1]) - math.exp(-1.0)) < 1e-6 and w[0, 3] == 1.0, "capped, exact below the cap, 1 on padding"

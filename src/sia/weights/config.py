@@ -40,6 +40,9 @@ class GRPOConfig(BaseModel):
     """Train only on the top tokens by entropy, or by gradient magnitude (GMTS)."""
     token_fraction: float = Field(1.0, gt=0, le=1)
     """Fraction of tokens kept by token selection."""
+    is_cap: float = Field(2.0, ge=0)
+    """Cap of the truncated importance weight trainer/behaviour per token, correcting for samples drawn by another engine
+    (a quantized llama.cpp policy); 0 turns the correction off."""
 
 
 class TrainConfig(BaseModel):

@@ -52,10 +52,26 @@ def select_tokens(mask: torch.Tensor, scores: torch.Tensor, fraction: float) -> 
     return (keep.view_as(mask) & real).to(mask.dtype)
 
 
+def importance_weights(logp_trainer_old: torch.Tensor, logp_behaviour: torch.Tensor, mask: torch.Tensor, cap: float) -> torch.Tensor:
+    """Truncated importance weights min(pi_trainer / pi_behaviour, cap) per token (1 on padding).
+
+    The samples were drawn by the behaviour engine (a quantized llama.cpp
+    policy, say) whose probabilities differ from the trainer's for the same
+    weights. The clipped ratio is taken against the trainer's own old
+    probabilities, and each token's loss is weighted by how much more likely the
+    trainer found it than the behaviour engine did, capped so that a rare token
+    cannot dominate (truncated importance sampling). When both engines agree the
+    weights are exactly 1.
+    """
+    w = torch.exp(logp_trainer_old - logp_behaviour).clamp(max=cap)
+    return torch.where(mask.bool(), w, torch.ones_like(w))
+
+
 def policy_loss(logp_new: torch.Tensor, logp_old: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor,
                 config: GRPOConfig, logp_ref: torch.Tensor | None = None,
-                token_scores: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, float]]:
-    """The clipped surrogate loss (to minimise) and statistics for the training log."""
+                token_scores: torch.Tensor | None = None, is_weights: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+    """The clipped surrogate loss (to minimise) and statistics for the training log; `is_weights` (see
+    `importance_weights`) multiply each token's surrogate when the samples came from another engine."""
     mask = mask.float()
     if config.token_selection != "none" and token_scores is not None:
         mask = select_tokens(mask, token_scores, config.token_fraction).float()
@@ -64,6 +80,8 @@ def policy_loss(logp_new: torch.Tensor, logp_old: torch.Tensor, advantages: torc
     unclipped = ratio * adv
     clipped = torch.clamp(ratio, 1 - config.clip_low, 1 + config.clip_high) * adv
     per_token = -torch.minimum(unclipped, clipped)
+    if is_weights is not None:
+        per_token = per_token * is_weights.detach()
     kl = torch.zeros_like(per_token)
     if config.kl_coef > 0 and logp_ref is not None:
         d = logp_ref - logp_new
@@ -80,6 +98,8 @@ def policy_loss(logp_new: torch.Tensor, logp_old: torch.Tensor, advantages: torc
         clipped_frac = (((ratio < 1 - config.clip_low) | (ratio > 1 + config.clip_high)).float() * mask).sum() / n_tokens
         stats = {"loss": float(loss.detach()), "kl": float((kl * mask).sum() / n_tokens), "clip_fraction": float(clipped_frac),
                  "ratio_mean": float((ratio * mask).sum() / n_tokens), "tokens": int(mask.sum())}
+        if is_weights is not None:
+            stats["is_weight_mean"] = float((is_weights * mask).sum() / n_tokens)
     return loss, stats
 
 

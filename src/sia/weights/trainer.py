@@ -41,7 +41,8 @@ from typing import Any, Callable
 
 from sia.weights.config import TrainConfig
 from sia.weights.samples import Sample, samples_from_store  # noqa: F401 (the trainer's input types)
-from sia.weights.grpo import gmts_scores, group_advantages, has_spread, policy_loss, shared_prompt_logprobs, token_entropy
+from sia.weights.grpo import (gmts_scores, group_advantages, has_spread, importance_weights, policy_loss, shared_prompt_logprobs,
+                              token_entropy)
 
 
 @dataclass
@@ -94,6 +95,8 @@ class Trainer:
         self.stopped: str | None = None
         self.samples_seen = 0
         self.groups_used = 0
+        self._old: dict[int, Any] = {}
+        self.behaviour_gap = 0.0
 
     def usable_groups(self, samples: list[Sample]) -> dict[str, list[Sample]]:
         groups: dict[str, list[Sample]] = {}
@@ -114,11 +117,30 @@ class Trainer:
             self.stopped = "no usable groups (no reward spread)" if self.config.algorithm == "grpo" else "no successful samples"
             return 0
         self.stopped = None
+        self._behaviour_gap(groups)
         for done in range(1, steps + 1):
             self._step(groups, self.rng.sample(sorted(groups), min(self.config.prompts_per_step, len(groups))), on_step)
             if self.stopped:
                 return done
         return steps
+
+    def _behaviour_gap(self, groups: dict[str, list[Sample]]) -> None:
+        """The trainer's own logprobs of this round's samples before any step: the "old" policy of the clipped ratio, and,
+        against the recorded (behaviour) logprobs, the importance weights and the per-token gap between the two engines."""
+        torch = self.torch
+        self._old: dict[int, Any] = {}
+        if self.config.algorithm != "grpo" or self.config.grpo.is_cap <= 0:
+            return
+        gaps, n = 0.0, 0
+        with torch.no_grad():
+            for ss in groups.values():
+                lp, _, mask = shared_prompt_logprobs(self.model, [(s.prompt_ids, s.completion_ids) for s in ss], self.pad_id)
+                for i, s in enumerate(ss):
+                    mine = lp[i, : len(s.completion_ids)]
+                    self._old[id(s)] = mine
+                    gaps += float((mine - torch.tensor(s.old_logprobs)).abs().sum())
+                    n += len(s.completion_ids)
+        self.behaviour_gap = gaps / max(n, 1)
 
     def _step(self, groups: dict[str, list[Sample]], chosen: list[str], on_step) -> None:
         torch, config, model = self.torch, self.config, self.model
@@ -133,9 +155,15 @@ class Trainer:
             weight += [1.0 if s.reward >= float(rewards_g.max()) else 0.0 for s in ss]
         pairs = [(s.prompt_ids, s.completion_ids) for s in batch_samples]
         new, logits, comp = shared_prompt_logprobs(model, pairs, self.pad_id)
-        old = torch.zeros_like(comp)
+        behaviour = torch.zeros_like(comp)
         for i, s in enumerate(batch_samples):
-            old[i, : len(s.old_logprobs)] = torch.tensor(s.old_logprobs)
+            behaviour[i, : len(s.old_logprobs)] = torch.tensor(s.old_logprobs)
+        old, is_w = behaviour, None
+        if self._old:
+            old = torch.zeros_like(comp)
+            for i, s in enumerate(batch_samples):
+                old[i, : len(s.completion_ids)] = self._old[id(s)]
+            is_w = importance_weights(old, behaviour, comp, config.grpo.is_cap)
         if config.algorithm == "grpo":
             advantages = torch.tensor(adv)
             ref = None
@@ -147,7 +175,9 @@ class Trainer:
                 scores = token_entropy(logits.detach())
             elif config.grpo.token_selection == "gmts":
                 scores = gmts_scores(new, advantages)
-            loss, stats = policy_loss(new, old, advantages, comp, config.grpo, ref, scores)
+            loss, stats = policy_loss(new, old, advantages, comp, config.grpo, ref, scores, is_w)
+            if is_w is not None:
+                stats["behaviour_gap"] = self.behaviour_gap
         else:  # SFT: likelihood of each group's best-rewarded samples only
             mask = comp * torch.tensor(weight)[:, None]
             loss = -(new * mask).sum() / mask.sum().clamp(min=1)
