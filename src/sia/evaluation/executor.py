@@ -96,9 +96,10 @@ class InfraWatch:
         self.total, self.timeout_s, self.share, self.at_least, self.counted = total, timeout_s, share, at_least, kinds
         self.done, self.kinds, self.first = 0, Counter(), ""
 
-    def add(self, record: NewRollout) -> None:
+    def add(self, record: NewRollout, asked_policy: bool = True) -> None:
+        """Count a finished rollout; a timeout counts as the machine's only if the rollout had asked the policy."""
         self.done += 1
-        if record.error_type in self.counted:
+        if record.error_type in self.counted and (record.error_type != "timeout" or asked_policy):
             self.kinds[record.error_type] += 1
             self.first = self.first or (record.error or record.error_type)
 
@@ -165,7 +166,7 @@ def execute(task: Task, source: str, *, store: Store, runtime: PolicyRuntime, co
     task_info = task.public_info()
     t0 = time.monotonic()
 
-    def run_one(ex: Example, sample: int) -> NewRollout:
+    def run_one(ex: Example, sample: int) -> tuple[NewRollout, bool]:
         rid = f"{evaluation_id}:{ex.id}:{sample}"
         seed = rollout_seed(config.seed, ex.id, sample)
         door = runtime.service.open_door(rid, model)
@@ -173,6 +174,7 @@ def execute(task: Task, source: str, *, store: Store, runtime: PolicyRuntime, co
             res = run_in_sandbox(source, ex.visible(), door=door, task_info=task_info, seed=seed, sample=sample,
                                  output_kind=task.spec.output, limits=config.limits)
         finally:
+            asked = runtime.service.asked(rid)
             calls = runtime.service.close_door(door)
         grade, error_type, error = _grade(task, ex, res)
         now = time.time()
@@ -186,7 +188,8 @@ def execute(task: Task, source: str, *, store: Store, runtime: PolicyRuntime, co
                                                                "exit_code": res.exit_code}})
         events.append({"kind": "grade", "t": now, "data": grade.to_dict()})
         return NewRollout(rid, evaluation_id, candidate_id, ex.id, ex.split, sample, seed, "ok" if res.ok else "error", error_type,
-                             error, res.output if res.ok else None, grade.score, grade.passed, grade.feedback, res.duration_s, events)
+                          error, res.output if res.ok else None, grade.score, grade.passed, grade.feedback, res.duration_s,
+                          events), asked
 
     watch = InfraWatch(len(jobs), config.limits.timeout_s, config.infra)
     with ThreadPoolExecutor(max_workers=max(1, config.concurrency), thread_name_prefix="sia-rollout") as pool:
@@ -200,9 +203,9 @@ def execute(task: Task, source: str, *, store: Store, runtime: PolicyRuntime, co
                 break
             finished, pending = wait(pending, return_when=FIRST_COMPLETED)
             for fut in finished:
-                record = fut.result()
+                record, asked = fut.result()
                 store.add_rollout(record)
-                watch.add(record)
+                watch.add(record, asked)
                 if on_rollout:
                     on_rollout(record)
     watch.raise_if_failing()

@@ -72,6 +72,7 @@ class PolicyService:
         self.api_key = api_key if api_key is not None else secrets.token_hex(16)
         self._calls: dict[str, list[dict[str, Any]]] = {}
         self._doors: dict[str, Door] = {}
+        self._asked: set[str] = set()
         self._explore: dict[str, float] = {}
         self._lock = threading.Lock()
         self.requests = 0
@@ -87,13 +88,21 @@ class PolicyService:
         with self._lock:
             self._doors[door.token] = door
             self._calls.pop(rollout, None)  # leftovers of an earlier, killed attempt
+            self._asked.discard(rollout)
         return door
 
     def close_door(self, door: Door) -> list[dict[str, Any]]:
         """Shut the door and return the calls recorded through it."""
         with self._lock:
             self._doors.pop(door.token, None)
+            self._asked.discard(door.rollout)
             return self._calls.pop(door.rollout, [])
+
+    def asked(self, rollout: str) -> bool:
+        """Whether the rollout has sent the policy a request (answered or not) through its open door: a rollout that
+        timed out without ever asking spent its time in its own code, which is not the machine's fault."""
+        with self._lock:
+            return rollout in self._asked
 
     def _record(self, rollout: str, record: dict[str, Any], t0: float) -> None:
         with self._lock:
@@ -124,6 +133,8 @@ class PolicyService:
             body = await request.json()
             req = model_cls.model_validate(body)
             if door is not None:
+                with self._lock:
+                    self._asked.add(door.rollout)
                 req.model = door.model
                 self._exploring(door.rollout, req)
             resp, record = await method(req)
