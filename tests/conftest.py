@@ -9,15 +9,27 @@ ROOT = Path(__file__).resolve().parents[1]
 SIA = str(Path(sys.executable).parent / "sia")
 
 
-@pytest.fixture(scope="session")
-def runtime():
-    """The embedded model behind a real policy service, shared by the tests that need a model."""
+def _runtime(backend: str):
     from sia.policy.embedded import embedded_model_dir
     from sia.policy.runtime import PolicyRuntime
 
     if not (embedded_model_dir() / "config.json").is_file():
         pytest.fail("the embedded model is not converted: run `make setup` (make test does it)")
-    rt = PolicyRuntime.local()
+    return PolicyRuntime.local(backend=backend)
+
+
+@pytest.fixture(scope="session")
+def runtime():
+    """The embedded model behind a real policy service, on the engine sia chooses here (llama.cpp where it is faster)."""
+    rt = _runtime("auto")
+    yield rt
+    rt.close()
+
+
+@pytest.fixture(scope="session")
+def hf_runtime():
+    """The embedded model served by HF/PyTorch in fp32: what the trainer computes, for tests of exact logprobs."""
+    rt = _runtime("hf")
     yield rt
     rt.close()
 

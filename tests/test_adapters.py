@@ -26,7 +26,8 @@ def adapter_dir(tmp_path_factory):
 PROMPT = "<|im_start|>user\nIs 'a wonderful film' positive or negative?<|im_end|>\n<|im_start|>assistant\n"
 
 
-def test_adapter_is_served_by_name_and_matches_plain_peft(runtime, adapter_dir):
+def test_adapter_is_served_by_name_and_matches_plain_peft(hf_runtime, adapter_dir):
+    runtime = hf_runtime
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 

@@ -61,7 +61,8 @@ def test_calls_are_recorded_per_rollout_with_token_ids_and_logprobs(runtime):
         c.chat("the door is closed now", max_tokens=1)
 
 
-def test_logprobs_match_a_direct_forward_pass(runtime):
+def test_logprobs_match_a_direct_forward_pass(hf_runtime):
+    runtime = hf_runtime
     policy = runtime.service.backend.policy
     c = _client(runtime)
     prompt = c.render_chat([{"role": "user", "content": "Name a colour."}])
@@ -74,7 +75,8 @@ def test_logprobs_match_a_direct_forward_pass(runtime):
     assert got == pytest.approx(float(lp[n_prompt - 1 :].sum()), abs=1e-3)
 
 
-def test_greedy_generation_logprobs_are_the_argmax(runtime):
+def test_greedy_generation_logprobs_are_the_argmax(hf_runtime):
+    runtime = hf_runtime
     data = _client(runtime).chat("Count: 1, 2, 3,", max_tokens=4, temperature=0.0).raw
     comp = data["choices"][0]
     policy = runtime.service.backend.policy

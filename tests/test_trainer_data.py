@@ -17,7 +17,8 @@ def solve(example, ctx):
 '''
 
 
-def test_recorded_calls_become_samples_whose_logprobs_the_trainer_reproduces(tiny_task, tmp_path, runtime):
+def test_recorded_calls_become_samples_whose_logprobs_the_trainer_reproduces(tiny_task, tmp_path, hf_runtime):
+    runtime = hf_runtime
     from transformers import AutoModelForCausalLM
 
     task = load_task(tiny_task)

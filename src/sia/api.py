@@ -27,7 +27,7 @@ from sia.store.store import Store
 from sia.task.loading import Task, load_task
 
 
-def _runtime(model: str | None, task_model: str | None = None, endpoint: str | None = None):
+def _runtime(model: str | None, task_model: str | None = None, endpoint: str | None = None, backend: str = "auto"):
     """The policy for a command: a recording proxy to a remote model, or the local model (default: embedded)."""
     from sia.policy.runtime import PolicyRuntime
 
@@ -41,7 +41,7 @@ def _runtime(model: str | None, task_model: str | None = None, endpoint: str | N
         if not model:
             raise SiaError("--endpoint needs --model (the model name the endpoint serves)", "e.g. --model Qwen/Qwen2.5-7B-Instruct")
         return PolicyRuntime.remote(endpoint, model, os.environ.get("SIA_API_KEY") or os.environ.get("OPENAI_API_KEY"))
-    return PolicyRuntime.local(model)
+    return PolicyRuntime.local(model, backend=backend)
 
 
 def check_keys(config: RunConfig) -> None:
@@ -93,7 +93,7 @@ def build_agents(config: RunConfig, store: Store) -> dict[str, Any]:
 
 
 def _loop(run: Run, config: RunConfig, observer: Observer, started_at: float) -> dict[str, Any]:
-    with _runtime(run.store.get_meta("model"), config.agents.task_model) as runtime:
+    with _runtime(run.store.get_meta("model"), config.agents.task_model, backend=config.policy_backend) as runtime:
         summary = Loop(run, runtime, config, observer, started_at=started_at, **build_agents(config, run.store)).run()
     summary["report"] = str(write_report(run))
     return summary
@@ -152,7 +152,7 @@ def resume(run_dir: str | Path, observer: Observer = _quiet, **raised: Any) -> d
 def evaluate(task: str | Path | Task, *, harness: Path | str | None = None, split: str = "val", limit: int | None = None,
              samples: int = 1, seed: int = 0, concurrency: int = 8, timeout: float | None = None,
              run_dir: Path | str | None = None, endpoint: str | None = None, model: str | None = None,
-             adapter: Path | str | None = None, sandbox: str = "auto", unsafe_sandbox: bool = False,
+             adapter: Path | str | None = None, sandbox: str = "auto", unsafe_sandbox: bool = False, policy_backend: str = "auto",
              on_start: Callable[[int, int], None] | None = None, on_rollout: Callable[[Any], None] | None = None,
              on_loading: Callable[[str], None] | None = None) -> EvalResult:
     """Run a harness (default: the task's own, or the template) on a split; `sia eval`."""
@@ -175,7 +175,7 @@ def evaluate(task: str | Path | Task, *, harness: Path | str | None = None, spli
         store.set_meta("task", {"name": task_obj.name, "folder": str(task_obj.folder)})
         if on_loading:
             on_loading("loading the policy model...")
-        with _runtime(model, endpoint=endpoint) as runtime:
+        with _runtime(model, endpoint=endpoint, backend=policy_backend) as runtime:
             adapter_name = None
             if adapter is not None:
                 adapter_name = re.sub(r"[^A-Za-z0-9_.-]", "-", Path(adapter).resolve().name)

@@ -28,6 +28,17 @@ def fail(e: SiaError) -> None:
     raise typer.Exit(2)
 
 
+def engine_note(backend: str, model: str | None, remote: str | None) -> None:
+    """One line when the local policy cannot be served by the engine asked for (auto: the faster one)."""
+    if remote:
+        return
+    from sia.policy.choice import choose
+
+    _, note = choose(backend, model)
+    if note:
+        err.print(f"[yellow]note:[/] {note}", highlight=False, soft_wrap=True)
+
+
 def sandbox_note(kind: str = "auto") -> None:
     """One line at the start when rollouts cannot be isolated by the kernel here."""
     from sia.harness.isolation import detect
@@ -39,7 +50,8 @@ def sandbox_note(kind: str = "auto") -> None:
 
 
 @app.command()
-def setup(tasks: Annotated[bool, typer.Option(help="Also build the data of tasks fetched at setup (LawBench).")] = True) -> None:
+def setup(tasks: Annotated[bool, typer.Option(help="Also build the data of tasks fetched at setup (LawBench, PBMC).")] = True,
+          probe_backends: Annotated[bool, typer.Option("--probe", help="Measure the policy engines again.")] = False) -> None:
     """Convert the embedded model to a cached HF folder and prepare task data. Never downloads."""
     try:
         from sia.policy.embedded import embedded_model_dir, ensure_embedded_model
@@ -51,6 +63,14 @@ def setup(tasks: Annotated[bool, typer.Option(help="Also build the data of tasks
             with err.status("converting the embedded GGUF model to a cached HF folder (once, ~30 s)..."):
                 path = ensure_embedded_model()
             err.print(f"model: converted to {path}")
+        from sia.policy.choice import probe, record_path
+
+        if probe_backends or not record_path().is_file():
+            with err.status("measuring the policy engines (HF and llama.cpp) on this machine..."):
+                measured = probe()
+            err.print(f"policy engine: {measured['default']} (HF {measured['hf_tok_s']} tokens/s, llama.cpp "
+                      f"{measured['llamacpp_tok_s'] or '-'} tokens/s at batch 1){'; ' + measured['note'] if measured.get('note') else ''}; "
+                      f"recorded in {record_path()}", highlight=False)
         if tasks:
             for name in builtin_tasks():
                 task = load_task(name)
@@ -148,6 +168,7 @@ def eval_cmd(
     model: Annotated[Optional[str], typer.Option(help="Model name at --endpoint, or a local HF model folder.")] = None,
     adapter: Annotated[Optional[Path], typer.Option(help="A PEFT LoRA adapter folder to run the local policy with.")] = None,
     sandbox: Annotated[str, typer.Option(help="Rollout isolation: auto (bubblewrap where it runs), bwrap, or process.")] = "auto",
+    policy_backend: Annotated[str, typer.Option(help="Engine of the local policy: auto (the faster one measured at setup), hf or llamacpp.")] = "auto",
     unsafe_sandbox: Annotated[bool, typer.Option(help="Run a harness sia did not write even where only the process sandbox is available.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON result on stdout.")] = False,
 ) -> None:
@@ -157,13 +178,15 @@ def eval_cmd(
         from sia.cli.live import EvalProgress, PlainView
 
         sandbox_note(sandbox)
+        engine_note(policy_backend, model, endpoint)
         label = f"{Path(str(task)).name}/{split}"
         with (EvalProgress(err, label) if sys.stderr.isatty() else PlainView(sys.stderr)) as bar:
             if not sys.stderr.isatty():
                 bar.label = label
             result = api.evaluate(task, harness=harness, split=split, limit=limit, samples=samples, seed=seed,
                                   concurrency=concurrency, timeout=timeout, run_dir=run_dir, endpoint=endpoint, model=model,
-                                  adapter=adapter, sandbox=sandbox, unsafe_sandbox=unsafe_sandbox, on_start=bar.on_start,
+                                  adapter=adapter, sandbox=sandbox, unsafe_sandbox=unsafe_sandbox, policy_backend=policy_backend,
+                                  on_start=bar.on_start,
                                   on_rollout=bar.on_rollout)
     except SiaError as e:
         fail(e)
@@ -246,6 +269,7 @@ def _run(settings: dict, extras: dict) -> None:
 
         config, _ = api.prepare_run(**settings)  # a bad setting, key, endpoint or task fails here, before anything starts
         sandbox_note(config.sandbox)
+        engine_note(config.policy_backend, None, config.agents.task_model)
         _run_with_view(lambda view: api.run(run_dir=extras["run_dir"], observer=view, **settings), config.budget, 0.0,
                        extras["as_json"])
     except SiaError as e:

@@ -67,6 +67,8 @@ class RunConfig(BaseModel):
     auto_limits: bool = True
     """When the measured throughput says the baseline would take over half the budget, evaluate on the first val and test
     examples only, and say so; --no-auto-limits stops with the limits to pass instead."""
+    policy_backend: Literal["auto", "hf", "llamacpp"] = "auto"
+    """Engine of the local policy: auto (the faster one measured by `sia setup`), hf (PyTorch, fp32) or llamacpp (the GGUF)."""
     sandbox: Literal["auto", "bwrap", "process"] = "auto"
     """Rollout isolation: auto (bubblewrap where it runs), bwrap, or process (no namespaces; sia's template harnesses only)."""
     unsafe_sandbox: bool = False

@@ -180,6 +180,8 @@ class LocalBackend:
 
     def close(self) -> None:
         self.batcher.close()
+        if hasattr(self.policy, "close"):
+            self.policy.close()
 
 
 def _params(req: BaseModel) -> dict[str, Any]:

@@ -115,6 +115,8 @@ class Batcher:
             finished, waiting, items, tags = [], [], [], []
             for job in self._backlog:
                 fits = self._session.active + len(items) + len(job.items) <= self.max_batch
+                if fits and hasattr(self._session, "fits"):  # a session that also counts its memory (llama.cpp's KV cells)
+                    fits = self._session.fits(items + job.items)
                 if job.model == self._session.model and (fits or (self._session.active == 0 and not items)):
                     self._progress[id(job)] = [None] * len(job.items)
                     admitted.append(job)

@@ -50,7 +50,7 @@ class LocalPolicyConfig:
     max_context: int = 4096
     """Longest prompt + completion, in tokens."""
     threads: int | None = None
-    """torch intra-op threads; None keeps torch's default."""
+    """torch intra-op threads; None: all cores, or one when the machine is already busy (`choice.cpu_threads`)."""
 
 
 class LocalPolicy:
@@ -64,8 +64,9 @@ class LocalPolicy:
 
         hf_logging.disable_progress_bar()
         self.config = config or LocalPolicyConfig()
-        if self.config.threads:
-            torch.set_num_threads(self.config.threads)
+        from sia.policy.choice import cpu_threads
+
+        torch.set_num_threads(self.config.threads or cpu_threads())
         path: Path = resolve_model_path(self.config.model)
         self.model_path = path
         self.name = EMBEDDED_NAME if self.config.model in (None, "", EMBEDDED_NAME, "embedded") else path.name

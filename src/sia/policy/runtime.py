@@ -18,15 +18,28 @@ from sia.policy.service import LocalBackend, PolicyService, RemoteBackend
 class PolicyRuntime:
     def __init__(self, service: PolicyService) -> None:
         self.service = service
+        self.engine, self.note = "remote", ""
 
     @classmethod
-    def local(cls, model: str | None = None, max_batch: int = 32) -> "PolicyRuntime":
-        from sia.policy.local import LocalPolicy, LocalPolicyConfig
+    def local(cls, model: str | None = None, max_batch: int = 32, backend: str = "auto") -> "PolicyRuntime":
+        """The local model served by the engine `backend` names (auto: the faster one measured at setup)."""
+        from sia.policy.choice import choose
 
-        policy = LocalPolicy(LocalPolicyConfig(model=model))
+        engine, note = choose(backend, model)
+        if engine == "llamacpp":
+            from sia.policy.llama import LlamaPolicy, LlamaPolicyConfig
+
+            policy = LlamaPolicy(LlamaPolicyConfig(model=model))
+            max_batch = policy.config.n_seq - 2
+        else:
+            from sia.policy.local import LocalPolicy, LocalPolicyConfig
+
+            policy = LocalPolicy(LocalPolicyConfig(model=model))
         service = PolicyService(LocalBackend(policy, max_batch=max_batch))
         service.start()
-        return cls(service)
+        runtime = cls(service)
+        runtime.engine, runtime.note = engine, note
+        return runtime
 
     @classmethod
     def remote(cls, base_url: str, model: str, api_key: str | None = None) -> "PolicyRuntime":

@@ -1,0 +1,162 @@
+"""Continuous batching on llama.cpp: `LlamaSession`, the generation half of `sia.policy.llama.LlamaPolicy`.
+
+Rows join and leave between decode steps, as in `sia.policy.decode`; each row
+is one llama.cpp sequence of the policy's shared context, with its own
+sampling (temperature, top-p, stop strings, a seeded generator). The logprob
+recorded for each token is the raw log-softmax of the model's logits, as on HF.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from sia.errors import PolicyError
+from sia.policy.local import GenRequest, GenResult
+
+if TYPE_CHECKING:
+    from sia.policy.llama import LlamaPolicy
+
+
+@dataclass
+class _Row:
+    request: GenRequest
+    tag: Any
+    seq: int
+    rng: np.random.Generator
+    pos: int
+    out_ids: list[int] = field(default_factory=list)
+    out_lp: list[float] = field(default_factory=list)
+    text: str | None = None
+    finish: str = "length"
+    done: bool = False
+
+
+class LlamaSession:
+    """Continuous batching on llama.cpp: rows join between steps and leave when done (the interface of `ModelSession`).
+
+    Rows that do not fit yet (no free sequence, or not enough KV cells) wait in the session and join as others finish.
+    """
+
+    def __init__(self, policy: LlamaPolicy, model: str | None) -> None:
+        self.policy, self.model = policy, model
+        self.live: list[_Row] = []
+        self.pending: list[_Row] = []
+        self.inner = self  # the batcher fails `inner.rows` when a step raises
+
+    @property
+    def rows(self) -> list[_Row]:
+        return self.live + self.pending
+
+    @property
+    def active(self) -> int:
+        return len(self.live) + len(self.pending)
+
+    def _need(self, r: GenRequest) -> int:
+        return len(r.prompt_ids) + max(0, min(r.max_tokens, self.policy.config.max_context - len(r.prompt_ids)))
+
+    def fits(self, requests: list[GenRequest]) -> bool:
+        """Room for these requests now: a sequence each, and KV cells for their prompts and replies."""
+        p = self.policy
+        return (not self.pending and len(requests) <= len(p.free_seqs)
+                and p.cells + sum(self._need(r) for r in requests) <= p.config.n_ctx - 2 * p.config.max_context)
+
+    def add(self, requests: list[GenRequest], tags: list) -> list[tuple[Any, GenResult]]:
+        import os
+
+        p = self.policy
+        finished = []
+        for r, tag in zip(requests, tags):
+            if len(r.prompt_ids) >= p.config.max_context or self._need(r) > p.config.n_ctx - 2 * p.config.max_context:
+                raise PolicyError(f"a prompt of {len(r.prompt_ids)} tokens does not fit the context of {p.config.max_context}",
+                                  "shorten the prompt")
+            r.max_tokens = max(0, min(r.max_tokens, p.config.max_context - len(r.prompt_ids)))
+            if r.max_tokens == 0:
+                finished.append((tag, GenResult([], [], "", "length")))
+                continue
+            seed = r.seed if r.seed is not None else int.from_bytes(os.urandom(4), "little")
+            self.pending.append(_Row(r, tag, -1, np.random.default_rng(seed), len(r.prompt_ids)))
+        return finished + self._admit()
+
+    def _admit(self) -> list[tuple[Any, GenResult]]:
+        """Start the waiting rows that fit: one shared prefill, and each row's first token."""
+        p = self.policy
+        with p._lock:
+            new = []
+            while self.pending and p.free_seqs and p.cells + self._need(self.pending[0].request) <= p.config.n_ctx - 2 * p.config.max_context:
+                row = self.pending.pop(0)
+                row.seq = p.free_seqs.pop(0)
+                p.cells += self._need(row.request)
+                new.append(row)
+            if not new:
+                return []
+            p._use(self.model)
+            entries = [(t, i, row.seq, k if i == len(row.request.prompt_ids) - 1 else None)
+                       for k, row in enumerate(new) for i, t in enumerate(row.request.prompt_ids)]
+            try:
+                logits = p._decode(entries)
+            except Exception:
+                for row in new:
+                    self._free(row)
+                raise
+            self.live += new
+            return self._sample({id(row): logits[k] for k, row in enumerate(new)})
+
+    def step(self) -> list[tuple[Any, GenResult]]:
+        p = self.policy
+        with p._lock:
+            finished = []
+            try:
+                if self.live:
+                    p._use(self.model)
+                    logits = p._decode([(row.out_ids[-1], row.pos - 1, row.seq, id(row)) for row in self.live])
+                    finished = self._sample(logits)
+                return finished + self._admit()
+            except Exception:  # the batcher fails every row's job; their sequences go back to the context
+                for row in self.live:
+                    self._free(row)
+                raise
+
+    def _free(self, row: _Row) -> None:
+        p = self.policy
+        p._drop(row.seq)
+        p.free_seqs.append(row.seq)
+        p.cells -= self._need(row.request)
+
+    def _sample(self, logits: dict[int, np.ndarray]) -> list[tuple[Any, GenResult]]:
+        p = self.policy
+        for row in self.live:
+            if id(row) not in logits:
+                continue
+            lg, r = logits[id(row)], row.request
+            if r.temperature <= 0:
+                tok = int(lg.argmax())
+            else:
+                probs = np.exp((lg - lg.max()) / r.temperature)
+                if r.top_p < 1.0:  # keep the smallest set of top tokens whose mass reaches top_p
+                    order = np.argsort(-probs)
+                    mass = np.cumsum(probs[order]) / probs.sum()
+                    probs[order[(mass - probs[order] / probs.sum()) >= r.top_p]] = 0.0
+                tok = int(row.rng.choice(len(probs), p=probs / probs.sum()))
+            row.out_ids.append(tok)
+            row.out_lp.append(float(p._logprobs(lg)[tok]))
+            row.pos += 1
+            if tok in p.stop_ids:
+                row.out_ids.pop(), row.out_lp.pop()
+                row.done, row.finish = True, "stop"
+            elif r.stop:
+                text = p.decode(row.out_ids)
+                cut = min((text.find(s) for s in r.stop if s and s in text), default=-1)
+                if cut >= 0:
+                    row.text, row.done, row.finish = text[:cut], True, "stop"
+            if not row.done and len(row.out_ids) >= r.max_tokens:
+                row.done = True
+        finished = []
+        for row in [r for r in self.live if r.done]:
+            text = row.text if row.text is not None else p.decode(row.out_ids)
+            finished.append((row.tag, GenResult(row.out_ids, row.out_lp, text, row.finish)))
+            self._free(row)
+        self.live = [r for r in self.live if not r.done]
+        return finished

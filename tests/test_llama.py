@@ -1,0 +1,99 @@
+"""The llama.cpp engine: the same answers as HF within a stated tolerance, batched, seeded, with adapters served by name."""
+
+import threading
+
+import pytest
+
+from sia.harness.client import LLMClient
+from sia.policy.choice import llama_missing
+
+pytestmark = pytest.mark.skipif(llama_missing() is not None, reason=str(llama_missing()))
+PROMPT = "<|im_start|>user\nIs 'a wonderful film' positive or negative?<|im_end|>\n<|im_start|>assistant\n"
+COUNT = ("<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n"
+         "<|im_start|>user\nCount from 1 to 10.<|im_end|>\n<|im_start|>assistant\n")
+"""A prompt whose greedy reply has no near-tie (top-2 logit gap above 1 for 12 tokens): llama.cpp's CPU kernels sum
+in a different order for different batch sizes, so a tie within ~0.05 nats may break either way, batched or alone."""
+TOL = 0.25
+"""Nats: the GGUF is 4-bit (Q4_1) and HF runs its fp32 dequantisation, so logprobs differ by quantisation noise."""
+
+
+@pytest.fixture(scope="module")
+def llama_runtime():
+    from sia.policy.runtime import PolicyRuntime
+
+    rt = PolicyRuntime.local(backend="llamacpp")
+    yield rt
+    rt.close()
+
+
+def _client(rt, model=None):
+    return LLMClient(rt.service.url, model or rt.model_name(), api_key=rt.service.api_key)
+
+
+def test_scores_and_greedy_answers_match_hf_within_quantisation_noise(llama_runtime, hf_runtime):
+    for prompt in (PROMPT, PROMPT.replace("wonderful", "dreadful")):
+        ll, hf = _client(llama_runtime).logprobs(prompt, ["positive", "negative"]), _client(hf_runtime).logprobs(prompt, ["positive", "negative"])
+        assert ll == pytest.approx(hf, abs=TOL), (ll, hf)
+    assert _client(llama_runtime).complete(COUNT, max_tokens=12).text == _client(hf_runtime).complete(COUNT, max_tokens=12).text
+
+
+def test_a_cached_scoring_prefix_gives_the_scores_of_a_fresh_one(llama_runtime):
+    policy = llama_runtime.service.backend.policy
+    head = policy.encode("Label the review. great film: positive. dull plot: negative. Review: ")
+    groups = [[head + policy.encode(review) + policy.encode(label) for label in (" positive", " negative")]
+              for review in ("I loved it.", "Terrible acting.", "I loved it.")] + [[head[:4] + policy.encode(" yes")] * 2]
+    fresh = []
+    for g in groups:
+        policy.forget_prefix()
+        fresh.append(policy.score([g]))
+    cached = [policy.score([g]) for g in groups]  # each reuses the head the one before left in the cache
+    assert cached == fresh
+
+
+def test_concurrent_requests_are_batched_and_seeded_sampling_repeats(llama_runtime):
+    policy = llama_runtime.service.backend.policy
+    alone = _client(llama_runtime).complete(COUNT, max_tokens=12)
+    sampled = [_client(llama_runtime).complete(PROMPT, max_tokens=12, temperature=0.9, seed=7).text for _ in range(2)]
+    assert sampled[0] == sampled[1], "the same seed gives the same sample"
+    before = policy.forward_passes
+    replies = [None] * 8
+
+    def one(i):  # request 0 decodes greedily among seven sampled ones
+        prompt, temperature = (COUNT, 0.0) if i == 0 else (PROMPT, 0.9)
+        replies[i] = _client(llama_runtime).complete(prompt, max_tokens=12, temperature=temperature, seed=100 + i)
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert policy.forward_passes - before < 8 * 13, "eight requests of 12 tokens shared decode calls"
+    assert replies[0].text == alone.text, "a greedy reply is the same batched or alone"
+    assert len({r.text for r in replies[1:]}) > 1, "different seeds give different samples"
+    data = replies[1].raw["choices"][0]
+    assert len(data["token_ids"]) == len(data.get("logprobs", {}).get("token_logprobs") or data["token_ids"])
+
+
+def test_a_trained_adapter_is_converted_served_by_name_and_answers_as_on_hf(llama_runtime, hf_runtime, tmp_path):
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from sia.policy.embedded import embedded_model_dir
+
+    torch.manual_seed(0)
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(str(embedded_model_dir())),
+                           LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "k_proj", "v_proj"], init_lora_weights=False))
+    for name, p in model.named_parameters():
+        if "lora_B" in name:
+            p.data *= 0.3
+    model.save_pretrained(tmp_path / "a-llama")
+    for rt in (llama_runtime, hf_runtime):
+        rt.load_adapter("a-llama", tmp_path / "a-llama")
+    base = _client(llama_runtime, "base").logprobs(PROMPT, ["positive", "negative"])
+    tuned = _client(llama_runtime, "a-llama").logprobs(PROMPT, ["positive", "negative"])
+    on_hf = _client(hf_runtime, "a-llama").logprobs(PROMPT, ["positive", "negative"])
+    assert abs(tuned[0] - base[0]) > 0.1, "the adapter changes the answer's scores"
+    assert tuned == pytest.approx(on_hf, abs=TOL), (tuned, on_hf)
+    assert _client(llama_runtime, "a-llama").complete(COUNT, max_tokens=10).text == _client(hf_runtime, "a-llama").complete(COUNT, max_tokens=10).text
+    assert _client(llama_runtime, "base").logprobs(PROMPT, ["positive", "negative"]) == base, "the base is untouched"
