@@ -11,6 +11,11 @@ single lever, pairing the same test example in the same seed (exact McNemar
 for binary tasks, a permutation test otherwise: sia's gate statistics).
 
     python bench/ablation.py --task sentiment --budget 10m --seeds 3
+    python bench/ablation.py --arms weights --out bench/results/weights-hf -- --policy-backend hf
+
+`--arms` runs a subset; arguments after `--` go to every `sia run`. The
+scores per arm, seed and test example, with the lever each generation chose,
+are written to `<out>/results.json`.
 """
 
 from __future__ import annotations
@@ -36,7 +41,7 @@ def test_scores(run_dir: Path, which: str) -> dict[str, float]:
         return run.scores_of(cid, "test")
 
 
-def run_arm(task: str, arm: str, seed: int, budget: str, out: Path) -> Path:
+def run_arm(task: str, arm: str, seed: int, budget: str, out: Path, extra: list[str]) -> Path:
     run_dir = out / f"{arm}-seed{seed}"
     done = run_dir / "summary.json"
     if done.is_file():
@@ -48,7 +53,7 @@ def run_arm(task: str, arm: str, seed: int, budget: str, out: Path) -> Path:
     sia = str(Path(sys.executable).parent / "sia")
     t0 = time.monotonic()
     r = subprocess.run([sia, "run", task, "--levers", ARMS[arm], "--budget", budget, "--seed", str(seed),
-                        "--run-dir", str(run_dir), "--json"], capture_output=True, text=True)
+                        "--run-dir", str(run_dir), "--json", *extra], capture_output=True, text=True)
     if r.returncode != 0:
         raise SystemExit(f"{arm} seed {seed} failed:\n{r.stderr[-2000:]}")
     summary = json.loads(r.stdout)
@@ -65,7 +70,12 @@ def main() -> None:
     ap.add_argument("--budget", default="10m")
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--out", type=Path, default=None)
+    ap.add_argument("--arms", default=",".join(ARMS), help="comma-separated subset of " + ", ".join(ARMS))
+    ap.add_argument("extra", nargs="*", help="after --: options for every sia run")
     args = ap.parse_args()
+    arms = [a for a in args.arms.split(",") if a]
+    if unknown := set(arms) - set(ARMS):
+        raise SystemExit(f"unknown arms {sorted(unknown)}; choose from {', '.join(ARMS)}")
     from sia.loop.gate import compare
     from sia.evaluation.stats import mean_ci
     from sia.task.loading import load_task
@@ -73,13 +83,15 @@ def main() -> None:
     binary = load_task(args.task).spec.score == "binary"
     out = args.out or Path(__file__).parent / "results" / f"ablation-{args.task}"
     out.mkdir(parents=True, exist_ok=True)
-    scores: dict[str, dict[str, float]] = {arm: {} for arm in ("baseline", *ARMS)}
+    scores: dict[str, dict[str, float]] = {arm: {} for arm in ("baseline", *arms)}
+    runs: dict[str, dict] = {}
     for seed in range(args.seeds):
-        for arm in ARMS:
-            run_dir = run_arm(args.task, arm, seed, args.budget, out)
+        for arm in arms:
+            run_dir = run_arm(args.task, arm, seed, args.budget, out, args.extra)
             scores[arm].update({f"{seed}:{k}": v for k, v in test_scores(run_dir, "final").items()})
-            if arm == "harness":
+            if arm == arms[0]:
                 scores["baseline"].update({f"{seed}:{k}": v for k, v in test_scores(run_dir, "baseline").items()})
+            runs[f"{arm}-seed{seed}"] = json.loads((run_dir / "summary.json").read_text())
     print(f"\nablation on {args.task}, budget {args.budget} per run, seeds {args.seeds} (held-out test)")
     print(f"{'arm':10s} {'mean':>7s}   95% CI            n")
     means = {}
@@ -87,10 +99,16 @@ def main() -> None:
         mean, (lo, hi) = mean_ci(list(s.values()), binary)
         means[arm] = mean
         print(f"{arm:10s} {mean:7.3f}   ({lo:.3f}, {hi:.3f})   {len(s)}")
-    better = max(("harness", "weights"), key=lambda a: means[a])
-    v = compare(scores[better], scores["both"], binary=binary)
-    print(f"\nboth vs {better} (the better single lever): delta {v.delta:+.3f}, paired one-sided p = {v.p_value:.4g} "
-          f"({v.method}, n={v.n})")
+    result = {"task": args.task, "budget": args.budget, "seeds": args.seeds, "extra": args.extra,
+              "means": means, "scores": scores, "runs": runs}
+    if {"harness", "weights", "both"} <= set(arms):
+        better = max(("harness", "weights"), key=lambda a: means[a])
+        v = compare(scores[better], scores["both"], binary=binary)
+        result["both_vs_better"] = {"lever": better, "delta": v.delta, "p_value": v.p_value, "method": v.method, "n": v.n}
+        print(f"\nboth vs {better} (the better single lever): delta {v.delta:+.3f}, paired one-sided p = {v.p_value:.4g} "
+              f"({v.method}, n={v.n})")
+    (out / "results.json").write_text(json.dumps(result, indent=1))
+    print(f"written: {out / 'results.json'}")
 
 
 if __name__ == "__main__":
