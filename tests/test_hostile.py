@@ -258,7 +258,9 @@ def solve(example, ctx):
     assert os.getpid() and runtime.service.url  # sia is alive and serving
 
 
-def test_a_malformed_adapter_leaves_the_served_model_exactly_as_it_was(runtime, tmp_path):
+@pytest.mark.parametrize("engine", ["runtime", "hf_runtime"])
+def test_a_malformed_adapter_leaves_the_served_model_exactly_as_it_was(engine, request, tmp_path):
+    """On each engine: the default (llama.cpp where it is faster) and HF, where PEFT injects layers before it checks."""
     import json
 
     import httpx
@@ -267,6 +269,7 @@ def test_a_malformed_adapter_leaves_the_served_model_exactly_as_it_was(runtime, 
 
     from sia.harness.client import LLMClient
 
+    runtime = request.getfixturevalue(engine)
     prompt = "<|im_start|>user\nSay yes.<|im_end|>\n<|im_start|>assistant\n"
     client = LLMClient(runtime.service.url, "base", api_key=runtime.service.api_key)
     before = client.logprobs(prompt, ["Yes", "No"])
