@@ -138,6 +138,11 @@ class Loop:
             val_n, test_n = min(len(self.val), c.val_limit or n), min(len(self.test), c.test_limit or n)
             why = (f"the baseline needs ~{need / 60:.1f} min at {rate:.2f} rollouts/s (val {len(self.val)} and test {len(self.test)} "
                    f"twice), over half the {c.budget / 60:.0f}-minute budget")
+            if val_n >= len(self.val) and test_n >= len(self.test):  # nothing to cut: say so rather than "limited"
+                limits["note"] = f"{why}; the splits are no larger than that, so the baseline leaves little for generations"
+                self.ui("phase", text=limits["note"])
+                store.set_meta("limits", limits)
+                return
             if not c.auto_limits:
                 raise SiaError(why, f"pass --val-limit {val_n} --test-limit {test_n}, or drop --no-auto-limits")
             limits.update(val=val_n, test=test_n, note=f"{why}: limited to the first {val_n} val and {test_n} test examples")
