@@ -39,7 +39,7 @@ import numpy as np
 from sia.errors import PolicyError
 from sia.policy.embedded import EMBEDDED_NAME, gguf_path, resolve_model_path
 from sia.policy.gguf_lora import adapter_gguf, requantized
-from sia.policy.local import GenRequest, GenResult
+from sia.policy.local import GenRequest, GenResult, TokenizerMethods
 
 
 @dataclass
@@ -67,7 +67,7 @@ def _quiet(level, text, data):  # llama.cpp logs to stderr by default
     pass
 
 
-class LlamaPolicy:
+class LlamaPolicy(TokenizerMethods):
     """A GGUF model in one llama.cpp context. Not thread-safe: one caller (the batcher) at a time, as `LocalPolicy`."""
 
     def __init__(self, config: LlamaPolicyConfig | None = None) -> None:
@@ -118,22 +118,6 @@ class LlamaPolicy:
         self._adapters: dict[str, tuple[str, Any]] = {}
         self._active: str | None = None
         self._cached: tuple[list[int], list[float], Any] = ([], [], None)  # the scoring prefix in `pre` (see `_prefix`)
-
-    # -- prompts (the HF tokenizer of the same model) ------------------------------------------
-    def render_chat(self, messages: list[dict[str, Any]]) -> str:
-        return self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-
-    def encode(self, text: str) -> list[int]:
-        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
-
-    def decode(self, ids: list[int]) -> str:
-        return self.tokenizer.decode(ids, skip_special_tokens=True)
-
-    def token_strings(self, ids: list[int]) -> list[str]:
-        return [self.tokenizer.decode([i]) for i in ids]
-
-    def model_names(self) -> list[str]:
-        return [self.name, "base", *self._adapters]
 
     # -- adapters ------------------------------------------------------------------------------
     @property

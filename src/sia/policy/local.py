@@ -43,6 +43,25 @@ class GenResult:
     finish_reason: str
 
 
+class TokenizerMethods:
+    """Prompts and names through the HF tokenizer of the served model: shared by both engines (`LlamaPolicy` too)."""
+
+    def render_chat(self, messages: list[dict[str, Any]]) -> str:
+        return self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+
+    def encode(self, text: str) -> list[int]:
+        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    def decode(self, ids: list[int]) -> str:
+        return self.tokenizer.decode(ids, skip_special_tokens=True)
+
+    def token_strings(self, ids: list[int]) -> list[str]:
+        return [self.tokenizer.decode([i]) for i in ids]
+
+    def model_names(self) -> list[str]:
+        return [self.name, "base", *self.adapters]
+
+
 @dataclass
 class LocalPolicyConfig:
     model: str | None = None
@@ -53,7 +72,7 @@ class LocalPolicyConfig:
     """torch intra-op threads; None: all cores, or one when the machine is already busy (`choice.cpu_threads`)."""
 
 
-class LocalPolicy:
+class LocalPolicy(TokenizerMethods):
     """A transformers model held in memory. Not thread-safe: one caller (the batcher) at a time."""
 
     def __init__(self, config: LocalPolicyConfig | None = None) -> None:
@@ -80,21 +99,6 @@ class LocalPolicy:
         self._adapters: dict[str, str] = {}
 
     # -- prompts ---------------------------------------------------------------------------
-    def render_chat(self, messages: list[dict[str, Any]]) -> str:
-        return self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-
-    def encode(self, text: str) -> list[int]:
-        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
-
-    def decode(self, ids: list[int]) -> str:
-        return self.tokenizer.decode(ids, skip_special_tokens=True)
-
-    def token_strings(self, ids: list[int]) -> list[str]:
-        return [self.tokenizer.decode([i]) for i in ids]
-
-    def model_names(self) -> list[str]:
-        return [self.name, "base", *self.adapters]
-
     # -- adapters ----------------------------------------------------------------------------
     @property
     def adapters(self) -> dict[str, str]:
