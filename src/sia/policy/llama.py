@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import ctypes
 import json
+import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +41,11 @@ from sia.errors import PolicyError
 from sia.policy.embedded import EMBEDDED_NAME, gguf_path, resolve_model_path
 from sia.policy.gguf_lora import adapter_gguf, requantized
 from sia.policy.local import GenRequest, GenResult, TokenizerMethods
+
+EXTRA_BUFFERS = os.environ.get("SIA_LLAMA_EXTRA_BUFFERS", "0") == "1"
+"""llama.cpp's extra weight buffers (repacked and AMX layouts). Off: on a Sapphire Rapids VM here, ggml's AMX matrix
+product died with an illegal instruction (tilezero in a worker thread) although AMX works in a plain program; the
+standard layout has no such path. SIA_LLAMA_EXTRA_BUFFERS=1 turns them back on."""
 
 
 @dataclass
@@ -89,7 +95,9 @@ class LlamaPolicy(TokenizerMethods):
         elif self.config.weights != "file":
             raise PolicyError(f"unknown llama.cpp weights {self.config.weights!r}", "use q8_0 or file")
         self.gguf = Path(gguf)
-        self.model = lc.llama_model_load_from_file(str(gguf).encode(), lc.llama_model_default_params())
+        mp = lc.llama_model_default_params()
+        mp.use_extra_bufts = EXTRA_BUFFERS  # see EXTRA_BUFFERS
+        self.model = lc.llama_model_load_from_file(str(gguf).encode(), mp)
         if not self.model:
             raise PolicyError(f"llama.cpp cannot load {gguf}", "pass a GGUF model file")
         if self.config.n_ctx < 3 * self.config.max_context or self.config.n_seq < 3:
