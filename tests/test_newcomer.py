@@ -91,3 +91,23 @@ def test_without_a_terminal_a_line_is_printed_even_while_nothing_finishes():
     lines = stream.getvalue().splitlines()
     assert len(lines) >= 3 and all(line.startswith("[sia ") for line in lines), lines
     assert "working: generation 1" in lines[-1]
+
+
+def test_without_timeout_the_rollout_limit_is_fitted_to_what_the_probe_measured(tmp_path, runtime, tiny_task):
+    from conftest import ScriptedAgent, new_run
+    from sia.evaluation.executor import InfraFailure
+    from sia.loop.config import RunConfig
+    from sia.loop.loop import Loop
+
+    (tiny_task / "slow.py").write_text("import time\ndef solve(example, ctx):\n    time.sleep(1.0)\n    return 'positive'\n")
+    (tiny_task / "task.toml").write_text((tiny_task / "task.toml").read_text() + '\n[harness]\ndefault = "slow.py"\ntimeout_s = 0.6\n')
+    config = RunConfig(task=str(tiny_task), budget=300, levers=["harness"])  # a rollout takes about 1 s, over the task's 0.6 s
+    with new_run(tmp_path / "fitted", config) as run:
+        summary = Loop(run, runtime, config, agent=ScriptedAgent([])).run()
+        assert not [r for r in run.store.rollouts() if r.error_type == "timeout"]
+    assert 0.6 < summary["limits"]["timeout"] <= 4 * 0.6, summary["limits"]
+    assert "rather than the task's timeout_s 0.6s" in summary["limits"]["note"]
+    assert summary["final"]["test_detail"]["n"] == 4
+    config = RunConfig(task=str(tiny_task), budget=300, levers=["harness"], timeout=0.6)  # --timeout is kept as given
+    with new_run(tmp_path / "strict", config) as run, pytest.raises(InfraFailure, match="the 0.6s per rollout"):
+        Loop(run, runtime, config, agent=ScriptedAgent([])).run()

@@ -33,13 +33,23 @@ class Budget:
         if time.monotonic() - self._saved_at >= 5.0:
             self.save()
 
+    def rate(self, cid: str, purpose: str = "val") -> float | None:
+        """Rollouts per second measured on `cid`'s evaluation for `purpose`, else the run's throughput probe, else None."""
+        span, n = self.run.seconds_of(cid, purpose)
+        if n >= 2 and span > 0:
+            return n / span
+        probe = (self.run.store.get_meta("limits") or {}).get("rate")
+        return float(probe) if probe else None
+
+    def seconds_for(self, n: int, cid: str, purpose: str = "val") -> float:
+        """Seconds `n` rollouts of `cid` should take at its measured rate (1 rollout/s when nothing is measured yet)."""
+        return n / max(self.rate(cid, purpose) or 1.0, 1e-3)
+
     def test_reserve(self, cid: str) -> float:
         """Seconds the final test evaluation of `cid` should take, from its measured val throughput."""
-        span, n = self.run.seconds_of(cid, "val")
-        if n == 0:
+        if self.run.seconds_of(cid, "val")[1] == 0 or self.run.finished(cid, "test"):
             return 0.0
-        rate = n / span if span > 0 and n > 3 else 1.0
-        return 0.0 if self.run.finished(cid, "test") else 1.2 * self.test_n / max(rate, 0.05) + 5
+        return 1.2 * self.seconds_for(self.test_n, cid) + 5
 
     def left(self, cid: str) -> float:
         """Seconds left for work other than `cid`'s final test evaluation."""

@@ -15,7 +15,7 @@ because lever names are typed on the command line.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Callable, Protocol
 
 from sia.agents.proposal import HarnessEdit
@@ -51,6 +51,14 @@ class LeverContext:
         self.store = run.store
         self._concurrency, self._limits, self._report, self._saved = concurrency, limits, report, on_saved
         self._unsafe, self._tick = unsafe_sandbox, tick
+
+    @property
+    def timeout_s(self) -> float:
+        return self._limits.timeout_s
+
+    def set_timeout(self, seconds: float) -> None:
+        """Wall-clock limit of the rollouts started from now on."""
+        self._limits = replace(self._limits, timeout_s=seconds)
 
     def refusal(self, source: str) -> str | None:
         """Why harness `source` may not run in this run (compile, guards, sandbox), or None."""

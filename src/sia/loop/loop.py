@@ -14,6 +14,7 @@ every challenger faces the same smoke test and sequential paired gate.
 
 from __future__ import annotations
 
+import math
 import time
 from typing import Any, Callable, Mapping
 
@@ -37,6 +38,9 @@ from sia.store.run import Run
 
 Observer = Callable[..., None]
 
+PROBE_STRETCH = 4.0
+"""Without --timeout, the throughput probe's rollouts may take this many times the task's timeout_s."""
+
 
 def _quiet(event: str, **data: Any) -> None:
     pass
@@ -59,7 +63,8 @@ class Loop:
         self.val = self.task.split("val")[: config.val_limit or limits.get("val")]
         self.test = self.task.split("test")[: config.test_limit or limits.get("test")]
         self.budget = Budget(run, config.budget, config.max_rollouts, config.max_tokens, len(self.test), started_at)
-        limits = SandboxLimits(timeout_s=config.timeout or self.task.spec.harness.timeout_s, isolation=config.sandbox)
+        timeout = config.timeout or limits.get("timeout") or self.task.spec.harness.timeout_s
+        limits = SandboxLimits(timeout_s=timeout, isolation=config.sandbox)
         self.ctx = LeverContext(run, runtime, seed=config.seed, concurrency=config.concurrency, limits=limits,
                                 report=observer, on_saved=self.budget.save, unsafe_sandbox=config.unsafe_sandbox,
                                 tick=self.budget.tick)
@@ -120,37 +125,59 @@ class Loop:
         return self.records.summary()
 
     def _plan_limits(self, baseline: str) -> None:
-        """Measure throughput on the first val examples; when the baseline would take over half the budget, limit it."""
+        """Measure throughput on the first val examples; fit the timeout to it and, when the baseline would take over half
+        the budget, limit the splits. What was changed is said once and kept in the summary's limits note."""
         store, c = self.store, self.config
-        if store.get_meta("limits") is not None or (c.val_limit and c.test_limit):
+        if store.get_meta("limits") is not None:
             return
         eid = store.evaluation_for(baseline, "val", lambda: store.add_evaluation(
             baseline, "val", c.seed, 1, len(self.val), {"purpose": purpose_key(baseline, "val"), "model": self.runtime.model_name()}))
         k = min(len(self.val), max(8, min(c.concurrency, 16)))
+        if c.timeout is None:  # queueing at the policy service is part of a rollout's time: measure it before judging
+            self.ctx.set_timeout(PROBE_STRETCH * self.task.spec.harness.timeout_s)
         t0 = time.monotonic()
         self.ui("phase", text=f"baseline: validation (measuring throughput on the first {k} examples)")
         self.ctx.run_rollouts(baseline, eid, "val", self.val[:k], "baseline val")
         rate = k / max(time.monotonic() - t0, 1e-3)
+        limits = {"val": len(self.val), "test": len(self.test), "rate": rate, "timeout": self.ctx.timeout_s}
+        notes = [self._fit_timeout(eid)] if c.timeout is None else []
         need = (len(self.val) + 2 * len(self.test)) / rate
-        limits = {"val": len(self.val), "test": len(self.test), "rate": rate, "note": ""}
-        if need > 0.5 * max(c.budget - self.budget.elapsed(), 1.0):
+        if not (c.val_limit and c.test_limit) and need > 0.5 * max(c.budget - self.budget.elapsed(), 1.0):
             n = max(k, int(0.5 * (c.budget - self.budget.elapsed()) * rate / 3))
             val_n, test_n = min(len(self.val), c.val_limit or n), min(len(self.test), c.test_limit or n)
             why = (f"the baseline needs ~{need / 60:.1f} min at {rate:.2f} rollouts/s (val {len(self.val)} and test {len(self.test)} "
                    f"twice), over half the {c.budget / 60:.0f}-minute budget")
             if val_n >= len(self.val) and test_n >= len(self.test):  # nothing to cut: say so rather than "limited"
-                limits["note"] = f"{why}; the splits are no larger than that, so the baseline leaves little for generations"
-                self.ui("phase", text=limits["note"])
-                store.set_meta("limits", limits)
-                return
-            if not c.auto_limits:
+                notes.append(f"{why}; the splits are no larger than that, so the baseline leaves little for generations")
+            elif not c.auto_limits:
                 raise SiaError(why, f"pass --val-limit {val_n} --test-limit {test_n}, or drop --no-auto-limits")
-            limits.update(val=val_n, test=test_n, note=f"{why}: limited to the first {val_n} val and {test_n} test examples")
-            store.resize_evaluation(eid, val_n)
-            self.val, self.test = self.val[:val_n], self.test[:test_n]
-            self.budget.test_n = test_n
-            self.ui("phase", text=limits["note"])
-        store.set_meta("limits", limits)
+            else:
+                notes.append(f"{why}: limited to the first {val_n} val and {test_n} test examples")
+                limits.update(val=val_n, test=test_n)
+                store.resize_evaluation(eid, val_n)
+                self.val, self.test = self.val[:val_n], self.test[:test_n]
+                self.budget.test_n = test_n
+        limits["note"] = "; ".join(n for n in notes if n)
+        for note in notes:
+            if note:
+                self.ui("phase", text=note)
+        store.set_meta("limits", {**limits, "timeout": self.ctx.timeout_s})
+
+    def _fit_timeout(self, eid: str) -> str:
+        """Set the run's timeout from the probe: twice its slowest rollout, never under the task's timeout_s nor over the
+        probe's own limit. Returns what changed, or ""."""
+        own = self.task.spec.harness.timeout_s
+        rows = self.store.rollouts(eid)
+        if any(r.error_type == "timeout" for r in rows):
+            slowest = self.ctx.timeout_s
+        else:
+            slowest = max((r.duration_s or 0.0 for r in rows), default=0.0)
+        timeout = max(own, min(self.ctx.timeout_s, float(math.ceil(2 * slowest))))
+        self.ctx.set_timeout(timeout)
+        if timeout <= own:
+            return ""
+        return (f"rollouts took up to {slowest:.0f}s at concurrency {self.config.concurrency} (waiting for the policy included), "
+                f"so rollouts may take {timeout:.0f}s rather than the task's timeout_s {own:g}s (--timeout sets it)")
 
     def _initial_harness(self) -> tuple[str, str]:
         if self.meta_model is None:
@@ -175,7 +202,7 @@ class Loop:
 
     def _state(self, gen: int, champion: str) -> AgentState:
         self.ui("phase", text=f"generation {gen}: analysing the champion on train")
-        ana_eid = self._eval(champion, "train", "train", self.task.split("train")[: self.config.analysis_examples],
+        ana_eid = self._eval(champion, "train", "train", self.task.split("train")[: self._analysis_size(champion)],
                              "analysis (train)").evaluation_id
         adapter = self.records.adapter(champion)
         span, n = self.records.seconds_of(champion, "val")
@@ -184,9 +211,21 @@ class Loop:
                           tuple(self.config.levers), self.config.seed, adapter, (span if n > 1 else 60.0) / max(1, len(self.val)),
                           len(self.val), self.budget.left(champion), self.records.mean_of(champion, "val"), ana_eid)
 
-    def _generation_estimate(self) -> float:
+    def _analysis_size(self, champion: str) -> int:
+        """Train examples the analysis runs on: the configured number, or what a fifth of the time left buys (at least 4)."""
+        if self.store.evaluation_id(champion, "train"):  # started before (a resume): finish it as it was sized
+            return self.config.analysis_examples
+        fits = int(0.2 * max(self.budget.left(champion), 0.0) / self.budget.seconds_for(1, champion))
+        return max(min(4, self.config.analysis_examples), min(self.config.analysis_examples, fits))
+
+    def _generation_estimate(self, champion: str) -> float:
+        """Seconds a generation should take: the mean of those done, else the champion's rate times the rollouts a harness
+        edit needs at least (analysis, smoke test, a first gate chunk)."""
         done = [g.seconds for g in self.store.generations() if g.seconds]
-        return sum(done) / len(done) if done else 30.0
+        if done:
+            return sum(done) / len(done)
+        n = self._analysis_size(champion) + self.config.smoke_examples + min(len(self.val), self.config.gate.chunk)
+        return self.budget.seconds_for(n, champion)
 
     def _generation(self) -> str | None:
         """One generation; returns a stop reason when the loop should end."""
@@ -203,7 +242,7 @@ class Loop:
             champion = store.champion()
             if self.records.memory().stalled_for() >= self.config.patience:
                 return f"no gain in the last {self.config.patience} generations"
-            reason = self.budget.exhausted(self.budget.test_reserve(champion) + self._generation_estimate())
+            reason = self.budget.exhausted(self.budget.test_reserve(champion) + self._generation_estimate(champion))
             if reason:
                 return reason
             state = self._state(gen, champion)
@@ -249,6 +288,14 @@ class Loop:
         self.budget.save()
         return None
 
+    def _gate_fits(self, champion: str, cid: str, done: int) -> int:
+        """Gate examples the time left buys: at the challenger's own rate once it has one, else at the champion's for half
+        of that time (a challenger may well be slower, e.g. one that samples several answers)."""
+        left = self.config.budget - self.budget.elapsed() - self.budget.test_reserve(champion)
+        if done >= 2 and self.budget.rate(cid) is not None:
+            return int(left / self.budget.seconds_for(1, cid))
+        return int(0.5 * left / self.budget.seconds_for(1, champion))
+
     def _reject(self, reason: str, delta: float = 0.0) -> Verdict:
         return Verdict(False, delta, (0.0, 0.0), 1.0, 0, len(self.val), "none", False, reason)
 
@@ -273,9 +320,10 @@ class Loop:
             verdict = decided(champ_scores, done, binary=self.binary, config=gate)
             if verdict is not None:
                 break
-            if self.budget.elapsed() + self.budget.test_reserve(champion) >= self.config.budget:
+            fits = self._gate_fits(champion, cid, len(done))
+            if fits < 1:
                 return self._reject(f"budget ran out before the gate decided ({len(done)}/{len(self.val)} examples)"), eid
-            todo = [e for e in self.val if e.id not in done][:chunk]
+            todo = [e for e in self.val if e.id not in done][:min(chunk, fits)]
             self.ctx.run_rollouts(cid, eid, "val", todo, f"gate gen {gen}", challenger=True)
         if verdict is None:
             scores = self.records.scores(eid)

@@ -95,12 +95,17 @@ class Run:
                 "errors": sum(bool(r.error_type) and r.error_type != "timeout" for r in rows) / n, "first_grader_error": grader}
 
     def seconds_of(self, cid: str, purpose: str = "val") -> tuple[float, int]:
-        """(wall seconds from first to last rollout, rollouts) of `cid`'s evaluation for `purpose`."""
+        """(wall seconds the evaluation of `cid` for `purpose` took, rollouts): from the first rollout's start to the last's end.
+
+        The start is the first finished rollout's end less its duration, so a
+        chunk of concurrent rollouts that all end together still counts the
+        time they ran (not the moments between their ends).
+        """
         eid = self.store.evaluation_id(cid, purpose)
         rows = self.store.rollouts(eid) if eid else []
-        if len(rows) < 2:
-            return 0.0, len(rows)
-        return max(r.created for r in rows) - min(r.created for r in rows), len(rows)
+        if not rows:
+            return 0.0, 0
+        return max(r.created for r in rows) - min(r.created - (r.duration_s or 0.0) for r in rows), len(rows)
 
     def finished(self, cid: str, purpose: str) -> bool:
         eid = self.store.evaluation_id(cid, purpose)
