@@ -99,7 +99,8 @@ def test_without_timeout_the_rollout_limit_is_fitted_to_what_the_probe_measured(
     from sia.loop.config import RunConfig
     from sia.loop.loop import Loop
 
-    (tiny_task / "slow.py").write_text("import time\ndef solve(example, ctx):\n    time.sleep(1.0)\n    return 'positive'\n")
+    (tiny_task / "slow.py").write_text("import time\ndef solve(example, ctx):\n    ctx.llm.complete('Hi', max_tokens=1)\n    time.sleep(1.0)\n"
+                                       "    return 'positive'\n")
     (tiny_task / "task.toml").write_text((tiny_task / "task.toml").read_text() + '\n[harness]\ndefault = "slow.py"\ntimeout_s = 0.6\n')
     config = RunConfig(task=str(tiny_task), budget=300, levers=["harness"])  # a rollout takes about 1 s, over the task's 0.6 s
     with new_run(tmp_path / "fitted", config) as run:
@@ -111,3 +112,18 @@ def test_without_timeout_the_rollout_limit_is_fitted_to_what_the_probe_measured(
     config = RunConfig(task=str(tiny_task), budget=300, levers=["harness"], timeout=0.6)  # --timeout is kept as given
     with new_run(tmp_path / "strict", config) as run, pytest.raises(InfraFailure, match="the 0.6s per rollout"):
         Loop(run, runtime, config, agent=ScriptedAgent([])).run()
+
+
+def test_a_prompt_longer_than_the_context_is_the_harness_error_not_an_infrastructure_failure(tmp_path, runtime, tiny_task):
+    from conftest import ScriptedAgent, new_run
+    from sia.loop.config import RunConfig
+    from sia.loop.loop import Loop
+
+    (tiny_task / "long.py").write_text("def solve(example, ctx):\n    return ctx.llm.complete('word ' * 9000, max_tokens=2).text\n")
+    (tiny_task / "task.toml").write_text((tiny_task / "task.toml").read_text() + '\n[harness]\ndefault = "long.py"\n')
+    config = RunConfig(task=str(tiny_task), budget=300, levers=["harness"])
+    with new_run(tmp_path / "run", config) as run:
+        summary = Loop(run, runtime, config, agent=ScriptedAgent([])).run()  # scored 0, not stopped as the machine's fault
+        rows = run.store.rollouts()
+    assert rows and {r.error_type for r in rows} == {"policy_request"} and "the context holds" in rows[0].error
+    assert summary["final"]["test"] == 0.0

@@ -187,11 +187,6 @@ def evaluate(task: str | Path | Task, *, harness: Path | str | None = None, spli
 
 def default_harness_source(task: Task) -> tuple[str, str]:
     """The task's own harness file if it names one, else the template harness."""
-    path = task.default_harness_path()
-    if path is not None:
-        if not path.is_file():
-            raise HarnessError(f"task {task.name!r} names harness {path}, which does not exist", "fix [harness] in task.toml")
-        return path.read_text(encoding="utf-8"), f"task default harness {path.name}"
     from sia.agents.meta import initial_harness
 
     return initial_harness(task)

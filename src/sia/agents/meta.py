@@ -20,6 +20,7 @@ import re
 from typing import Callable
 
 from sia.agents.texts import prompt
+from sia.errors import HarnessError
 from sia.harness.template import make_config, render
 from sia.task.loading import Task
 
@@ -27,7 +28,12 @@ FENCE_RE = re.compile(r"```(?:python|py)?[ \t]*\n(.*?)(?:```|\Z)", re.S)  # a re
 
 
 def initial_harness(task: Task) -> tuple[str, str]:
-    """(source, rationale) of the template harness for `task`."""
+    """(source, rationale) of the first harness: the task's own file when task.toml names one, else the template."""
+    path = task.default_harness_path()
+    if path is not None:
+        if not path.is_file():
+            raise HarnessError(f"task {task.name!r} names harness {path}, which does not exist", "fix [harness] in task.toml")
+        return path.read_text(encoding="utf-8"), f"task default harness {path.name}"
     return render(make_config(task.public_info())), "Meta-Agent template: task instruction, free generation, answer parsing"
 
 

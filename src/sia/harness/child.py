@@ -142,7 +142,7 @@ def run(job: dict[str, Any], out) -> None:
     except BaseException as e:  # KeyboardInterrupt, RecursionError, anything: it is data, not a crash
         from sia.harness.client import LLMError
 
-        kind = "policy" if isinstance(e, LLMError) else "harness_exception"
+        kind = ("policy_request" if e.refused else "policy") if isinstance(e, LLMError) else "harness_exception"
         tb = traceback.format_exc(limit=8)
         return _result(out, "error", error_type=kind, message=f"{type(e).__name__}: {str(e)[:1000]}", traceback=tb[-4000:])
     problem = _check_output(output, job.get("output_kind", "text"))

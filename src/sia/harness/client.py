@@ -28,7 +28,15 @@ from urllib.parse import urlsplit
 
 
 class LLMError(RuntimeError):
-    """The model endpoint failed or answered something unusable."""
+    """The model endpoint failed or answered something unusable.
+
+    `refused` is set when the endpoint turned the request down as malformed (an HTTP 4xx other than
+    authentication and rate limits: a prompt longer than the context, a bad parameter): that is the
+    harness's doing, not the machine's."""
+
+    def __init__(self, message: str, status: int = 0) -> None:
+        super().__init__(message)
+        self.refused = 400 <= status < 500 and status not in (401, 403, 408, 429)
 
 
 @dataclass
@@ -123,7 +131,7 @@ class LLMClient:
         if status >= 400:
             err = data.get("error") if isinstance(data, dict) else None
             msg = err.get("message") if isinstance(err, dict) else str(data)[:200]
-            raise LLMError(f"{path}: HTTP {status}: {msg}")
+            raise LLMError(f"{path}: HTTP {status}: {msg}", status)
         return data
 
     def _sampling(self, temperature, max_tokens, top_p, stop, n, seed) -> dict[str, Any]:

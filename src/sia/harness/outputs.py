@@ -18,7 +18,7 @@ from typing import Any
 
 EVENT_KINDS = ("log", "tool_call")
 CHILD_ERRORS = ("harness_syntax", "harness_interface", "harness_exit", "harness_exception", "harness_output", "memory", "policy",
-                "sandbox")
+                "policy_request", "sandbox")
 MAX_DEPTH = 64
 
 

@@ -103,7 +103,9 @@ class Loop:
                 raise AgentModelError(f"the Meta-Agent could not write the first harness: {e.message}", e.hint) from None
             version = store.add_harness_version(source, rationale)
             champion = store.add_candidate(version, None, "baseline", rationale)
-            who = f"written by the Meta-Agent ({self.meta_model.spec.spelling})" if self.meta_model else "sia's template harness"
+            own = self.task.default_harness_path()
+            who = (f"written by the Meta-Agent ({self.meta_model.spec.spelling})" if self.meta_model
+                   else f"the task's harness {own.name}" if own else "sia's template harness")
             store.push_champion(champion, f"baseline: {who}", 0)
         baseline = self.records.baseline()
         self._plan_limits(baseline)
