@@ -215,8 +215,9 @@ class Loop:
 
     def _analysis_size(self, champion: str) -> int:
         """Train examples the analysis runs on: the configured number, or what a fifth of the time left buys (at least 4)."""
-        if self.store.evaluation_id(champion, "train"):  # started before (a resume): finish it as it was sized
-            return self.config.analysis_examples
+        eid = self.store.evaluation_id(champion, "train")
+        if eid:  # this champion's analysis was sized before (an earlier generation, or a resume): reuse it as it was
+            return self.store.evaluation(eid).n_examples
         fits = int(0.2 * max(self.budget.left(champion), 0.0) / self.budget.seconds_for(1, champion))
         return max(min(4, self.config.analysis_examples), min(self.config.analysis_examples, fits))
 
