@@ -318,16 +318,18 @@ class Loop:
         self.ui("phase", text=f"generation {gen}: gate on validation (sequential, chunks of {chunk})")
         gate = self.config.gate
         verdict = None
-        for _look in range(0, len(self.val), chunk):
+        while True:  # one look per chunk; a chunk is cut to what the time left buys
             done = self.records.scores(eid)
             verdict = decided(champ_scores, done, binary=self.binary, config=gate)
-            if verdict is not None:
+            todo = [e for e in self.val if e.id not in done]
+            if verdict is not None or not todo:
                 break
             fits = self._gate_fits(champion, cid, len(done))
             if fits < 1:
                 return self._reject(f"budget ran out before the gate decided ({len(done)}/{len(self.val)} examples)"), eid
-            todo = [e for e in self.val if e.id not in done][:min(chunk, fits)]
-            self.ctx.run_rollouts(cid, eid, "val", todo, f"gate gen {gen}", challenger=True)
+            self.ctx.run_rollouts(cid, eid, "val", todo[:min(chunk, fits)], f"gate gen {gen}", challenger=True)
+            if len(self.records.scores(eid)) == len(done):
+                break  # nothing new was scored: decide on what there is
         if verdict is None:
             scores = self.records.scores(eid)
             verdict = decided(champ_scores, scores, binary=self.binary, config=gate) or \
