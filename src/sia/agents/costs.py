@@ -32,10 +32,9 @@ def harness_cost(s: AgentState) -> float:
 
 
 def weights_cost(wp: WeightPlan, s: AgentState) -> float:
-    """Minutes a weight update costs: measured from past tries, else collection + training + a gate."""
-    measured = s.memory.seconds_per_try("weights")
-    if measured:
-        return measured / 60
+    """Minutes a weight update costs: the plan's collection + training + a gate, or past tries when they took longer
+    (a try that found nothing to train on ends in seconds and says nothing of what a full update costs)."""
+    measured = s.memory.seconds_per_try("weights") or 0.0
     collect = wp.rounds * wp.examples * wp.samples * s.rollout_s * (1.5 if wp.samples > 1 else 1.0)
     train = wp.rounds * wp.train.steps * TRAIN_STEP_S * wp.train.prompts_per_step / 4
-    return (collect + train + gate_seconds(s)) / 60
+    return max(measured, collect + train + gate_seconds(s)) / 60

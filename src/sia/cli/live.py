@@ -133,6 +133,7 @@ class PlainView:
         self.stream, self.budget_s, self.every_s = stream, budget_s, every_s
         self.t0 = time.monotonic() - elapsed0
         self.label, self.total, self.done, self.timeouts, self.errors, self.score = "starting", 0, 0, 0, 0, 0.0
+        self.steps, self.step = 0, 0
         self.started = time.monotonic()
         self.last = 0.0
         self._lock = threading.Lock()
@@ -185,11 +186,11 @@ class PlainView:
             self.errors += bool(r.error_type) and r.error_type != "timeout"
             if time.monotonic() - self.last >= self.every_s or self.done == self.total:
                 self._say(self._status())
-        elif event == "train_start":
-            self.label, self.total, self.done = "training", d["steps"], 0
+        elif event == "train_start":  # counted apart from rollouts: collection rounds run between training steps
+            self.label, self.steps, self.step = "training", d["steps"], 0
         elif event == "train_step":
-            self.done += 1
-            self._say(f"training step {self.done}/{self.total}: reward {d['reward_mean']:.2f}, loss {d['loss']:+.3f}")
+            self.step += 1
+            self._say(f"training step {self.step}/{self.steps}: reward {d['reward_mean']:.2f}, loss {d['loss']:+.3f}")
         elif event == "proposal":
             p = d["proposal"]
             self._say(f"generation {d['gen']}: {p.lever}/{p.kind}: {p.rationale[:200]}")

@@ -45,12 +45,13 @@ class LeverContext:
 
     def __init__(self, run: Run, runtime: "PolicyRuntime", *, seed: int, concurrency: int, limits: SandboxLimits,
                  report: Callable[..., None], on_saved: Callable[[], None], unsafe_sandbox: bool = False,
-                 tick: Callable[[], None] = lambda: None) -> None:
+                 tick: Callable[[], None] = lambda: None, seconds_left: Callable[[], float] = lambda: float("inf")) -> None:
+        """`seconds_left`: seconds of the budget left for this generation's work (the final test's time kept aside)."""
         self.run, self.runtime, self.seed = run, runtime, seed
         self.task = run.task
         self.store = run.store
         self._concurrency, self._limits, self._report, self._saved = concurrency, limits, report, on_saved
-        self._unsafe, self._tick = unsafe_sandbox, tick
+        self._unsafe, self._tick, self.seconds_left = unsafe_sandbox, tick, seconds_left
 
     @property
     def timeout_s(self) -> float:

@@ -67,7 +67,7 @@ class Loop:
         limits = SandboxLimits(timeout_s=timeout, isolation=config.sandbox)
         self.ctx = LeverContext(run, runtime, seed=config.seed, concurrency=config.concurrency, limits=limits,
                                 report=observer, on_saved=self.budget.save, unsafe_sandbox=config.unsafe_sandbox,
-                                tick=self.budget.tick)
+                                tick=self.budget.tick, seconds_left=lambda: self.budget.left(self.store.champion()))
 
     # -- evaluations ------------------------------------------------------------------------------
     def _eval(self, cid: str, purpose: str, split: str, examples, label: str, challenger: bool = False) -> EvalResult:

@@ -30,6 +30,7 @@ from __future__ import annotations
 import json
 import random
 import shutil
+import time
 
 from sia.agents.proposal import WeightUpdate
 from sia.loop.levers import Challenger, LeverContext
@@ -80,7 +81,9 @@ class WeightLever:
             rng = random.Random(f"{ctx.seed}:{gen}:collect")
             pool = task.split("train")
             behaviour, collected, taken = parent, [], 0
+            gate_s = ctx.run.seconds_of(champion, "val")[0]  # the gate's worst case: one validation pass of the champion
             for r in range(wp.rounds):
+                started = time.monotonic()
                 examples = rng.sample(pool, min(wp.examples, len(pool)))
                 eid = ctx.collect(champion, f"collect:{gen}:{attempt}:{r}", examples, f"collect round {r + 1}/{wp.rounds}",
                                   samples=wp.samples, seed=ctx.seed + gen, model=behaviour, temperature=wp.temperature)
@@ -88,6 +91,9 @@ class WeightLever:
                 samples = samples_from_store(store, eid, grade=_grader(task))
                 taken += trainer.round(samples, wp.train.steps, on_step=lambda e: ctx.report("train_step", **e))
                 if trainer.stopped and trainer.log and "collapsed" in trainer.stopped:
+                    break
+                if r + 1 < wp.rounds and ctx.seconds_left() < (time.monotonic() - started) + gate_s:
+                    ctx.report("phase", text=f"generation {gen}: {r + 1} of {wp.rounds} rounds: another would leave no time to gate")
                     break
                 if r + 1 < wp.rounds:  # serve the adapter as trained so far, so the next round's samples are on-policy
                     step_name = f"{version}-t{attempt}r{r + 1}"
