@@ -141,7 +141,7 @@ class Loop:
         self.ui("phase", text=f"baseline: validation (measuring throughput on the first {k} examples)")
         self.ctx.run_rollouts(baseline, eid, "val", self.val[:k], "baseline val")
         rate = k / max(time.monotonic() - t0, 1e-3)
-        limits = {"val": len(self.val), "test": len(self.test), "rate": rate, "timeout": self.ctx.timeout_s}
+        limits = {"val": len(self.val), "test": len(self.test), "rate": rate}
         notes = [self._fit_timeout(eid)] if c.timeout is None else []
         need = (len(self.val) + 2 * len(self.test)) / rate
         if not (c.val_limit and c.test_limit) and need > 0.5 * max(c.budget - self.budget.elapsed(), 1.0):
