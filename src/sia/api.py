@@ -163,7 +163,9 @@ def evaluate(task: str | Path | Task, *, harness: Path | str | None = None, spli
     if harness is not None:
         source, rationale = read_harness(Path(harness)), f"harness from {Path(harness).name}"
     else:
-        source, rationale = default_harness_source(task_obj)
+        from sia.agents.meta import initial_harness
+
+        source, rationale = initial_harness(task_obj)  # the task's own harness file, else the template
     run_dir = Path(run_dir) if run_dir else default_run_dir(task_obj.name, "eval")
     limits = SandboxLimits(timeout_s=timeout or task_obj.spec.harness.timeout_s, isolation=sandbox)
     config = EvalConfig(split=split, limit=limit, samples=samples, seed=seed, concurrency=concurrency, limits=limits,
@@ -183,13 +185,6 @@ def evaluate(task: str | Path | Task, *, harness: Path | str | None = None, spli
                 rationale += f" with adapter {adapter}"
             return execute(task_obj, source, store=store, runtime=runtime, config=config, rationale=rationale, adapter=adapter_name,
                            on_start=on_start, on_rollout=on_rollout)
-
-
-def default_harness_source(task: Task) -> tuple[str, str]:
-    """The task's own harness file if it names one, else the template harness."""
-    from sia.agents.meta import initial_harness
-
-    return initial_harness(task)
 
 
 def status(run_dir: str | Path) -> dict[str, Any]:

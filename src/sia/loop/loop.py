@@ -159,10 +159,10 @@ class Loop:
                 store.resize_evaluation(eid, val_n)
                 self.val, self.test = self.val[:val_n], self.test[:test_n]
                 self.budget.test_n = test_n
-        limits["note"] = "; ".join(n for n in notes if n)
+        notes = [n for n in notes if n]
+        limits["note"] = "; ".join(notes)
         for note in notes:
-            if note:
-                self.ui("phase", text=note)
+            self.ui("phase", text=note)
         store.set_meta("limits", {**limits, "timeout": self.ctx.timeout_s})
 
     def _fit_timeout(self, eid: str) -> str:
@@ -294,7 +294,7 @@ class Loop:
     def _gate_fits(self, champion: str, cid: str, done: int) -> int:
         """Gate examples the time left buys: at the challenger's own rate once it has one, else at the champion's for half
         of that time (a challenger may well be slower, e.g. one that samples several answers)."""
-        left = self.config.budget - self.budget.elapsed() - self.budget.test_reserve(champion)
+        left = self.budget.left(champion)
         if done >= 2 and self.budget.rate(cid) is not None:
             return int(left / self.budget.seconds_for(1, cid))
         return int(0.5 * left / self.budget.seconds_for(1, champion))

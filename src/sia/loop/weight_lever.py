@@ -92,16 +92,17 @@ class WeightLever:
                 taken += trainer.round(samples, wp.train.steps, on_step=lambda e: ctx.report("train_step", **e))
                 if trainer.stopped and trainer.log and "collapsed" in trainer.stopped:
                     break
-                if r + 1 < wp.rounds and ctx.seconds_left() < (time.monotonic() - started) + gate_s:
+                if r + 1 == wp.rounds:
+                    break
+                if ctx.seconds_left() < (time.monotonic() - started) + gate_s:
                     ctx.report("phase", text=f"generation {gen}: {r + 1} of {wp.rounds} rounds: another would leave no time to gate")
                     break
-                if r + 1 < wp.rounds:  # serve the adapter as trained so far, so the next round's samples are on-policy
-                    step_name = f"{version}-t{attempt}r{r + 1}"
-                    trainer.save(store.adapters_dir() / ".rounds" / step_name)
-                    if behaviour and behaviour != parent:
-                        policy.unload_adapter(behaviour)
-                    runtime.load_adapter(step_name, store.adapters_dir() / ".rounds" / step_name)
-                    behaviour = step_name
+                step_name = f"{version}-t{attempt}r{r + 1}"  # serve the adapter as trained so far: the next round is on-policy
+                trainer.save(store.adapters_dir() / ".rounds" / step_name)
+                if behaviour and behaviour != parent:
+                    policy.unload_adapter(behaviour)
+                runtime.load_adapter(step_name, store.adapters_dir() / ".rounds" / step_name)
+                behaviour = step_name
             if behaviour and behaviour != parent:
                 policy.unload_adapter(behaviour)
             shutil.rmtree(store.adapters_dir() / ".rounds", ignore_errors=True)
