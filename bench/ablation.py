@@ -1,9 +1,11 @@
 """Ablation: baseline, harness only, weights only and both levers, at the same budget, over several seeds.
 
 Each (arm, seed) is a real `sia run` in its own process and run directory
-(`--out`, default bench/results/ablation-<task>), so an interrupted ablation
-resumes with the arms it has. "baseline" is the Meta-Agent's harness on the
-base model, scored on test by every run before it changes anything.
+(`--out`, default bench/results/ablation-<task>). The whole table takes hours,
+so it resumes where it stopped: a finished run is kept, and one that was
+interrupted (a run directory without the bench's summary) is continued with
+`sia resume`, within its own budget. "baseline" is the Meta-Agent's harness on
+the base model, scored on test by every run before it changes anything.
 
 Printed: held-out test mean per arm with a 95% interval over all (seed, test
 example) pairs, and the one-sided paired p-value of "both" against the better
@@ -14,8 +16,9 @@ for binary tasks, a permutation test otherwise: sia's gate statistics).
     python bench/ablation.py --arms weights --out bench/results/weights-hf -- --policy-backend hf
 
 `--arms` runs a subset; arguments after `--` go to every `sia run`. The
-scores per arm, seed and test example, with the lever each generation chose,
-are written to `<out>/results.json`.
+table, with every run's per-example test scores (so anyone can recompute the
+p-values) and the lever each generation chose with its expected and realised
+gain, is written to bench/results/ablation_<task>.json (`--table`).
 """
 
 from __future__ import annotations
@@ -46,22 +49,37 @@ def run_arm(task: str, arm: str, seed: int, budget: str, out: Path, extra: list[
     done = run_dir / "summary.json"
     if done.is_file():
         return run_dir
-    if run_dir.exists():
-        import shutil
-
-        shutil.rmtree(run_dir)
     sia = str(Path(sys.executable).parent / "sia")
     t0 = time.monotonic()
-    r = subprocess.run([sia, "run", task, "--levers", ARMS[arm], "--budget", budget, "--seed", str(seed),
-                        "--run-dir", str(run_dir), "--json", *extra], capture_output=True, text=True)
+    if (run_dir / "sia.db").is_file():  # interrupted: continue it within its own budget
+        print(f"  {arm:8s} seed {seed}: resuming {run_dir}", flush=True)
+        cmd = [sia, "resume", str(run_dir), "--json"]
+    else:
+        if run_dir.exists():  # nothing recorded yet
+            import shutil
+
+            shutil.rmtree(run_dir)
+        cmd = [sia, "run", task, "--levers", ARMS[arm], "--budget", budget, "--seed", str(seed), "--run-dir", str(run_dir), "--json", *extra]
+    with open(out / f"{arm}-seed{seed}.log", "a") as log:  # the live view's plain lines, kept beside the run
+        r = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=log, text=True, env={**os.environ, "CI": "true"})
     if r.returncode != 0:
-        raise SystemExit(f"{arm} seed {seed} failed:\n{r.stderr[-2000:]}")
+        raise SystemExit(f"{arm} seed {seed} failed (exit {r.returncode}); see {out / f'{arm}-seed{seed}.log'}")
     summary = json.loads(r.stdout)
     summary["bench_seconds"] = round(time.monotonic() - t0, 1)
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=1))
     print(f"  {arm:8s} seed {seed}: test {summary['baseline']['test']:.3f} -> {summary['final']['test']:.3f} "
-          f"({summary['accepted']} accepted, {summary['bench_seconds']:.0f}s)", flush=True)
+          f"({summary['accepted']} accepted, {summary['bench_seconds']:.0f}s): {choices(summary)}", flush=True)
     return run_dir
+
+
+def choices(summary: dict) -> str:
+    """The lever each generation chose, its expected and realised gain: "1 harness/score_labels +0.05->+0.21*"."""
+    out = []
+    for g in summary.get("generations", []):
+        exp = f"{g['expected_gain']:+.2f}" if g.get("expected_gain") is not None else "?"
+        real = f"{g['delta']:+.2f}" if g.get("delta") is not None else "-"
+        out.append(f"{g['generation']} {g['lever']}/{g['kind']} {exp}->{real}{'*' if g.get('accepted') else ''}")
+    return "; ".join(out) or "no generation"
 
 
 def main() -> None:
@@ -71,6 +89,7 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--out", type=Path, default=None)
     ap.add_argument("--arms", default=",".join(ARMS), help="comma-separated subset of " + ", ".join(ARMS))
+    ap.add_argument("--table", type=Path, default=None, help="where the table goes (default bench/results/ablation_<task>.json)")
     ap.add_argument("extra", nargs="*", help="after --: options for every sia run")
     args = ap.parse_args()
     arms = [a for a in args.arms.split(",") if a]
@@ -91,7 +110,13 @@ def main() -> None:
             scores[arm].update({f"{seed}:{k}": v for k, v in test_scores(run_dir, "final").items()})
             if arm == arms[0]:
                 scores["baseline"].update({f"{seed}:{k}": v for k, v in test_scores(run_dir, "baseline").items()})
-            runs[f"{arm}-seed{seed}"] = json.loads((run_dir / "summary.json").read_text())
+            summary = json.loads((run_dir / "summary.json").read_text())
+            runs[f"{arm}-seed{seed}"] = {k: summary.get(k) for k in ("seed", "levers", "accepted", "bench_seconds", "elapsed_s",
+                                                                      "stop_reason", "limits")}
+            runs[f"{arm}-seed{seed}"].update(baseline_test=summary["baseline"]["test"], final_test=summary["final"]["test"],
+                                             final=f"{summary['final'].get('harness_version')}+{summary['final'].get('adapter')}",
+                                             generations=[{k: g.get(k) for k in ("generation", "lever", "kind", "accepted", "expected_gain",
+                                                                                 "delta", "p_value", "n")} for g in summary["generations"]])
     print(f"\nablation on {args.task}, budget {args.budget} per run, seeds {args.seeds} (held-out test)")
     print(f"{'arm':10s} {'mean':>7s}   95% CI            n")
     means = {}
@@ -107,8 +132,12 @@ def main() -> None:
         result["both_vs_better"] = {"lever": better, "delta": v.delta, "p_value": v.p_value, "method": v.method, "n": v.n}
         print(f"\nboth vs {better} (the better single lever): delta {v.delta:+.3f}, paired one-sided p = {v.p_value:.4g} "
               f"({v.method}, n={v.n})")
-    (out / "results.json").write_text(json.dumps(result, indent=1))
-    print(f"written: {out / 'results.json'}")
+    print("\nlever chosen per generation (expected -> realised gain, * accepted):")
+    for name, r in runs.items():
+        print(f"  {name:16s} " + choices(r))
+    table = args.table or Path(__file__).parent / "results" / f"ablation_{args.task}.json"
+    table.write_text(json.dumps(result, indent=1))
+    print(f"written: {table}")
 
 
 if __name__ == "__main__":

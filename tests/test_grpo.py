@@ -157,6 +157,29 @@ def test_trainer_skips_groups_without_spread_and_sft_raises_likelihood(tmp_path)
     assert sft.log[-1]["loss"] < sft.log[0]["loss"]
 
 
+def test_ce_makes_the_gold_label_the_models_choice_on_every_prompt_in_passes(tmp_path):
+    """Label groups: two labels per prompt, the gold one alternating; ce trains each prompt's gold label to the top of the
+    label set (and, for a generating harness, raises its own likelihood), taking the prompts in shuffled passes."""
+    from sia.weights.config import TrainConfig
+    from sia.weights.grpo import shared_prompt_logprobs
+    from sia.weights.trainer import Sample, Trainer
+
+    base_dir = _tiny_model_dir(tmp_path)
+    labels = {"yes": [20, 2], "no": [21, 2]}  # each label ends the turn
+    groups = [Sample(f"g{g}", [1, 5 + g, 9, 40 + g % 2], ids, [], float(name == ("yes" if g % 2 else "no")), name, absolute=True)
+              for g in range(8) for name, ids in labels.items()]  # the last prompt token tells the gold label
+    t = Trainer(base_dir, TrainConfig(algorithm="ce", steps=100, epochs=8, prompts_per_step=4, lr=1e-2, rank=4))
+    assert t.round(groups, 100) == 16, "epochs x groups / prompts_per_step steps, fewer than `steps`"
+    seen = [e["step"] for e in t.log]
+    assert seen == list(range(1, 17)) and t.log[-1]["loss"] < t.log[0]["loss"] and t.log[-1]["gold_nll"] < t.log[0]["gold_nll"]
+    with torch.no_grad():
+        lp, _, mask = shared_prompt_logprobs(t.model, [(s.prompt_ids, s.completion_ids) for s in groups])
+    seq = (lp * mask).sum(-1).view(8, 2)
+    gold = torch.tensor([[s.reward for s in groups[2 * g: 2 * g + 2]] for g in range(8)]).argmax(-1)
+    assert torch.equal(seq.argmax(-1), gold), "every prompt's gold label is now the likelier one"
+    assert t.log[-1]["label_accuracy"] == 1.0
+
+
 def test_collapse_is_judged_on_the_models_preferred_answers_not_on_the_data(tmp_path):
     from sia.weights.config import TrainConfig
     from sia.weights.trainer import Sample, collapsed, train
@@ -180,24 +203,28 @@ def test_shared_prompt_forward_equals_the_full_sequence_forward_in_value_and_gra
 
     base = AutoModelForCausalLM.from_pretrained(_tiny_model_dir(tmp_path))
     model = get_peft_model(base, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
-    pairs = [([1, 2, 3, 4, 5], [6, 7, 8]), ([1, 2, 3, 4, 5], [9, 10]), ([11, 12, 13], [14, 15, 16, 17]), ([1, 2, 3, 4, 5], [6, 20, 21, 22])]
-    shared, logits, mask = shared_prompt_logprobs(model, pairs)
-    L = max(len(p) + len(c) for p, c in pairs)
-    ids = torch.zeros((len(pairs), L), dtype=torch.long)
-    attn, comp = torch.zeros_like(ids), torch.zeros((len(pairs), L))
-    for i, (p, c) in enumerate(pairs):
-        ids[i, : len(p) + len(c)] = torch.tensor(p + c)
-        attn[i, : len(p) + len(c)] = 1
-        comp[i, len(p) : len(p) + len(c)] = 1
-    full, _ = completion_logprobs(model, ids, attn, comp)
-    for i, (p, c) in enumerate(pairs):
-        assert torch.allclose(shared[i, : len(c)], full[i, len(p) : len(p) + len(c)], atol=1e-5)
-        assert mask[i].sum() == len(c)
-    lora = [p for n, p in model.named_parameters() if "lora_A" in n]
-    g_shared = torch.autograd.grad(shared.sum(), lora)
-    g_full = torch.autograd.grad(full.sum(), lora)
-    for a, b in zip(g_shared, g_full):
-        assert torch.allclose(a, b, atol=1e-5)
+    one_at_a_time = [([1, 2, 3, 4, 5], [6, 7, 8]), ([1, 2, 3, 4, 5], [9, 10]), ([11, 12, 13], [14, 15, 16, 17]),
+                     ([1, 2, 3, 4, 5], [6, 20, 21, 22])]
+    left_padded = [([1, 2, 3, 4, 5], [6, 7]), ([11, 12, 13], [14]), ([1, 2, 3, 4, 5], [9, 10, 2]), ([11, 12, 13], [15, 16]),
+                   ([30, 31, 32, 33], [6, 7])]  # prompts of different lengths with the same group size run as one batch
+    for pairs in (one_at_a_time, left_padded):
+        shared, logits, mask = shared_prompt_logprobs(model, pairs)
+        L = max(len(p) + len(c) for p, c in pairs)
+        ids = torch.zeros((len(pairs), L), dtype=torch.long)
+        attn, comp = torch.zeros_like(ids), torch.zeros((len(pairs), L))
+        for i, (p, c) in enumerate(pairs):
+            ids[i, : len(p) + len(c)] = torch.tensor(p + c)
+            attn[i, : len(p) + len(c)] = 1
+            comp[i, len(p) : len(p) + len(c)] = 1
+        full, _ = completion_logprobs(model, ids, attn, comp)
+        for i, (p, c) in enumerate(pairs):
+            assert torch.allclose(shared[i, : len(c)], full[i, len(p) : len(p) + len(c)], atol=1e-5)
+            assert mask[i].sum() == len(c)
+        lora = [p for n, p in model.named_parameters() if "lora_A" in n]
+        g_shared = torch.autograd.grad(shared.sum(), lora)
+        g_full = torch.autograd.grad(full.sum(), lora)
+        for a, b in zip(g_shared, g_full):
+            assert torch.allclose(a, b, atol=1e-5)
 
 
 def test_the_importance_correction_is_exact_when_both_engines_agree_and_capped_when_they_do_not():

@@ -28,7 +28,7 @@ def test_malformed_answers_point_at_the_harness_and_wrong_ones_at_the_weights():
     decision = agent.decide(_state(task, gen_src, _analysis(correct=16, wrong=4, unparseable=20)))
     malformed, ranking = decision.proposal, decision.ranking
     assert isinstance(malformed, HarnessEdit)
-    weights_ranked = [r for r in ranking if r[0] in ("grpo", "sft")]
+    weights_ranked = [r for r in ranking if r[0] in ("grpo", "sft", "ce")]
     assert all(r[1] < 0.2 for r in weights_ranked), "malformed output makes the weights lever (nearly) irrelevant"
     # well-formed but wrong, with the harness edits already tried on this adapter: the weights
     score_src = render(make_config(task.public_info(), mode="score", calibrate=True))
@@ -38,15 +38,21 @@ def test_malformed_answers_point_at_the_harness_and_wrong_ones_at_the_weights():
 
 
 def test_the_algorithm_follows_the_reward_shape():
+    """On a closed label set the gold label is trained against the others first (ce); once that is rejected on the champion's
+    adapter, the policy-gradient alternative follows the reward's shape."""
     task = load_task("sentiment")
     agent = BuiltinFeedbackAgent()
     score_src = render(make_config(task.public_info(), mode="score"))
-    scored = agent.decide(_state(task, score_src, _analysis(), levers=("weights",))).proposal
-    assert scored.algorithm == "grpo" and scored.config["samples"] == 1, "a scoring harness's group is its label set"
     gen_src = render(make_config(task.public_info()))
-    balanced = agent.decide(_state(task, gen_src, _analysis(correct=20, wrong=20), levers=("weights",))).proposal
+    for src in (score_src, gen_src):
+        first = agent.decide(_state(task, src, _analysis(), levers=("weights",))).proposal
+        assert first.algorithm == "ce" and first.config["samples"] == 1 and "closed label set" in first.rationale
+    ce_rejected = Memory([Entry(1, "weights", "ce", False, -0.01, 0.5, 100, 150.0, "", None)])
+    scored = agent.decide(_state(task, score_src, _analysis(), ce_rejected, levers=("weights",))).proposal
+    assert scored.algorithm == "grpo" and scored.config["samples"] == 1, "a scoring harness's group is its label set"
+    balanced = agent.decide(_state(task, gen_src, _analysis(correct=20, wrong=20), ce_rejected, levers=("weights",))).proposal
     assert balanced.algorithm == "grpo" and balanced.config["samples"] == 8
-    rare = agent.decide(_state(task, gen_src, _analysis(correct=1, wrong=39), levers=("weights",))).proposal
+    rare = agent.decide(_state(task, gen_src, _analysis(correct=1, wrong=39), ce_rejected, levers=("weights",))).proposal
     assert rare.algorithm == "sft" and "few groups with reward spread" in rare.rationale
 
 
@@ -84,3 +90,28 @@ def test_when_unparseable_replies_dominate_likelihood_scoring_ranks_first():
     assert isinstance(decision.proposal, HarnessEdit) and decision.proposal.kind == "score_labels", decision.ranking[:4]
     kinds = [r[0] for r in decision.ranking]
     assert "retry" in kinds and "reply_length" in kinds, "the weaker edits were weighed too"
+
+
+def test_the_plan_keeps_the_budget_for_the_more_relevant_lever_when_it_cannot_hold_both():
+    """Harness first while the budget holds the weight update too; once it holds only one, the more relevant one runs.
+    The switch comes from this rule and the measured costs, not from a written order."""
+    from sia.agents.builtin import Ranked, plan_next
+    from sia.agents.builtin_edits import Option
+
+    edit = Ranked(0.4, 0.4, 1.0, 0.5, Option("few_shot", "demos", 0.4), "src")
+    weights = Ranked(0.2, 0.6, 3.0, 0.5, Option("ce", "labels", 0.6, algorithm="ce"), None)
+    first, why = plan_next([edit, weights], seconds_left=10 * 60)
+    assert first is edit and "leaving room for ce" in why
+    then, why = plan_next([edit, weights], seconds_left=3.5 * 60)
+    assert then is weights and "not both" in why
+    weak = Ranked(0.05, 0.15, 3.0, 0.5, Option("ce", "labels", 0.15, algorithm="ce"), None)
+    assert plan_next([edit, weak], seconds_left=3.5 * 60)[0] is edit, "a weight update the evidence hardly supports waits"
+    assert plan_next([edit, weights], seconds_left=None)[0] is edit
+
+
+def test_the_decision_carries_an_expected_gain_that_the_report_shows_beside_the_realised_one():
+    task = load_task("sentiment")
+    src = render(make_config(task.public_info()))
+    d = BuiltinFeedbackAgent().decide(_state(task, src, _analysis(correct=20, wrong=20), levers=("weights",)))
+    assert d.proposal.expected_gain is not None and 0 < d.proposal.expected_gain < 0.5
+    assert f"expected gain {d.proposal.expected_gain:+.3f}" in d.proposal.rationale

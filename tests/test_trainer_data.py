@@ -26,6 +26,19 @@ def test_recorded_calls_become_samples_whose_logprobs_the_trainer_reproduces(tin
         result = execute(task, SAMPLING_HARNESS, store=store, runtime=runtime,
                           config=EvalConfig(split="train", samples=3, concurrency=6))
         samples = samples_from_store(store, result.evaluation_id)
+        tok = runtime.local_policy().tokenizer
+        labelled = samples_from_store(store, result.evaluation_id, lambda eid, answer: task.grade(task.examples[eid], answer).score,
+                                      labels=task.labels, encode=lambda t: tok.encode(t, add_special_tokens=False),
+                                      end_ids=[tok.eos_token_id])
+    first_calls = {s.group: s.prompt_ids for s in reversed(samples)}
+    # ce: each example's prompt once (its 3 rollouts share it), with every label and the end of the turn as candidates
+    assert len(labelled) == 4 * len(task.labels) and all(s.absolute for s in labelled)
+    for ex in task.split("train"):
+        group = [s for s in labelled if s.group == ex.id]
+        assert [s.output for s in group] == task.labels and len({tuple(s.prompt_ids) for s in group}) == 1
+        assert [s.reward for s in group] == [float(label == ex.target["label"]) for label in task.labels]
+        assert all(s.completion_ids[-1] == tok.eos_token_id for s in group)
+        assert group[0].prompt_ids == first_calls[ex.id], "the very prompt the harness built"
     assert len(samples) == 12  # 4 train examples x 3 samples, one model call each
     assert {s.group for s in samples} == {e.id for e in task.split("train")}
     for s in samples:

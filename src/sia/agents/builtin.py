@@ -20,6 +20,7 @@ relevant is left, it stops.
 from __future__ import annotations
 
 import random
+from dataclasses import dataclass
 
 from sia.agents.builtin_edits import EDITS, Option, evidence
 from sia.agents.contract import AgentState, Decision
@@ -28,7 +29,49 @@ from sia.agents.program_edits import PROGRAM_EDITS
 from sia.agents.proposal import HarnessEdit, Stop, WeightUpdate
 from sia.harness.template import TemplateConfig, read_config, render
 from sia.store.store import source_sha
-from sia.weights.config import SAMPLING_PRESET, SCORING_PRESET, plan
+from sia.weights.config import LABEL_PRESET, SAMPLING_PRESET, SCORING_PRESET, plan
+
+
+@dataclass(frozen=True)
+class Ranked:
+    """An option weighed by the builtin agent: relevance per minute, relevance, cost in minutes, its rendered source."""
+    per_minute: float
+    relevance: float
+    cost: float
+    tiebreak: float
+    option: Option
+    source: str | None
+
+
+FIX_SHARE = 0.5
+"""The share of the champion's validation errors a change with relevance 1 is expected to fix (the scale of an estimate)."""
+
+
+def expected_gain(relevance: float, s: AgentState) -> float:
+    """A change's expected validation gain: its relevance (which already holds design memory's past gains of its kind)
+    times the errors left to fix."""
+    headroom = 1.0 - (s.champion_val if s.champion_val is not None else 0.5)
+    return round(relevance * max(0.0, headroom) * FIX_SHARE, 4)
+
+
+def plan_next(ranked: list[Ranked], seconds_left: float | None) -> tuple[Ranked, str]:
+    """The option to try now, with why: the best relevance per minute, unless trying it would leave no room for the best
+    option of the other lever and that one is the more relevant. Then the budget goes where the larger gain is expected.
+
+    This is the whole switch rule: harness edits first while they are cheap and relevant; the weights once harness edits
+    stall (their relevance decays with rejections) or once the budget can no longer hold both; harness edits again after
+    a new adapter (rejections are counted per adapter).
+    """
+    first = ranked[0]
+    other = next((r for r in ranked if (r.source is None) != (first.source is None)), None)
+    if other is None or seconds_left is None:
+        return first, "best per minute"
+    if (first.cost + other.cost) * 60 <= seconds_left:
+        return first, f"best per minute, leaving room for {other.option.kind} (~{other.cost:.1f} min)"
+    if other.relevance > first.relevance:
+        return other, (f"the budget left ({seconds_left / 60:.1f} min) holds {first.option.kind} or {other.option.kind}, not both: "
+                       f"the more relevant")
+    return first, f"the budget left holds {first.option.kind} or {other.option.kind}, not both: the more relevant"
 
 
 class BuiltinFeedbackAgent:
@@ -39,7 +82,7 @@ class BuiltinFeedbackAgent:
 
     def decide(self, state: AgentState) -> Decision:
         cfg = read_config(state.champion_source)
-        ranked: list[tuple[float, float, float, Option, str | None]] = []  # (per minute, relevance, tiebreak, option, source)
+        ranked: list[Ranked] = []
         rng = random.Random(f"{state.seed}:{state.generation}")
         notes = []
         if "harness" in state.levers:
@@ -55,28 +98,29 @@ class BuiltinFeedbackAgent:
                             continue
                         rel = self._with_memory(c.relevance, c.kind, state) * lever_factor
                         if affordable(cost, state):
-                            ranked.append((rel / cost, rel, rng.random(), c, source))
+                            ranked.append(Ranked(rel / cost, rel, cost, rng.random(), c, source))
         if "weights" in state.levers:
-            w = weight_candidate(cfg, state)
-            if w is not None:
+            for w in weight_candidates(cfg, state):
                 cost = weights_cost(plan(w.algorithm, w.settings), state)
                 if affordable(cost, state):
                     rel = self._with_memory(w.relevance, w.kind, state) * 0.7 ** state.memory.lever_stalled("weights")
-                    ranked.append((rel / cost, rel, rng.random(), w, None))
+                    ranked.append(Ranked(rel / cost, rel, cost, rng.random(), w, None))
                 else:
-                    notes.append(f"a weight update (~{cost:.1f} min) does not fit the budget left")
-        ranked = [r for r in ranked if r[1] >= self.min_relevance]
-        ranked.sort(key=lambda x: (x[0], x[2]), reverse=True)
-        ranking = tuple((c.kind, round(rel, 3), round(per_min, 3), c.rationale) for per_min, rel, _, c, _ in ranked)
+                    notes.append(f"a weight update by {w.algorithm} (~{cost:.1f} min) does not fit the budget left")
+        ranked = [r for r in ranked if r.relevance >= self.min_relevance]
+        ranked.sort(key=lambda r: (r.per_minute, r.tiebreak), reverse=True)
+        ranking = tuple((r.option.kind, round(r.relevance, 3), round(r.per_minute, 3), r.option.rationale) for r in ranked)
         if not ranked:
             return Decision(Stop("; ".join(notes + ["no untried change is supported by the evidence"])), ranking)
-        per_min, rel, _, best, source = ranked[0]
-        others = ", ".join(f"{c.kind} {pm:.2f}/min" for pm, _, _, c, _ in ranked[1:4])
-        rationale = f"{best.rationale} [relevance {rel:.2f}, {per_min:.2f} per minute of compute; next: {others or 'none'}]"
-        if source is None:
-            return Decision(WeightUpdate(algorithm=best.algorithm, config=dict(best.settings), data="train", rationale=rationale,
-                                         kind=best.algorithm), ranking)
-        return Decision(HarnessEdit(source=source, rationale=rationale, kind=best.kind), ranking)
+        best, why_first = plan_next(ranked, state.seconds_left)
+        others = ", ".join(f"{r.option.kind} {r.per_minute:.2f}/min" for r in ranked if r is not best)
+        gain = expected_gain(best.relevance, state)
+        rationale = (f"{best.option.rationale} [relevance {best.relevance:.2f}, {best.per_minute:.2f} per minute of compute, expected "
+                     f"gain {gain:+.3f}; {why_first}; next: {others[:200] or 'none'}]")
+        if best.source is None:
+            return Decision(WeightUpdate(algorithm=best.option.algorithm, config=dict(best.option.settings), data="train",
+                                         rationale=rationale, kind=best.option.algorithm, expected_gain=gain), ranking)
+        return Decision(HarnessEdit(source=best.source, rationale=rationale, kind=best.option.kind, expected_gain=gain), ranking)
 
     @staticmethod
     def _with_memory(rel: float, kind: str, state: AgentState) -> float:
@@ -102,8 +146,42 @@ def fit_to_budget(settings: dict, s: AgentState) -> dict:
     return settings
 
 
+def weight_candidates(cfg: TemplateConfig | None, s: AgentState) -> list[Option]:
+    """LoRA updates when the evidence points at the weights: well-formed but wrong answers, not malformed ones.
+
+    On a task with a closed label set (one label per answer) and a harness
+    sia generated, the update is ce: cross-entropy of the gold label over the
+    label set, on the prompts the harness builds (one rollout per example, no
+    sampling). Once design memory holds a ce update rejected on the champion's
+    adapter, the policy-gradient update that follows the reward's shape
+    (`weight_candidate`) takes its place.
+    """
+    alt = weight_candidate(cfg, s)
+    labelled = cfg is not None and cfg.output == "text" and bool(s.task.labels) and not cfg.multi_label
+    if s.analysis.n == 0 or not labelled or s.memory.rejections("ce", s.champion_adapter):
+        return [alt] if alt is not None else []
+    rel, why = _weights_evidence(s)
+    how = "scores" if cfg.mode == "score" else "parses from its replies"
+    return [Option("ce", f"train the weights ({_where(s)}): {why}; the task has a closed label set that the harness {how}: "
+                         "cross-entropy of the gold label against the others on the harness's own prompts, no sampling",
+                   rel, algorithm="ce", settings=dict(LABEL_PRESET))]
+
+
+def _weights_evidence(s: AgentState) -> tuple[float, str]:
+    """How much the train analysis points at the weights (well-formed but wrong answers), and why."""
+    a = s.analysis
+    malformed = a.rate("unparseable") + a.rate("error") + a.rate("timeout")
+    wrong = a.rate("wrong")
+    return (max(0.0, 0.15 + 0.85 * wrong - malformed),
+            f"{wrong:.0%} of train answers were well-formed but wrong and {malformed:.0%} malformed ({evidence(a)})")
+
+
+def _where(s: AgentState) -> str:
+    return f"continuing from adapter {s.champion_adapter}" if s.champion_adapter else "a new LoRA adapter on the base model"
+
+
 def weight_candidate(cfg: TemplateConfig | None, s: AgentState) -> Option | None:
-    """A LoRA update when the evidence points at the weights: well-formed but wrong answers, not malformed ones.
+    """A LoRA update by policy gradient when the evidence points at the weights: well-formed but wrong answers.
 
     The algorithm follows the reward's shape. A harness that scores labels by
     likelihood gives each example an exact group (its label set), so GRPO
@@ -114,10 +192,7 @@ def weight_candidate(cfg: TemplateConfig | None, s: AgentState) -> Option | None
     a = s.analysis
     if a.n == 0:
         return None
-    malformed = a.rate("unparseable") + a.rate("error") + a.rate("timeout")
-    wrong = a.rate("wrong")
-    rel = max(0.0, 0.15 + 0.85 * wrong - malformed)
-    why = f"{wrong:.0%} of train answers were well-formed but wrong and {malformed:.0%} malformed ({evidence(a)})"
+    rel, why = _weights_evidence(s)
     if cfg is not None and cfg.mode == "score":
         algorithm, settings = "grpo", dict(SCORING_PRESET)
         shape = ("the harness scores each label by likelihood, so an example's group is its label set and has reward "
@@ -138,5 +213,4 @@ def weight_candidate(cfg: TemplateConfig | None, s: AgentState) -> Option | None
             shape = f"train score {p:.2f} leaves few groups with reward spread ({spread:.0%}): SFT on the successful samples"
         else:
             return None
-    where = f"continuing from adapter {s.champion_adapter}" if s.champion_adapter else "a new LoRA adapter on the base model"
-    return Option(algorithm, f"train the weights ({where}): {why}; {shape}", rel, algorithm=algorithm, settings=settings)
+    return Option(algorithm, f"train the weights ({_where(s)}): {why}; {shape}", rel, algorithm=algorithm, settings=settings)

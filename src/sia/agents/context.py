@@ -20,7 +20,7 @@ from typing import Any
 
 from sia.agents.contract import AgentState
 from sia.agents.costs import harness_cost, weights_cost
-from sia.weights.config import SAMPLING_PRESET, plan, settings_help
+from sia.weights.config import LABEL_PRESET, SAMPLING_PRESET, plan, settings_help
 
 
 def estimate_tokens(text: str) -> int:
@@ -129,9 +129,12 @@ def build_context(state: AgentState, store, ev: Evidence, budget_tokens: int, we
     if "harness" in state.levers:
         levers.append(f"- harness: rewrite the harness code; about {harness_cost(state):.1f} min per try (gate included)")
     if "weights" in state.levers and not weights_note:
-        levers.append(f"- weights: train a LoRA adapter on the champion harness's own rollouts (grpo or sft); about "
+        ce = ""
+        if state.task.labels:
+            ce = (f"; ce about {weights_cost(plan('ce', LABEL_PRESET), state):.1f} min with the settings {json.dumps(LABEL_PRESET)}")
+        levers.append(f"- weights: train a LoRA adapter on the champion harness's own rollouts (grpo, sft or ce); grpo about "
                       f"{weights_cost(plan('grpo', SAMPLING_PRESET), state):.1f} min with the settings "
-                      f"{json.dumps(SAMPLING_PRESET)}. Every setting a weights decision's config may hold:\n{settings_help()}")
+                      f"{json.dumps(SAMPLING_PRESET)}{ce}. Every setting a weights decision's config may hold:\n{settings_help()}")
     elif weights_note:
         levers.append(f"- weights: not available ({weights_note})")
     left = f"{state.seconds_left / 60:.1f} min" if state.seconds_left is not None else "unknown"

@@ -16,6 +16,11 @@ TRAIN_STEP_S = 7.0
 """Seconds per training step of 4 groups x 8 samples of sentiment on a 2-core CPU (bench/grpo_step.py measures it)."""
 
 
+CE_GROUP_S = 0.55
+"""Seconds per label group (prompt forward and backward, the labels on its cache) of ce training on sentiment's ~80-token
+prompts on a 2-core CPU (measured: 16 groups a step in 8.3 s)."""
+
+
 def affordable(minutes: float, s: AgentState) -> bool:
     return s.seconds_left is None or minutes * 60 <= s.seconds_left
 
@@ -37,4 +42,6 @@ def weights_cost(wp: WeightPlan, s: AgentState) -> float:
     measured = s.memory.seconds_per_try("weights") or 0.0
     collect = wp.rounds * wp.examples * wp.samples * s.rollout_s * (1.5 if wp.samples > 1 else 1.0)
     train = wp.rounds * wp.train.steps * TRAIN_STEP_S * wp.train.prompts_per_step / 4
+    if wp.train.algorithm == "ce":
+        train = wp.rounds * wp.train.steps_for(wp.examples) * wp.train.prompts_per_step * CE_GROUP_S
     return max(measured, collect + train + gate_seconds(s)) / 60

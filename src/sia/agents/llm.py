@@ -88,7 +88,7 @@ def parse_decision(text: str, champion_source: str, levers: tuple[str, ...]) -> 
         except ValueError as e:
             raise DecisionError(f"the ```json block does not parse: {e}") from None
         if not isinstance(d, dict) or not isinstance(d.get("algorithm"), str) or not isinstance(d.get("config", {}), dict):
-            raise DecisionError('the ```json block must be {"algorithm": "grpo"|"sft", "config": {...}, "data": "train"}')
+            raise DecisionError('the ```json block must be {"algorithm": "grpo"|"sft"|"ce", "config": {...}, "data": "train"}')
         algo = d["algorithm"].lower()
         return WeightUpdate(algorithm=algo, config=d.get("config") or {}, data=str(d.get("data", "train")),
                             rationale=f"LLM Feedback-Agent: {rationale}", kind=algo)

@@ -20,16 +20,20 @@ class HarnessEdit:
     rationale: str
     kind: str = "rewrite"
     lever: str = "harness"
+    expected_gain: float | None = None
+    """The proposing agent's estimate of the validation gain, shown in the report beside the realised one."""
 
 
 @dataclass(frozen=True)
 class WeightUpdate:
-    algorithm: str  # "grpo" | "sft"
+    algorithm: str  # "grpo" | "sft" | "ce"
     config: dict[str, Any] = field(default_factory=dict)
     data: str = "train"
     rationale: str = ""
     kind: str = "weights"
     lever: str = "weights"
+    expected_gain: float | None = None
+    """The proposing agent's estimate of the validation gain, shown in the report beside the realised one."""
 
 
 @dataclass(frozen=True)

@@ -248,7 +248,8 @@ def _print_summary(summary: dict) -> None:
     for g in summary["generations"]:
         mark = "[green]accepted[/]" if g["accepted"] else "[red]rejected[/]" if g["lever"] != "stop" else "stop"
         delta = "" if g["delta"] is None else f" delta {g['delta']:+.3f} p={g['p_value']:.4f}"
-        out.print(f"  gen {g['generation']} {g['lever']}/{g['kind']}: {mark}{delta}", highlight=False)
+        expected = "" if g.get("expected_gain") is None else f" (expected {g['expected_gain']:+.3f})"
+        out.print(f"  gen {g['generation']} {g['lever']}/{g['kind']}: {mark}{delta}{expected}", highlight=False)
     out.print(f"report: {summary.get('report')}")
 
 

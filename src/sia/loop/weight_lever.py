@@ -76,11 +76,14 @@ class WeightLever:
                               init_adapter=store.adapter_path(parent) if parent else None)
             ctx.report("phase", text=f"generation {gen}: training {version} by {wp.train.algorithm} from {parent or 'the base model'}: "
                                      f"{wp.rounds} round(s) of {wp.samples} samples on {wp.examples} train examples, "
-                                     f"{wp.train.steps} step(s) each")
-            ctx.report("train_start", steps=wp.rounds * wp.train.steps)
+                                     f"{wp.train.steps_for(wp.examples)} step(s) each")
+            ctx.report("train_start", steps=wp.rounds * wp.train.steps_for(wp.examples))
             rng = random.Random(f"{ctx.seed}:{gen}:collect")
             pool = task.split("train")
             behaviour, collected, taken = parent, [], 0
+            label_set = {}
+            if wp.train.algorithm == "ce":  # a generating harness's prompts, each with the task's label set
+                label_set = {"labels": task.labels, "encode": policy.encode, "end_ids": [policy.tokenizer.eos_token_id]}
             gate_s = ctx.run.seconds_of(champion, "val")[0]  # the gate's worst case: one validation pass of the champion
             for r in range(wp.rounds):
                 started = time.monotonic()
@@ -88,7 +91,7 @@ class WeightLever:
                 eid = ctx.collect(champion, f"collect:{gen}:{attempt}:{r}", examples, f"collect round {r + 1}/{wp.rounds}",
                                   samples=wp.samples, seed=ctx.seed + gen, model=behaviour, temperature=wp.temperature)
                 collected.append(eid)
-                samples = samples_from_store(store, eid, grade=_grader(task))
+                samples = samples_from_store(store, eid, grade=_grader(task), **label_set)
                 taken += trainer.round(samples, wp.train.steps, on_step=lambda e: ctx.report("train_step", **e))
                 if trainer.stopped and trainer.log and "collapsed" in trainer.stopped:
                     break

@@ -47,8 +47,9 @@ class GRPOConfig(BaseModel):
 
 class TrainConfig(BaseModel):
     model_config = _CONFIG
-    algorithm: Literal["grpo", "sft"] = "grpo"
-    """grpo (policy gradient on group-normalised rewards) or sft (likelihood of the best-rewarded samples)."""
+    algorithm: Literal["grpo", "sft", "ce"] = "grpo"
+    """grpo (policy gradient on group-normalised rewards), sft (likelihood of the best-rewarded samples) or ce (cross-entropy
+    over a labelled task's label set on the harness's own prompts: the gold label against the others)."""
     rank: int = Field(16, ge=1, le=256)
     """LoRA rank."""
     alpha: int = Field(32, ge=1)
@@ -63,6 +64,8 @@ class TrainConfig(BaseModel):
     """Groups per step: several, so one step sees different labels (one group per step collapses)."""
     max_grad_norm: float = Field(1.0, gt=0)
     """Gradient clipping norm."""
+    epochs: float = Field(0.0, ge=0)
+    """ce: passes over the collected groups (steps = epochs x groups / prompts_per_step, at most `steps`); 0 uses `steps`."""
     collapse_share: float = Field(0.95, gt=0, le=1)
     """Stop when the model prefers one answer in at least this share of recent groups it does not deserve."""
     collapse_patience: int = Field(3, ge=1)
@@ -70,6 +73,12 @@ class TrainConfig(BaseModel):
     seed: int = 0
     """Seed of the LoRA initialisation and of the group order."""
     grpo: GRPOConfig = Field(default_factory=GRPOConfig)
+
+    def steps_for(self, groups: int) -> int:
+        """Steps of a round on `groups` usable groups: `steps`, or for ce with `epochs` the passes it asks for (at most `steps`)."""
+        if self.algorithm != "ce" or self.epochs <= 0:
+            return self.steps
+        return max(1, min(self.steps, round(self.epochs * groups / min(self.prompts_per_step, max(groups, 1)))))
 
 
 class WeightPlan(BaseModel):
@@ -90,7 +99,10 @@ SAMPLING_PRESET: dict[str, Any] = {"rounds": 5, "examples": 8, "samples": 8, "st
                                    "temperature": 1.0, "token_selection": "entropy", "token_fraction": 0.2}
 """CPU defaults for a sampling harness: on-policy rounds, entropy token selection."""
 SCORING_PRESET: dict[str, Any] = {"examples": 64, "samples": 1, "steps": 25, "prompts_per_step": 8, "lr": 3e-4}
-"""CPU defaults for a harness that scores labels: one rollout per example gives an exact group."""
+"""CPU defaults for GRPO on a harness that scores labels: one rollout per example gives an exact group."""
+LABEL_PRESET: dict[str, Any] = {"examples": 128, "samples": 1, "steps": 40, "epochs": 2.0, "prompts_per_step": 16, "lr": 5e-4,
+                                "temperature": 0.1}
+"""CPU defaults for ce on a labelled task: one rollout per example through the harness, two passes over its prompts."""
 
 _LEVELS: list[tuple[type[BaseModel], set[str]]] = [
     (WeightPlan, {"train"}), (TrainConfig, {"algorithm", "grpo"}), (GRPOConfig, set())]
@@ -115,8 +127,8 @@ def settings_help() -> str:
 
 def plan(algorithm: str, settings: dict[str, Any] | None = None, data: str = "train") -> WeightPlan:
     """A checked plan from a proposal's algorithm, flat settings and data source; SiaError naming what is wrong."""
-    if algorithm not in ("grpo", "sft"):
-        raise SiaError(f"unknown training algorithm {algorithm!r}", "use grpo or sft")
+    if algorithm not in ("grpo", "sft", "ce"):
+        raise SiaError(f"unknown training algorithm {algorithm!r}", "use grpo, sft or ce")
     if data not in DATA_SOURCES:
         raise SiaError(f"unknown training data {data!r}", f"use one of {', '.join(DATA_SOURCES)}")
     settings = dict(settings or {})

@@ -16,6 +16,14 @@ samples, grouped by example (a GRPO group).
   several examples share (a content-free calibration input) says nothing about
   any one example and is skipped.
 
+For the ce objective on a labelled task (`label_samples`), a generation call
+gives a group of candidates instead: its prompt, followed by each label and the
+end of the turn, credited with what the grader gives that label. The group is
+the label set the harness's parser chooses from, so the model learns to reply
+with the gold label to the very prompts the harness builds (only the first
+generation call of a rollout: a retry's prompt holds the model's own failed
+reply).
+
 Simplification on purpose: every call of a rollout gets the rollout's reward;
 there is no per-call credit assignment. A rollout whose harness fell back to
 the task's baseline (it logs `FALLBACK_NOTE`) gives no samples: its reward
@@ -43,6 +51,10 @@ class Sample:
     old_logprobs: list[float]
     reward: float
     output: str
+    """The answer the sample stands for: its rollout's output, or the candidate a scoring or label group holds."""
+    absolute: bool = False
+    """ce: also raise the gold candidate's own likelihood (a generated reply must start with it), not only its share of
+    the label set (what a scoring harness compares)."""
 
 
 def _lcp(seqs: list[list[int]]) -> int:
@@ -65,7 +77,7 @@ def _generation_samples(example_id: str, d: dict[str, Any], reward: float, outpu
     return out
 
 
-def _score_samples(example_id: str, d: dict[str, Any], grade: Grade, output: str) -> list[Sample]:
+def _score_samples(example_id: str, d: dict[str, Any], grade: Grade) -> list[Sample]:
     prompts = [p for p in d.get("prompts", []) if p.get("prompt_token_ids") and p.get("prompt_logprobs")]
     if len(prompts) < 2:
         return []
@@ -79,7 +91,7 @@ def _score_samples(example_id: str, d: dict[str, Any], grade: Grade, output: str
             return []  # a candidate with no tokens of its own cannot be trained on
         answer = p["prompt"][text_cut:].strip()
         out.append(Sample(example_id, list(p["prompt_token_ids"][:cut]), list(comp), [float(x) for x in lps],
-                          float(grade(example_id, answer)), output))
+                          float(grade(example_id, answer)), answer))
     return out
 
 
@@ -92,23 +104,48 @@ def _common_text(prompts: list[dict[str, Any]]) -> str:
     return texts[0][:i]
 
 
-def samples_from_store(store, evaluation_id: str, grade: Grade | None = None) -> list[Sample]:
-    """Every recorded completion of an evaluation's rollouts, as samples grouped by example."""
+def _label_group(example_id: str, d: dict[str, Any], grade: Grade, labels: list[str], encode: Callable[[str], list[int]],
+                 end_ids: list[int]) -> list[Sample]:
+    prompt = d.get("prompt_token_ids") if d.get("kind") == "chat" else next(
+        (p.get("prompt_token_ids") for p in d.get("prompts", [])), None)
+    if not prompt:
+        return []
+    return [Sample(example_id, list(prompt), encode(label) + list(end_ids), [], float(grade(example_id, label)), label, absolute=True)
+            for label in labels]
+
+
+def samples_from_store(store, evaluation_id: str, grade: Grade | None = None, *, labels: list[str] | None = None,
+                       encode: Callable[[str], list[int]] | None = None, end_ids: list[int] | None = None) -> list[Sample]:
+    """Every recorded completion of an evaluation's rollouts, as samples grouped by example.
+
+    With `labels` (the ce objective; needs `grade` and `encode`), a rollout's
+    first generation call gives its label group instead of its sampled
+    completions (none when the task has no label set).
+    """
     gen: list[Sample] = []
     scored: list[tuple[str, str, list[Sample]]] = []  # (shared prefix text, example id, samples)
+    labelled: set[tuple[str, tuple[int, ...]]] = set()  # (example, prompt) label groups taken: one each
     for r in store.rollouts(evaluation_id):
         output = r.output if isinstance(r.output, str) else json.dumps(r.output)
         events = store.events(r.id)
         if any(ev.kind == "log" and ev.data.get("message") == FALLBACK_NOTE for ev in events):
             continue  # the reward was earned by the task's baseline, not by the model's replies
+        first = True
         for ev in events:
             d = ev.data
             if ev.kind != "llm_call":
                 continue
-            if d.get("kind") in ("chat", "completion"):
+            if d.get("kind") in ("chat", "completion") and labels is not None:
+                group = _label_group(r.example_id, d, grade, labels, encode, end_ids or []) if (
+                    first and labels and encode is not None and grade is not None) else []
+                if group and (r.example_id, tuple(group[0].prompt_ids)) not in labelled:
+                    labelled.add((r.example_id, tuple(group[0].prompt_ids)))
+                    gen += group
+                first = False
+            elif d.get("kind") in ("chat", "completion"):
                 gen += _generation_samples(r.example_id, d, float(r.score), output)
             elif d.get("kind") == "score" and grade is not None:
-                ss = _score_samples(r.example_id, d, grade, output)
+                ss = _score_samples(r.example_id, d, grade)
                 if ss:
                     scored.append((_common_text(d["prompts"]), r.example_id, ss))
     examples_of: dict[str, set[str]] = {}

@@ -12,13 +12,21 @@ so each adapter version builds on its parent.
   computed by disabling the adapter, so no second model copy is loaded).
 - SFT: negative log-likelihood of the completions of the best-rewarded samples,
   so behaviour the harness enforces moves into the weights.
+- CE (a labelled task): each group is the label set on one of the harness's
+  prompts; the loss is the cross-entropy of the best-rewarded label under a
+  softmax over the labels' sequence log-likelihoods (exactly the choice a
+  scoring harness makes), plus, for a generating harness, the gold label's own
+  negative log-likelihood. No sampling, no clipping: the groups are taken in
+  shuffled passes (`epochs`), `prompts_per_step` prompts a step.
 
 Each step logs reward mean and spread, loss, KL, the distribution of the
 collected outputs (labels) and of the answers the model now prefers: in each
 group, the answer of the sample it gives the highest likelihood (for a scoring
 group, exactly its choice among the labels). Training stops early when the
 preferred answers of the last `collapse_patience` steps collapse onto one
-answer that deserves far less than that share.
+answer that deserves far less than that share (unless the model started out
+preferring that answer: a bias training is there to remove is no collapse it
+caused).
 
 `Trainer` keeps the model and optimiser across rounds: the loop collects fresh
 samples through the harness with the adapter as trained so far, then calls
@@ -93,6 +101,7 @@ class Trainer:
         self.log: list[dict[str, Any]] = []
         self.window: list[tuple[str, str]] = []  # (answer the model now prefers, best-rewarded answer) per group seen
         self.stopped: str | None = None
+        self.started_collapsed: str | None = None
         self.samples_seen = 0
         self.groups_used = 0
         self._old: dict[int, Any] = {}
@@ -103,7 +112,7 @@ class Trainer:
         for s in samples:
             groups.setdefault(s.group, []).append(s)
         torch = self.torch
-        if self.config.algorithm == "grpo":
+        if self.config.algorithm in ("grpo", "ce"):
             return {g: ss for g, ss in groups.items() if len(ss) > 1 and has_spread(torch.tensor([s.reward for s in ss]))}
         best = max((s.reward for s in samples), default=0.0)
         return {g: ss for g, ss in groups.items() if any(s.reward >= best and s.reward > 0 for s in ss)}
@@ -114,12 +123,21 @@ class Trainer:
         self.samples_seen += len(samples)
         self.groups_used += len(groups)
         if not groups:
-            self.stopped = "no usable groups (no reward spread)" if self.config.algorithm == "grpo" else "no successful samples"
+            self.stopped = "no usable groups (no reward spread)" if self.config.algorithm != "sft" else "no successful samples"
             return 0
         self.stopped = None
         self._behaviour_gap(groups)
+        k = min(self.config.prompts_per_step, len(groups))
+        steps = min(steps, self.config.steps_for(len(groups)))
+        order: list[str] = []
         for done in range(1, steps + 1):
-            self._step(groups, self.rng.sample(sorted(groups), min(self.config.prompts_per_step, len(groups))), on_step)
+            if self.config.algorithm == "ce":  # shuffled passes: every prompt is seen once before any is seen twice
+                if len(order) < k:
+                    order += self.rng.sample(sorted(groups), len(groups))
+                chosen, order = order[:k], order[k:]
+            else:
+                chosen = self.rng.sample(sorted(groups), k)
+            self._step(groups, chosen, on_step)
             if self.stopped:
                 return done
         return steps
@@ -178,6 +196,8 @@ class Trainer:
             loss, stats = policy_loss(new, old, advantages, comp, config.grpo, ref, scores, is_w)
             if is_w is not None:
                 stats["behaviour_gap"] = self.behaviour_gap
+        elif config.algorithm == "ce":
+            loss, stats = _label_loss(torch, new, comp, batch_samples, spans)
         else:  # SFT: likelihood of each group's best-rewarded samples only
             mask = comp * torch.tensor(weight)[:, None]
             loss = -(new * mask).sum() / mask.sum().clamp(min=1)
@@ -201,7 +221,10 @@ class Trainer:
         if on_step:
             on_step(entry)
         if len(self.log) >= config.collapse_patience and (label := collapsed(self.window, config.collapse_share)):
-            self.stopped = f"the model's preferred answers collapsed onto {label!r} over the last {config.collapse_patience} steps"
+            if len(self.log) == config.collapse_patience:  # the window holds the model as it started: a bias to train away
+                self.started_collapsed = label
+            elif label != self.started_collapsed:
+                self.stopped = f"the model's preferred answers collapsed onto {label!r} over the last {config.collapse_patience} steps"
 
     def save(self, out_dir: str | Path, lineage: dict[str, Any] | None = None) -> Path:
         """Write the adapter in PEFT's layout with sia_training.json; the folder appears whole or not at all."""
@@ -215,6 +238,28 @@ class Trainer:
         shutil.rmtree(out_dir, ignore_errors=True)
         tmp.rename(out_dir)
         return out_dir
+
+
+def _label_loss(torch, new, comp, batch_samples: list[Sample], spans: list[tuple[int, int]]) -> tuple[Any, dict[str, float]]:
+    """Cross-entropy of each group's best-rewarded candidates against the others (softmax over the candidates' sequence
+    log-likelihoods), plus the gold candidates' own token-mean NLL where the group is `absolute`; averaged over groups."""
+    seq = (new * comp).sum(-1)
+    losses, right, nll_sum = [], 0, 0.0
+    for a, b in spans:
+        rewards = torch.tensor([s.reward for s in batch_samples[a:b]])
+        gold = rewards >= rewards.max()
+        logp = torch.log_softmax(seq[a:b], dim=0)
+        loss = -logp[gold].mean()
+        if batch_samples[a].absolute:
+            tok = (new[a:b][gold] * comp[a:b][gold]).sum(-1) / comp[a:b][gold].sum(-1).clamp(min=1)
+            nll = -tok.mean()
+            nll_sum += float(nll.detach())
+            loss = loss + nll
+        losses.append(loss)
+        right += int(bool(gold[int(seq[a:b].detach().argmax())]))
+    loss = torch.stack(losses).mean()
+    return loss, {"loss": float(loss.detach()), "kl": 0.0, "label_accuracy": right / len(spans), "gold_nll": nll_sum / len(spans),
+                  "tokens": int(comp.sum())}
 
 
 def train(model_dir: str | Path, samples: list[Sample], config: TrainConfig, out_dir: str | Path, *, pad_id: int = 0,
