@@ -4,8 +4,11 @@ import os
 import re
 import subprocess
 
+import pytest
+
 from conftest import SIA
 from sia.agents.context import build_context
+from sia.errors import SiaError
 from sia.loop.config import RunConfig, leaf_fields, option_name
 from sia.weights.config import WeightPlan, plan, setting_fields, settings_help
 
@@ -33,6 +36,9 @@ def test_every_weight_setting_shown_to_the_llm_agent_is_accepted_key_by_key():
         wp = plan("grpo", {key: value})
         assert isinstance(wp, WeightPlan), key
     assert "aggregation" in dict(listed) and "loss_agg" not in dict(listed)
+    assert plan("ce", {"epochs": 2.0, "prompts_per_step": 16}, "distill").train.steps_for(128) == 16
+    with pytest.raises(SiaError, match="distillation trains by ce"):
+        plan("grpo", {}, "distill")
 
 
 def test_the_llm_agents_evidence_lists_the_generated_settings(tmp_path):

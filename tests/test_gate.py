@@ -83,3 +83,24 @@ def test_early_decision_agrees_with_the_full_test():
             break
     else:
         pytest.fail("never decided")
+
+
+def test_a_cheaper_change_is_judged_for_non_inferiority_within_the_margin():
+    """tau = -margin: a challenger that scores as the champion does passes, one worse by more than the margin fails, and the
+    sequential look neither stops it for futility nor accepts it early when it is merely a little behind."""
+    rng = random.Random(3)
+    champ = {f"e{i}": float(rng.random() < 0.8) for i in range(200)}
+    gate = GateConfig().non_inferiority()
+    assert gate.tau == -0.02 and GateConfig().tau == 0.01
+    same = compare(champ, dict(champ), binary=True, config=gate)
+    assert same.accept and "non-inferiority" in same.method
+    assert not compare(champ, dict(champ), binary=True).accept, "the same scores are no gain for an ordinary change"
+    worse = dict(champ)
+    for k in [k for k, v in champ.items() if v == 1.0][:16]:  # 8 points worse
+        worse[k] = 0.0
+    assert not compare(champ, worse, binary=True, config=gate).accept
+    slightly = dict(champ)
+    for k in [k for k, v in champ.items() if v == 1.0][:1]:
+        slightly[k] = 0.0
+    half = dict(list(slightly.items())[:120])
+    assert decided(champ, half, binary=True, config=gate) is None or decided(champ, half, binary=True, config=gate).accept

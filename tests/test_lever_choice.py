@@ -115,3 +115,25 @@ def test_the_decision_carries_an_expected_gain_that_the_report_shows_beside_the_
     d = BuiltinFeedbackAgent().decide(_state(task, src, _analysis(correct=20, wrong=20), levers=("weights",)))
     assert d.proposal.expected_gain is not None and 0 < d.proposal.expected_gain < 0.5
     assert f"expected gain {d.proposal.expected_gain:+.3f}" in d.proposal.rationale
+
+
+def test_a_costly_champion_harness_is_offered_for_distillation_into_the_weights():
+    from sia.agents.builtin import distillation
+    from sia.harness.template import Demo, read_config
+
+    task = load_task("sentiment")
+    costly = make_config(task.public_info(), mode="score", calibrate=True,
+                         demos=(Demo("a fine film", "positive"), Demo("a dull film", "negative")))
+    a = _analysis()
+    a.calls = 2 * a.n  # scoring plus the calibration pass
+    (option,) = distillation(costly, _state(task, render(costly), a))
+    assert option.algorithm == "ce" and "2.0 model calls per example" in option.rationale
+    assert option.harness.mode == "score" and not option.harness.calibrate and not option.harness.demos
+    assert distillation(costly, _state(task, render(costly), a, levers=("weights",))) == [], "the weights-only arm keeps its harness"
+    cheap = make_config(task.public_info(), mode="score")
+    one = _analysis()
+    one.calls = one.n
+    assert distillation(cheap, _state(task, render(cheap), one)) == []
+    decision = BuiltinFeedbackAgent().decide(_state(task, render(costly), a))
+    assert "distill" in [r[0] for r in decision.ranking]
+    assert read_config(render(option.harness)).calibrate is False

@@ -20,7 +20,7 @@ relevant is left, it stops.
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from sia.agents.builtin_edits import EDITS, Option, evidence
 from sia.agents.contract import AgentState, Decision
@@ -100,7 +100,7 @@ class BuiltinFeedbackAgent:
                         if affordable(cost, state):
                             ranked.append(Ranked(rel / cost, rel, cost, rng.random(), c, source))
         if "weights" in state.levers:
-            for w in weight_candidates(cfg, state):
+            for w in weight_candidates(cfg, state) + distillation(cfg, state):
                 cost = weights_cost(plan(w.algorithm, w.settings), state)
                 if affordable(cost, state):
                     rel = self._with_memory(w.relevance, w.kind, state) * 0.7 ** state.memory.lever_stalled("weights")
@@ -114,12 +114,14 @@ class BuiltinFeedbackAgent:
             return Decision(Stop("; ".join(notes + ["no untried change is supported by the evidence"])), ranking)
         best, why_first = plan_next(ranked, state.seconds_left)
         others = ", ".join(f"{r.option.kind} {r.per_minute:.2f}/min" for r in ranked if r is not best)
-        gain = expected_gain(best.relevance, state)
+        gain = 0.0 if best.option.kind == "distill" else expected_gain(best.relevance, state)
         rationale = (f"{best.option.rationale} [relevance {best.relevance:.2f}, {best.per_minute:.2f} per minute of compute, expected "
                      f"gain {gain:+.3f}; {why_first}; next: {others[:200] or 'none'}]")
         if best.source is None:
-            return Decision(WeightUpdate(algorithm=best.option.algorithm, config=dict(best.option.settings), data="train",
-                                         rationale=rationale, kind=best.option.algorithm, expected_gain=gain), ranking)
+            student = render(best.option.harness) if best.option.harness is not None else None
+            return Decision(WeightUpdate(algorithm=best.option.algorithm, config=dict(best.option.settings),
+                                         data="distill" if student else "train", rationale=rationale, kind=best.option.kind,
+                                         harness=student, expected_gain=gain), ranking)
         return Decision(HarnessEdit(source=best.source, rationale=rationale, kind=best.option.kind, expected_gain=gain), ranking)
 
     @staticmethod
@@ -165,6 +167,27 @@ def weight_candidates(cfg: TemplateConfig | None, s: AgentState) -> list[Option]
     return [Option("ce", f"train the weights ({_where(s)}): {why}; the task has a closed label set that the harness {how}: "
                          "cross-entropy of the gold label against the others on the harness's own prompts, no sampling",
                    rel, algorithm="ce", settings=dict(LABEL_PRESET))]
+
+
+DISTILL_CALLS = 1.5
+"""Model calls per example above which the champion harness is worth distilling into the weights."""
+
+
+def distillation(cfg: TemplateConfig | None, s: AgentState) -> list[Option]:
+    """Distil a costly champion harness into the weights: the adapter learns to give the champion's answers from the same
+    harness stripped of its extra calls (votes, calibration passes, demonstrations, retries); the gate keeps the pair only
+    if it is no worse within its margin and cheaper. Needs both levers (the harness changes too) and a closed label set."""
+    if cfg is None or "harness" not in s.levers or cfg.output != "text" or not s.task.labels or cfg.multi_label:
+        return []
+    calls = s.analysis.calls_per_example
+    student = replace(cfg, votes=1, calibrate=False, demos=(), retry=False)
+    if (calls < DISTILL_CALLS and not cfg.demos) or student == cfg:
+        return []
+    saving = 1 - 1 / max(calls, 1.0)
+    why = (f"distil the champion harness into the weights: it makes {calls:.1f} model calls per example"
+           f"{' and shows ' + str(len(cfg.demos)) + ' demonstrations' if cfg.demos else ''}; the adapter learns its answers "
+           f"from the same harness without votes, calibration passes, demonstrations or retries, judged for no loss and fewer calls")
+    return [Option("distill", why, 0.1 + 0.3 * saving, harness=student, algorithm="ce", settings=dict(LABEL_PRESET))]
 
 
 def _weights_evidence(s: AgentState) -> tuple[float, str]:

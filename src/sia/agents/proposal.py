@@ -32,6 +32,8 @@ class WeightUpdate:
     rationale: str = ""
     kind: str = "weights"
     lever: str = "weights"
+    harness: str | None = None
+    """data "distill": the cheaper student harness whose prompts the adapter learns to answer as the champion does."""
     expected_gain: float | None = None
     """The proposing agent's estimate of the validation gain, shown in the report beside the realised one."""
 

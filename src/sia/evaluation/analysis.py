@@ -41,6 +41,12 @@ class Analysis:
     tokens: int = 0
     scores: list[float] = field(default_factory=list)
     """Each analysed rollout's score (for the spread of continuous rewards)."""
+    calls: int = 0
+    """Model calls of all analysed rollouts (see `model_calls`)."""
+
+    @property
+    def calls_per_example(self) -> float:
+        return self.calls / self.n if self.n else 0.0
 
     def rate(self, outcome: str) -> float:
         return self.outcomes.get(outcome, 0) / self.n if self.n else 0.0
@@ -58,6 +64,21 @@ class Analysis:
                 "predicted": dict(self.predicted.most_common(8)), "gold": dict(self.gold.most_common(8)),
                 "skew": round(self.skew, 3), "errors": self.errors[:3],
                 "confusion": [[g, p, c] for (g, p), c in self.confusion.most_common(6) if g != p]}
+
+
+def model_calls(events) -> int:
+    """A rollout's model calls: one per request, and one per extra sampled reply (a vote of 5 replies costs 5)."""
+    n = 0
+    for e in events:
+        if e.kind == "llm_call":
+            n += max(1, len(e.data.get("completions") or [])) if e.data.get("kind") == "chat" else 1
+    return n
+
+
+def calls_per_example(store: Store, evaluation_id: str) -> float:
+    """Mean model calls per rollout of an evaluation."""
+    rows = store.rollouts(evaluation_id)
+    return sum(model_calls(store.events(r.id)) for r in rows) / len(rows) if rows else 0.0
 
 
 def _gold(target: dict[str, Any]) -> str:
@@ -80,7 +101,7 @@ def analyse(task: Task, store: Store, evaluation_id: str) -> Analysis:
     replies: list[Reply] = []
     errors: list[str] = []
     scores: list[float] = []
-    tokens = 0
+    tokens = calls = 0
     for r in store.rollouts(evaluation_id):
         ex = task.examples[r.example_id]
         g = _gold(ex.target) if labels else "n/a"
@@ -88,6 +109,7 @@ def analyse(task: Task, store: Store, evaluation_id: str) -> Analysis:
         scores.append(r.score)
         output = r.output
         events = store.events(r.id)
+        calls += model_calls(events)
         graded = next((e.data.get("outcome") for e in events if e.kind == "grade"), None)
         if r.error_type == "timeout":
             outcome = "timeout"
@@ -120,4 +142,4 @@ def analyse(task: Task, store: Store, evaluation_id: str) -> Analysis:
                         replies.append(Reply(r.example_id, c.get("text") or "", output, ex.target, r.score, c.get("finish_reason")))
                 break
     n = len(scores)
-    return Analysis(n, sum(scores) / n if n else 0.0, outcomes, predicted, gold, confusion, replies, errors, tokens, scores)
+    return Analysis(n, sum(scores) / n if n else 0.0, outcomes, predicted, gold, confusion, replies, errors, tokens, scores, calls)

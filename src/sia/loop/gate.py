@@ -11,6 +11,12 @@ same seeds, so the test is paired:
 The delta's 95% CI is a seeded paired bootstrap. Accept iff delta >= tau and
 p < alpha.
 
+A change whose point is to be cheaper (distillation of the harness into the
+weights) is judged for non-inferiority instead: tau is set to -margin and the
+test is of H0 "the challenger is worse by margin or more", a paired
+permutation test on the differences shifted by the margin; the loop then also
+requires fewer model calls per example.
+
 Sequential testing: the challenger is evaluated in chunks. After each chunk,
 `decided` asks whether the full-set decision is already fixed: if the challenger
 would be accepted even scoring the minimum on every remaining example, or
@@ -50,6 +56,13 @@ class GateConfig(BaseModel):
     """Sign flips of the paired permutation test (continuous scores)."""
     seed: int = Field(0, json_schema_extra={"cli": False})
     """Seed of the permutation test and the bootstrap (the run's seed)."""
+    margin: float = Field(0.02, ge=0, json_schema_extra={"cli": False})
+    """Largest loss a cheaper challenger (a distilled harness and adapter) may show: it is accepted when significantly not
+    worse by this much and cheaper in model calls per example."""
+
+    def non_inferiority(self) -> "GateConfig":
+        """This gate for a change that must be cheaper, not better: tau = -margin."""
+        return self.model_copy(update={"tau": -self.margin})
 
 
 @dataclass(frozen=True)
@@ -102,7 +115,11 @@ def compare(champion: dict[str, float], challenger: dict[str, float], *, binary:
     if len(ids) == 0:
         return Verdict(False, 0.0, (0.0, 0.0), 1.0, 0, len(champion), "none", reason="no paired examples")
     delta = float(diffs.mean())
-    p, method = _paired_p(diffs, binary, config)
+    if config.tau < 0:  # non-inferiority: is the challenger better than champion - margin?
+        p, method = _paired_p(diffs - config.tau, False, config)
+        method = f"non-inferiority (margin {-config.tau}), {method}"
+    else:
+        p, method = _paired_p(diffs, binary, config)
     accept = delta >= config.tau and p < config.alpha
     if accept:
         reason = f"gain {delta:+.3f} >= tau {config.tau} and p {p:.4f} < alpha {config.alpha}"
@@ -137,7 +154,7 @@ def decided(champion: dict[str, float], partial: dict[str, float], *, binary: bo
     if not best.accept:
         why = f"rejected after {len(partial)}/{len(champion)}: even scoring {hi} on the rest would fail ({now.reason})"
         return Verdict(False, now.delta, now.ci, now.p_value, now.n, len(champion), now.method, True, why)
-    if seen >= config.futility_after and now.delta < 0:
+    if seen >= config.futility_after and now.delta < min(0.0, config.tau):
         why = f"rejected for futility after {len(partial)}/{len(champion)}: behind the champion ({now.delta:+.3f})"
         return Verdict(False, now.delta, now.ci, now.p_value, now.n, len(champion), now.method, True, why)
     return None

@@ -38,6 +38,9 @@ class Challenger:
     refused: str | None = None
     note: str = ""
     """What the lever did, shown before the gate (e.g. the training summary)."""
+    cheaper: bool = False
+    """The change is meant to cost less, not to score more (distillation): judged for non-inferiority within the gate's
+    margin, and accepted only with fewer model calls per example than the champion."""
 
 
 class LeverContext:

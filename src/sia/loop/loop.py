@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import time
+from dataclasses import replace
 from typing import Any, Callable, Mapping
 
 from sia.agents.builtin import BuiltinFeedbackAgent
@@ -23,7 +24,7 @@ from sia.agents.clients import AgentModelError
 from sia.agents.contract import AgentState, FeedbackAgent
 from sia.agents.meta import initial_harness, llm_initial_harness
 from sia.agents.proposal import Invalid, Stop, from_dict, to_dict
-from sia.evaluation.analysis import analyse
+from sia.evaluation.analysis import analyse, calls_per_example
 from sia.errors import SiaError
 from sia.evaluation.executor import EvalResult, InfraFailure
 from sia.harness.sandbox import SandboxLimits
@@ -276,7 +277,7 @@ class Loop:
             else:
                 if challenger.note:
                     self.ui("phase", text=f"generation {gen}: {challenger.note}")
-                verdict, val_eid = self._gate(gen, champion, cid)
+                verdict, val_eid = self._gate(gen, champion, cid, cheaper=challenger.cheaper)
         lesson = lesson_for(proposal.kind, verdict.accept, verdict.delta, verdict.reason)
         if verdict.accept:
             self.ui("phase", text=f"generation {gen}: accepted; completing the new champion's validation scores")
@@ -302,8 +303,9 @@ class Loop:
     def _reject(self, reason: str, delta: float = 0.0) -> Verdict:
         return Verdict(False, delta, (0.0, 0.0), 1.0, 0, len(self.val), "none", False, reason)
 
-    def _gate(self, gen: int, champion: str, cid: str) -> tuple[Verdict, str | None]:
-        """Smoke test, then the sequential paired gate on validation against the champion."""
+    def _gate(self, gen: int, champion: str, cid: str, cheaper: bool = False) -> tuple[Verdict, str | None]:
+        """Smoke test, then the sequential paired gate on validation against the champion (for a `cheaper` change: not
+        worse by the margin, and fewer model calls per example)."""
         store = self.store
         self.ui("phase", text=f"generation {gen}: smoke test on {self.config.smoke_examples} train examples")
         smoke = self._eval(cid, "smoke", "train", self.task.split("train")[: self.config.smoke_examples], "smoke", challenger=True)
@@ -315,8 +317,9 @@ class Loop:
         eid = store.evaluation_for(cid, "val", lambda: store.add_evaluation(
             cid, "val", self.config.seed, 1, len(self.val), {"purpose": purpose_key(cid, "val")}))
         chunk = max(1, self.config.gate.chunk)
-        self.ui("phase", text=f"generation {gen}: gate on validation (sequential, chunks of {chunk})")
-        gate = self.config.gate
+        gate = self.config.gate.non_inferiority() if cheaper else self.config.gate
+        self.ui("phase", text=f"generation {gen}: gate on validation (sequential, chunks of {chunk}"
+                              f"{f'; non-inferiority within {gate.margin}, and fewer model calls' if cheaper else ''})")
         verdict = None
         while True:  # one look per chunk; a chunk is cut to what the time left buys
             done = self.records.scores(eid)
@@ -334,4 +337,11 @@ class Loop:
             scores = self.records.scores(eid)
             verdict = decided(champ_scores, scores, binary=self.binary, config=gate) or \
                 compare(champ_scores, scores, binary=self.binary, config=gate)
+        if cheaper and verdict.accept:
+            mine, theirs = calls_per_example(store, eid), calls_per_example(store, store.evaluation_id(champion, "val"))
+            if mine >= theirs:
+                verdict = replace(verdict, accept=False, reason=f"{verdict.reason}, but not cheaper: {mine:.2f} model calls per "
+                                                                f"example against the champion's {theirs:.2f}")
+            else:
+                verdict = replace(verdict, reason=f"{verdict.reason}; model calls per example {theirs:.2f} -> {mine:.2f}")
         return verdict, eid

@@ -20,6 +20,13 @@ A `WeightUpdate` runs `rounds` rounds of collect-then-train, then registers:
    config and training log, and the policy service loads it by name next to
    the champion; the loop then gates (champion harness, aN) like any change.
 
+Distillation (data "distill", ce): the champion runs once on the round's
+examples as it always does, and its answers become the targets; the prompts
+come from a cheaper student harness (the proposal's `harness`) run on the same
+examples, so the adapter learns to give the champion's answers without its
+extra calls. The candidate is (student harness, new adapter), and the gate
+judges it for non-inferiority and fewer model calls per example.
+
 A kill during training restarts that generation's training (a new attempt:
 the intermediate adapters were not kept; the rollouts already recorded stay in
 the store); a complete adapter folder is registered without retraining.
@@ -48,16 +55,32 @@ class WeightLever:
         from sia.errors import SiaError
 
         try:
-            version, info = self._train(ctx, gen, champion, proposal)
+            harness_version = self._student(ctx, champion, proposal)
+            version, info = self._train(ctx, gen, champion, proposal, harness_version)
         except SiaError as e:
             return Challenger(None, refused=f"weight update refused: {e.message}")
         if version is None:
             return Challenger(None, refused=info)
-        cand = ctx.store.candidate(champion)
-        cid = ctx.store.add_candidate(cand.harness_version, version, proposal.lever, f"{proposal.rationale} | {info}", parent=champion)
-        return Challenger(cid, note=info)
+        cid = ctx.store.add_candidate(harness_version, version, proposal.lever, f"{proposal.rationale} | {info}", parent=champion)
+        return Challenger(cid, note=info, cheaper=proposal.data == "distill")
 
-    def _train(self, ctx: LeverContext, gen: int, champion: str, proposal: WeightUpdate) -> tuple[str | None, str]:
+    @staticmethod
+    def _student(ctx: LeverContext, champion: str, proposal: WeightUpdate) -> str:
+        """The harness version the adapter is trained under: the champion's, or for a distillation the student's."""
+        from sia.errors import SiaError
+
+        cand = ctx.store.candidate(champion)
+        if proposal.data != "distill":
+            return cand.harness_version
+        if not proposal.harness:
+            raise SiaError("a distillation needs the student harness", "put its source in the proposal's harness field")
+        refused = ctx.refusal(proposal.harness)
+        if refused:
+            raise SiaError(f"the student harness is invalid: {refused}", "fix the student harness")
+        return ctx.store.add_harness_version(proposal.harness, f"distillation student: {proposal.rationale}", parent=cand.harness_version)
+
+    def _train(self, ctx: LeverContext, gen: int, champion: str, proposal: WeightUpdate, harness_version: str
+               ) -> tuple[str | None, str]:
         """Collect and train in rounds, then register and serve the new adapter; returns (version or None, what happened)."""
         from sia.weights.trainer import Trainer
 
@@ -65,7 +88,6 @@ class WeightLever:
         wp = plan(proposal.algorithm, proposal.config, proposal.data)
         policy = runtime.local_policy()  # fails clearly when the policy is a remote endpoint
         parent = store.candidate(champion).adapter_version
-        cand = store.candidate(champion)
         version = f"a{gen}"  # one adapter version per generation at most, so a resumed generation finds its own
         path = store.adapters_dir() / version
         if store.adapter_version(version) is None and not (path / "adapter_config.json").is_file():
@@ -81,17 +103,19 @@ class WeightLever:
             rng = random.Random(f"{ctx.seed}:{gen}:collect")
             pool = task.split("train")
             behaviour, collected, taken = parent, [], 0
-            label_set = {}
+            label_set, grade, collector = {}, _grader(task), champion
             if wp.train.algorithm == "ce":  # a generating harness's prompts, each with the task's label set
                 label_set = {"labels": task.labels, "encode": policy.encode, "end_ids": [policy.tokenizer.eos_token_id]}
             gate_s = ctx.run.seconds_of(champion, "val")[0]  # the gate's worst case: one validation pass of the champion
             for r in range(wp.rounds):
                 started = time.monotonic()
                 examples = rng.sample(pool, min(wp.examples, len(pool)))
-                eid = ctx.collect(champion, f"collect:{gen}:{attempt}:{r}", examples, f"collect round {r + 1}/{wp.rounds}",
+                if proposal.data == "distill":  # the champion answers as it always does; the student learns those answers
+                    grade, collector = self._teacher(ctx, gen, attempt, champion, harness_version, examples, parent)
+                eid = ctx.collect(collector, f"collect:{gen}:{attempt}:{r}", examples, f"collect round {r + 1}/{wp.rounds}",
                                   samples=wp.samples, seed=ctx.seed + gen, model=behaviour, temperature=wp.temperature)
                 collected.append(eid)
-                samples = samples_from_store(store, eid, grade=_grader(task), **label_set)
+                samples = samples_from_store(store, eid, grade=grade, **label_set)
                 taken += trainer.round(samples, wp.train.steps, on_step=lambda e: ctx.report("train_step", **e))
                 if trainer.stopped and trainer.log and "collapsed" in trainer.stopped:
                     break
@@ -112,13 +136,27 @@ class WeightLever:
             if taken == 0:
                 return None, f"nothing to train on: {trainer.stopped}"
             lineage = {"version": version, "parent": parent, "generation": gen, "collected_from": collected, "champion": champion,
-                       "harness_version": cand.harness_version, "base_model": str(policy.model_path),
+                       "harness_version": harness_version, "base_model": str(policy.model_path),
                        "rounds": wp.rounds, "examples_per_round": wp.examples, "samples": wp.samples, "temperature": wp.temperature}
             trainer.save(path, lineage)
         if store.adapter_version(version) is None:
             store.add_adapter_version(version, parent, wp.train.algorithm, {"config": proposal.config, "generation": gen})
         ctx.serve_adapter(version)
         return version, _training_summary(store, version)
+
+
+    @staticmethod
+    def _teacher(ctx: LeverContext, gen: int, attempt: int, champion: str, student_version: str, examples, parent: str | None):
+        """The champion's own answers on `examples` as the reward of each label, and the student candidate to collect from."""
+        store = ctx.store
+        eid = ctx.collect(champion, f"teacher:{gen}:{attempt}", examples, "distill: the champion's answers", samples=1,
+                          seed=ctx.seed + gen, model=parent)
+        answers = {r.example_id: r.output for r in store.rollouts(eid) if not r.error_type}
+        student = store.add_candidate(student_version, parent, "weights", "distillation student before training", parent=champion)
+
+        def grade(example_id: str, answer: str) -> float:
+            return float(example_id in answers and answer == answers[example_id])
+        return grade, student
 
 
 def _grader(task):

@@ -94,7 +94,9 @@ class WeightPlan(BaseModel):
     train: TrainConfig = Field(default_factory=TrainConfig)
 
 
-DATA_SOURCES = ("train",)
+DATA_SOURCES = ("train", "distill")
+"""train: the champion's rollouts credited by the grader; distill: a cheaper student harness's prompts, with the champion's
+own answers on the same train examples as the targets (ce only)."""
 SAMPLING_PRESET: dict[str, Any] = {"rounds": 5, "examples": 8, "samples": 8, "steps": 2, "prompts_per_step": 4, "lr": 1e-3,
                                    "temperature": 1.0, "token_selection": "entropy", "token_fraction": 0.2}
 """CPU defaults for a sampling harness: on-policy rounds, entropy token selection."""
@@ -131,6 +133,8 @@ def plan(algorithm: str, settings: dict[str, Any] | None = None, data: str = "tr
         raise SiaError(f"unknown training algorithm {algorithm!r}", "use grpo, sft or ce")
     if data not in DATA_SOURCES:
         raise SiaError(f"unknown training data {data!r}", f"use one of {', '.join(DATA_SOURCES)}")
+    if data == "distill" and algorithm != "ce":
+        raise SiaError("distillation trains by ce", "use algorithm ce with data distill")
     settings = dict(settings or {})
     known = setting_fields()
     unknown = sorted(set(settings) - set(known))
