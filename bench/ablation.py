@@ -90,6 +90,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=None)
     ap.add_argument("--arms", default=",".join(ARMS), help="comma-separated subset of " + ", ".join(ARMS))
     ap.add_argument("--table", type=Path, default=None, help="where the table goes (default bench/results/ablation_<task>.json)")
+    ap.add_argument("--finished-only", action="store_true", help="tabulate the finished runs; start or resume none")
     ap.add_argument("extra", nargs="*", help="after --: options for every sia run")
     args = ap.parse_args()
     arms = [a for a in args.arms.split(",") if a]
@@ -106,9 +107,11 @@ def main() -> None:
     runs: dict[str, dict] = {}
     for seed in range(args.seeds):
         for arm in arms:
+            if args.finished_only and not (out / f"{arm}-seed{seed}" / "summary.json").is_file():
+                continue
             run_dir = run_arm(args.task, arm, seed, args.budget, out, args.extra)
             scores[arm].update({f"{seed}:{k}": v for k, v in test_scores(run_dir, "final").items()})
-            if arm == arms[0]:
+            if not any(k.startswith(f"{seed}:") for k in scores["baseline"]):
                 scores["baseline"].update({f"{seed}:{k}": v for k, v in test_scores(run_dir, "baseline").items()})
             summary = json.loads((run_dir / "summary.json").read_text())
             runs[f"{arm}-seed{seed}"] = {k: summary.get(k) for k in ("seed", "levers", "accepted", "bench_seconds", "elapsed_s",
@@ -121,12 +124,14 @@ def main() -> None:
     print(f"{'arm':10s} {'mean':>7s}   95% CI            n")
     means = {}
     for arm, s in scores.items():
+        if not s:
+            continue
         mean, (lo, hi) = mean_ci(list(s.values()), binary)
         means[arm] = mean
         print(f"{arm:10s} {mean:7.3f}   ({lo:.3f}, {hi:.3f})   {len(s)}")
     result = {"task": args.task, "budget": args.budget, "seeds": args.seeds, "extra": args.extra,
               "means": means, "scores": scores, "runs": runs}
-    if {"harness", "weights", "both"} <= set(arms):
+    if {"harness", "weights", "both"} <= set(arms) and all(scores[a] for a in ("harness", "weights", "both")):
         better = max(("harness", "weights"), key=lambda a: means[a])
         v = compare(scores[better], scores["both"], binary=binary)
         result["both_vs_better"] = {"lever": better, "delta": v.delta, "p_value": v.p_value, "method": v.method, "n": v.n}
