@@ -137,3 +137,22 @@ def test_a_costly_champion_harness_is_offered_for_distillation_into_the_weights(
     decision = BuiltinFeedbackAgent().decide(_state(task, render(costly), a))
     assert "distill" in [r[0] for r in decision.ranking]
     assert read_config(render(option.harness)).calibrate is False
+
+
+def test_the_wider_edit_space_is_offered_from_the_evidence_without_task_answers():
+    from dataclasses import replace as dc_replace
+
+    from sia.agents.builtin_edits import edit_clip_input, edit_few_shot, edit_label_words
+    from sia.task.loading import Example
+
+    task = load_task("sentiment")
+    score = make_config(task.public_info(), mode="score")
+    state = _state(task, render(score), _analysis())
+    (words,) = edit_label_words(score, state)
+    assert words.harness.label_words == {"positive": "Positive", "negative": "Negative"}
+    inline, turns = edit_few_shot(score, state)
+    assert inline.harness.demo_layout == "inline" and turns.harness.demo_layout == "turns" and inline.relevance > turns.relevance
+    assert edit_clip_input(score, state) == [], "sentiment's snippets are short"
+    long = [Example(f"l{i}", "train", {"text": "word " * 600}, {"label": "positive"}) for i in range(10)]
+    (clip,) = edit_clip_input(score, dc_replace(state, train=long))
+    assert clip.harness.max_input_chars == 1500 and "100% of train inputs are longer" in clip.rationale

@@ -17,7 +17,7 @@ from typing import Any, Callable
 
 from sia.agents.contract import AgentState
 from sia.evaluation.analysis import Analysis
-from sia.harness.template import Demo, TemplateConfig, render
+from sia.harness.template import Demo, TemplateConfig, render, show
 from sia.task.loading import Example
 
 INSTRUCTION_VARIANTS = [
@@ -154,6 +154,8 @@ def _pick_demos(cfg: TemplateConfig, s: AgentState, k: int) -> list[Demo]:
 
 
 def edit_few_shot(cfg: TemplateConfig, s: AgentState) -> list[Candidate]:
+    """Demonstrations written into the prompt (inline) first; as chat turns second (chat-turn demonstrations made SmolLM2
+    answer one label to every review here)."""
     if cfg.demos:
         return []
     labels = cfg.labels
@@ -163,7 +165,73 @@ def edit_few_shot(cfg: TemplateConfig, s: AgentState) -> list[Candidate]:
         return []
     a = s.analysis
     why = f"add {len(demos)} short train examples as demonstrations, balanced across labels: {a.rate('wrong'):.0%} of replies were well-formed but wrong"
-    return [_edit("few_shot", replace(cfg, demos=tuple(demos)), f"{why} ({evidence(a)})", 0.15 + 0.7 * a.rate("wrong") + 0.3 * a.rate("unparseable"))]
+    rel = 0.15 + 0.7 * a.rate("wrong") + 0.3 * a.rate("unparseable")
+    return [_edit("few_shot", replace(cfg, demos=tuple(demos), demo_layout="inline"), f"{why}, written into the prompt ({evidence(a)})", rel),
+            _edit("few_shot", replace(cfg, demos=tuple(demos)), f"{why}, as chat turns ({evidence(a)})", 0.8 * rel)]
+
+
+def edit_demo_layout(cfg: TemplateConfig, s: AgentState) -> list[Candidate]:
+    if not cfg.demos:
+        return []
+    other = "turns" if cfg.demo_layout == "inline" else "inline"
+    return [_edit("demo_layout", replace(cfg, demo_layout=other), f"show the demonstrations {'as chat turns' if other == 'turns' else 'inside the prompt'} "
+                                                                    f"instead ({evidence(s.analysis)})", 0.05 + 0.3 * s.analysis.rate("wrong"))]
+
+
+def edit_label_words(cfg: TemplateConfig, s: AgentState) -> list[Candidate]:
+    """Score capitalised words for lower-case labels: a chat model's reply usually starts with a capital."""
+    if cfg.mode != "score" or cfg.label_words or not cfg.labels or len(cfg.labels) > 30:
+        return []
+    words = {label: label[:1].upper() + label[1:] for label in cfg.labels if label.isascii() and label[:1].islower()}
+    if not words:
+        return []
+    a = s.analysis
+    why = (f"score the words {', '.join(words.values())} for the labels: a reply starts with a capital, so the model may score the "
+           f"label names below the words it would write ({evidence(a)})")
+    return [_edit("label_words", replace(cfg, label_words=words), why, 0.05 + 0.4 * a.skew + 0.2 * a.rate("wrong"))]
+
+
+def edit_calibration_inputs(cfg: TemplateConfig, s: AgentState) -> list[Candidate]:
+    if cfg.mode != "score" or not cfg.calibrate or tuple(cfg.calibrate_inputs) != ("N/A",):
+        return []
+    inputs = ("N/A", "", "[MASK]")
+    return [_edit("calibration_inputs", replace(cfg, calibrate_inputs=inputs), "average the calibration bias over three content-free "
+                  f"inputs ({', '.join(repr(x) for x in inputs)}) instead of one ({evidence(s.analysis)})", 0.05 + 0.5 * s.analysis.skew)]
+
+
+def edit_layout(cfg: TemplateConfig, s: AgentState) -> list[Candidate]:
+    where = "after" if not cfg.input_first else "before"
+    return [_edit("layout", replace(cfg, input_first=not cfg.input_first), f"put the instruction {where} the input ({evidence(s.analysis)})",
+                  0.04 + 0.2 * s.analysis.rate("wrong"))]
+
+
+def edit_ensemble(cfg: TemplateConfig, s: AgentState) -> list[Candidate]:
+    if cfg.mode != "score" or cfg.ensemble or not cfg.labels:
+        return []
+    base = s.task.public_info().get("instruction") or s.task.spec.description
+    labels = ", ".join(cfg.labels[:30])
+    extra = tuple(v.format(instruction=base, labels=labels) for v in INSTRUCTION_VARIANTS)
+    extra = tuple(x for x in extra if x != cfg.instruction)
+    return [_edit("ensemble", replace(cfg, ensemble=extra), f"average the label scores of {len(extra) + 1} phrasings of the instruction "
+                  f"({len(extra) + 1}x the model calls; {evidence(s.analysis)})", 0.04 + 0.3 * s.analysis.rate("wrong"))]
+
+
+LONG_INPUT = 1500
+"""Characters (about 400 tokens) above which a train input counts as long."""
+
+
+def edit_clip_input(cfg: TemplateConfig, s: AgentState) -> list[Candidate]:
+    """Clip long inputs to their start and end: fewer tokens per call, and no prompt over the model's context."""
+    if cfg.max_input_chars:
+        return []
+    lengths = [len(show(cfg, ex.inputs)) for ex in s.train[:200]]
+    long_share = sum(n > LONG_INPUT for n in lengths) / max(1, len(lengths))
+    overflow = sum(1 for e in s.analysis.errors if e.startswith("policy_request")) / max(1, s.analysis.n)
+    if long_share < 0.25 and overflow == 0:
+        return []
+    why = (f"clip each input to {LONG_INPUT} characters, its start and end: {long_share:.0%} of train inputs are longer"
+           f"{f' and {overflow:.0%} of calls were refused as too long' if overflow else ''} ({evidence(s.analysis)})")
+    return [_edit("clip_input", replace(cfg, max_input_chars=LONG_INPUT), why, 0.05 + 0.2 * long_share + 1.0 * overflow)]
 
 
 def edit_instruction(cfg: TemplateConfig, s: AgentState) -> list[Candidate]:
@@ -215,5 +283,5 @@ def edit_reply_length(cfg: TemplateConfig, s: AgentState) -> list[Candidate]:
 
 EDITS: list[Callable[[TemplateConfig, AgentState], list[Option]]] = [
     edit_score_labels, edit_calibrate, edit_extraction, edit_few_shot, edit_instruction, edit_self_consistency, edit_retry,
-    edit_reply_length,
+    edit_reply_length, edit_demo_layout, edit_label_words, edit_calibration_inputs, edit_layout, edit_ensemble, edit_clip_input,
 ]

@@ -105,7 +105,8 @@ class WeightLever:
             behaviour, collected, taken = parent, [], 0
             label_set, grade, collector = {}, _grader(task), champion
             if wp.train.algorithm == "ce":  # a generating harness's prompts, each with the task's label set
-                label_set = {"labels": task.labels, "encode": policy.encode, "end_ids": [policy.tokenizer.eos_token_id]}
+                label_set = {"labels": task.labels, "encode": policy.encode, "end_ids": [policy.tokenizer.eos_token_id],
+                             "aliases": _label_words(store.harness_source(harness_version))}
             gate_s = ctx.run.seconds_of(champion, "val")[0]  # the gate's worst case: one validation pass of the champion
             for r in range(wp.rounds):
                 started = time.monotonic()
@@ -157,6 +158,14 @@ class WeightLever:
         def grade(example_id: str, answer: str) -> float:
             return float(example_id in answers and answer == answers[example_id])
         return grade, student
+
+
+def _label_words(source: str) -> dict[str, str]:
+    """Scored word -> label, for a template harness that scores other words than the label names."""
+    from sia.harness.template import read_config
+
+    cfg = read_config(source)
+    return {word: label for label, word in cfg.label_words.items()} if cfg is not None else {}
 
 
 def _grader(task):

@@ -77,7 +77,7 @@ def _generation_samples(example_id: str, d: dict[str, Any], reward: float, outpu
     return out
 
 
-def _score_samples(example_id: str, d: dict[str, Any], grade: Grade) -> list[Sample]:
+def _score_samples(example_id: str, d: dict[str, Any], grade: Grade, aliases: dict[str, str]) -> list[Sample]:
     prompts = [p for p in d.get("prompts", []) if p.get("prompt_token_ids") and p.get("prompt_logprobs")]
     if len(prompts) < 2:
         return []
@@ -90,6 +90,7 @@ def _score_samples(example_id: str, d: dict[str, Any], grade: Grade) -> list[Sam
         if not comp or any(lp is None for lp in lps):
             return []  # a candidate with no tokens of its own cannot be trained on
         answer = p["prompt"][text_cut:].strip()
+        answer = aliases.get(answer, answer)
         out.append(Sample(example_id, list(p["prompt_token_ids"][:cut]), list(comp), [float(x) for x in lps],
                           float(grade(example_id, answer)), answer))
     return out
@@ -115,12 +116,15 @@ def _label_group(example_id: str, d: dict[str, Any], grade: Grade, labels: list[
 
 
 def samples_from_store(store, evaluation_id: str, grade: Grade | None = None, *, labels: list[str] | None = None,
-                       encode: Callable[[str], list[int]] | None = None, end_ids: list[int] | None = None) -> list[Sample]:
+                       encode: Callable[[str], list[int]] | None = None, end_ids: list[int] | None = None,
+                       aliases: dict[str, str] | None = None) -> list[Sample]:
     """Every recorded completion of an evaluation's rollouts, as samples grouped by example.
 
     With `labels` (the ce objective; needs `grade` and `encode`), a rollout's
     first generation call gives its label group instead of its sampled
-    completions (none when the task has no label set).
+    completions (none when the task has no label set). `aliases` maps a scored
+    word to the answer it stands for (a harness that scores other words than
+    the label names).
     """
     gen: list[Sample] = []
     scored: list[tuple[str, str, list[Sample]]] = []  # (shared prefix text, example id, samples)
@@ -145,7 +149,7 @@ def samples_from_store(store, evaluation_id: str, grade: Grade | None = None, *,
             elif d.get("kind") in ("chat", "completion"):
                 gen += _generation_samples(r.example_id, d, float(r.score), output)
             elif d.get("kind") == "score" and grade is not None:
-                ss = _score_samples(r.example_id, d, grade)
+                ss = _score_samples(r.example_id, d, grade, aliases or {})
                 if ss:
                     scored.append((_common_text(d["prompts"]), r.example_id, ss))
     examples_of: dict[str, set[str]] = {}
