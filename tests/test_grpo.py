@@ -241,3 +241,22 @@ def test_the_importance_correction_is_exact_when_both_engines_agree_and_capped_w
     behaviour = old - torch.tensor([[2.0, -1.0, 0.5, 0, 0]] * 3)  # the trainer finds token 0 e^2 times likelier
     w = importance_weights(old, behaviour, mask, cap=2.0)
     assert w[0, 0] == 2.0 and abs(float(w[0, 1]) - math.exp(-1.0)) < 1e-6 and w[0, 3] == 1.0, "capped, exact below the cap, 1 on padding"
+
+
+def test_ce_on_a_calibrating_harness_trains_the_calibrated_choice():
+    """With content-free scores, the label set's softmax is over score - bias, the choice the harness makes."""
+    from sia.weights.trainer import Sample, _label_loss
+
+    new = torch.log(torch.tensor([[0.5, 1.0], [0.25, 1.0], [0.5, 1.0], [0.125, 1.0]]))
+    comp = torch.tensor([[1.0, 0.0], [1.0, 0.0], [1.0, 0.0], [1.0, 0.0]])
+    samples = [Sample("a", [1], [5], [], 1.0, "pos"), Sample("a", [1], [6], [], 0.0, "neg"),
+               Sample("b", [2], [5], [], 0.0, "pos"), Sample("b", [2], [6], [], 1.0, "neg")]
+    spans = [(0, 2), (2, 4)]
+    raw, raw_stats = _label_loss(torch, new, comp, samples, spans)
+    bias = torch.log(torch.tensor([0.5, 0.125, 0.5, 0.125]))  # the model favours "pos" on a content-free input
+    cal, cal_stats = _label_loss(torch, new, comp, samples, spans, bias)
+    seq = new[:, 0]
+    expect_raw = -(torch.log_softmax(seq[:2], 0)[0] + torch.log_softmax(seq[2:], 0)[1]) / 2
+    expect_cal = -(torch.log_softmax(seq[:2] - bias[:2], 0)[0] + torch.log_softmax(seq[2:] - bias[2:], 0)[1]) / 2
+    assert float(raw) == pytest.approx(float(expect_raw)) and float(cal) == pytest.approx(float(expect_cal))
+    assert raw_stats["label_accuracy"] == 0.5 and cal_stats["label_accuracy"] == 0.0, "calibrated, b's gold is no longer chosen"

@@ -50,3 +50,19 @@ def test_recorded_calls_become_samples_whose_logprobs_the_trainer_reproduces(tin
     for i, s in enumerate(samples[:6]):
         got = new[i, : len(s.completion_ids)]
         assert torch.allclose(got, torch.tensor(s.old_logprobs), atol=2e-3), float((got - torch.tensor(s.old_logprobs)).abs().max())
+
+
+def test_a_calibrating_harness_gives_label_groups_that_carry_their_content_free_scores(tiny_task, tmp_path, hf_runtime):
+    from sia.harness.template import make_config, render
+
+    task = load_task(tiny_task)
+    source = render(make_config(task.public_info(), mode="score", calibrate=True))
+    with Store(tmp_path / "run") as store:
+        result = execute(task, source, store=store, runtime=hf_runtime, config=EvalConfig(split="train", samples=1, concurrency=4))
+        samples = samples_from_store(store, result.evaluation_id, lambda eid, answer: task.grade(task.examples[eid], answer).score)
+    assert len(samples) == 4 * len(task.labels), "one label group per example; the shared content-free call is no group"
+    free_prompts = {s.bias[0][0] for s in samples}
+    assert len(free_prompts) == 1 and all(len(s.bias) == 1 for s in samples), "every example's candidates carry the same N/A prompt"
+    for s in samples:
+        assert s.bias[0][1] == tuple(s.completion_ids), "the same label, scored on the content-free input"
+        assert tuple(s.prompt_ids) != s.bias[0][0]

@@ -33,7 +33,7 @@ says nothing about the model's replies.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Callable
 
 from sia.harness.template_programs import FALLBACK_NOTE
@@ -55,6 +55,9 @@ class Sample:
     absolute: bool = False
     """ce: also raise the gold candidate's own likelihood (a generated reply must start with it), not only its share of
     the label set (what a scoring harness compares)."""
+    bias: tuple[tuple[tuple[int, ...], tuple[int, ...]], ...] = ()
+    """ce on a calibrating harness: this candidate as the same rollout scored it on each content-free input, as (prompt,
+    completion) token ids. The harness subtracts their mean score, so the trained choice is the calibrated one."""
 
 
 def _lcp(seqs: list[list[int]]) -> int:
@@ -127,7 +130,7 @@ def samples_from_store(store, evaluation_id: str, grade: Grade | None = None, *,
     the label names).
     """
     gen: list[Sample] = []
-    scored: list[tuple[str, str, list[Sample]]] = []  # (shared prefix text, example id, samples)
+    scored: list[tuple[str, str, str, list[Sample]]] = []  # (shared prefix text, example id, rollout id, samples)
     labelled: set[tuple[str, tuple[int, ...]]] = set()  # (example, prompt) label groups taken: one each
     for r in store.rollouts(evaluation_id):
         output = r.output if isinstance(r.output, str) else json.dumps(r.output)
@@ -151,13 +154,19 @@ def samples_from_store(store, evaluation_id: str, grade: Grade | None = None, *,
             elif d.get("kind") == "score" and grade is not None:
                 ss = _score_samples(r.example_id, d, grade, aliases or {})
                 if ss:
-                    scored.append((_common_text(d["prompts"]), r.example_id, ss))
+                    scored.append((_common_text(d["prompts"]), r.example_id, r.id, ss))
     examples_of: dict[str, set[str]] = {}
-    for prefix, ex, _ in scored:
+    for prefix, ex, _, _ in scored:
         examples_of.setdefault(prefix, set()).add(ex)
+    content_free: dict[str, list[list[Sample]]] = {}  # rollout -> its scored groups that several examples share
+    for prefix, _, rid, ss in scored:
+        if len(examples_of[prefix]) > 1:
+            content_free.setdefault(rid, []).append(ss)
     seen: set[tuple[str, str]] = set()
-    for prefix, ex, ss in scored:
+    for prefix, ex, rid, ss in scored:
         if len(examples_of[prefix]) == 1 and (prefix, ex) not in seen:  # one group per distinct scored prompt
             seen.add((prefix, ex))
-            gen += ss
+            free = [b for b in content_free.get(rid, []) if len(b) == len(ss)]
+            gen += [replace(x, bias=tuple((tuple(b[i].prompt_ids), tuple(b[i].completion_ids)) for b in free))
+                    for i, x in enumerate(ss)] if free else ss
     return gen

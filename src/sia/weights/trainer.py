@@ -197,7 +197,7 @@ class Trainer:
             if is_w is not None:
                 stats["behaviour_gap"] = self.behaviour_gap
         elif config.algorithm == "ce":
-            loss, stats = _label_loss(torch, new, comp, batch_samples, spans)
+            loss, stats = _label_loss(torch, new, comp, batch_samples, spans, self._bias(batch_samples))
         else:  # SFT: likelihood of each group's best-rewarded samples only
             mask = comp * torch.tensor(weight)[:, None]
             loss = -(new * mask).sum() / mask.sum().clamp(min=1)
@@ -226,6 +226,16 @@ class Trainer:
             elif label != self.started_collapsed:
                 self.stopped = f"the model's preferred answers collapsed onto {label!r} over the last {config.collapse_patience} steps"
 
+    def _bias(self, batch_samples: list[Sample]):
+        """Each sample's mean score on the content-free inputs of its calibrating harness (with gradient), or None."""
+        if not any(s.bias for s in batch_samples):
+            return None
+        pairs = sorted({pair for s in batch_samples for pair in s.bias})
+        lp, _, mask = shared_prompt_logprobs(self.model, [(list(p), list(c)) for p, c in pairs], self.pad_id)
+        seq = dict(zip(pairs, (lp * mask).sum(-1)))  # one content-free prompt serves every example: computed once
+        zero = self.torch.zeros(())
+        return self.torch.stack([self.torch.stack([seq[p] for p in s.bias]).mean() if s.bias else zero for s in batch_samples])
+
     def save(self, out_dir: str | Path, lineage: dict[str, Any] | None = None) -> Path:
         """Write the adapter in PEFT's layout with sia_training.json; the folder appears whole or not at all."""
         out_dir = Path(out_dir)
@@ -240,10 +250,14 @@ class Trainer:
         return out_dir
 
 
-def _label_loss(torch, new, comp, batch_samples: list[Sample], spans: list[tuple[int, int]]) -> tuple[Any, dict[str, float]]:
+def _label_loss(torch, new, comp, batch_samples: list[Sample], spans: list[tuple[int, int]], bias=None
+                ) -> tuple[Any, dict[str, float]]:
     """Cross-entropy of each group's best-rewarded candidates against the others (softmax over the candidates' sequence
-    log-likelihoods), plus the gold candidates' own token-mean NLL where the group is `absolute`; averaged over groups."""
+    log-likelihoods, less their content-free `bias` for a calibrating harness), plus the gold candidates' own token-mean
+    NLL where the group is `absolute`; averaged over groups."""
     seq = (new * comp).sum(-1)
+    if bias is not None:
+        seq = seq - bias
     losses, right, nll_sum = [], 0, 0.0
     for a, b in spans:
         rewards = torch.tensor([s.reward for s in batch_samples[a:b]])
