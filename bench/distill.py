@@ -83,9 +83,9 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "distill")
     args = ap.parse_args()
-    from sia.api import _runtime
     from sia.loop.config import from_flat
     from sia.loop.loop import Loop
+    from sia.policy.runtime import PolicyRuntime
     from sia.store.run import Run
     from sia.store.store import Store
     from sia.task.loading import load_task
@@ -101,7 +101,7 @@ def main() -> None:
         store.set_meta("run_config", config.model_dump(mode="json"))
         store.set_meta("task", {"name": task.name, "folder": str(task.folder)})
         run = Run(store, task)
-        with _runtime(None) as runtime:
+        with PolicyRuntime.local() as runtime:
             summary = Loop(run, runtime, config, agent=DistilOnce(),
                            observer=lambda kind, **d: print(f"  {kind}: {d.get('text', '')}", flush=True) if kind == "phase" else None).run()
         before, after = measure(run, run.baseline()), measure(run, store.champion())

@@ -104,6 +104,9 @@ class WeightLever:
             pool = task.split("train")
             behaviour, collected, taken = parent, [], 0
             label_set, grade, collector = {}, _grader(task), champion
+            if proposal.data == "distill":  # the student harness on the parent adapter collects the prompts
+                collector = store.add_candidate(harness_version, parent, "weights", "distillation student before training",
+                                                parent=champion)
             if wp.train.algorithm == "ce":  # a generating harness's prompts, each with the task's label set
                 label_set = {"labels": task.labels, "encode": policy.encode, "end_ids": [policy.tokenizer.eos_token_id],
                              "aliases": _label_words(store.harness_source(harness_version))}
@@ -112,7 +115,7 @@ class WeightLever:
                 started = time.monotonic()
                 examples = rng.sample(pool, min(wp.examples, len(pool)))
                 if proposal.data == "distill":  # the champion answers as it always does; the student learns those answers
-                    grade, collector = self._teacher(ctx, gen, attempt, champion, harness_version, examples, parent)
+                    grade = self._teacher(ctx, gen, attempt, champion, examples, parent)
                 eid = ctx.collect(collector, f"collect:{gen}:{attempt}:{r}", examples, f"collect round {r + 1}/{wp.rounds}",
                                   samples=wp.samples, seed=ctx.seed + gen, model=behaviour, temperature=wp.temperature)
                 collected.append(eid)
@@ -145,19 +148,16 @@ class WeightLever:
         ctx.serve_adapter(version)
         return version, _training_summary(store, version)
 
-
     @staticmethod
-    def _teacher(ctx: LeverContext, gen: int, attempt: int, champion: str, student_version: str, examples, parent: str | None):
-        """The champion's own answers on `examples` as the reward of each label, and the student candidate to collect from."""
-        store = ctx.store
+    def _teacher(ctx: LeverContext, gen: int, attempt: int, champion: str, examples, parent: str | None):
+        """The champion's own answers on `examples`, as the reward of each label."""
         eid = ctx.collect(champion, f"teacher:{gen}:{attempt}", examples, "distill: the champion's answers", samples=1,
                           seed=ctx.seed + gen, model=parent)
-        answers = {r.example_id: r.output for r in store.rollouts(eid) if not r.error_type}
-        student = store.add_candidate(student_version, parent, "weights", "distillation student before training", parent=champion)
+        answers = {r.example_id: r.output for r in ctx.store.rollouts(eid) if not r.error_type}
 
         def grade(example_id: str, answer: str) -> float:
             return float(example_id in answers and answer == answers[example_id])
-        return grade, student
+        return grade
 
 
 def _label_words(source: str) -> dict[str, str]:
