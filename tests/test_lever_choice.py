@@ -142,7 +142,7 @@ def test_a_costly_champion_harness_is_offered_for_distillation_into_the_weights(
 def test_the_wider_edit_space_is_offered_from_the_evidence_without_task_answers():
     from dataclasses import replace as dc_replace
 
-    from sia.agents.builtin_edits import edit_clip_input, edit_few_shot, edit_label_words
+    from sia.agents.builtin_edits import edit_clip_input, edit_few_shot, edit_label_words, edit_similar_demos
     from sia.task.loading import Example
 
     task = load_task("sentiment")
@@ -156,3 +156,7 @@ def test_the_wider_edit_space_is_offered_from_the_evidence_without_task_answers(
     long = [Example(f"l{i}", "train", {"text": "word " * 600}, {"label": "positive"}) for i in range(10)]
     (clip,) = edit_clip_input(score, dc_replace(state, train=long))
     assert clip.harness.max_input_chars == 1500 and "100% of train inputs are longer" in clip.rationale
+    (similar,) = edit_similar_demos(score, state)
+    assert similar.harness.similar_demos == 4 and similar.harness.demo_layout == "inline"
+    assert {d.answer for d in similar.harness.demos} == {"positive", "negative"} and len(similar.harness.demos) >= 4
+    assert edit_similar_demos(similar.harness, state) == [], "offered once"

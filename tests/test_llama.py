@@ -97,3 +97,14 @@ def test_a_trained_adapter_is_converted_served_by_name_and_answers_as_on_hf(llam
     assert tuned == pytest.approx(on_hf, abs=TOL), (tuned, on_hf)
     assert _client(llama_runtime, "a-llama").complete(COUNT, max_tokens=10).text == _client(hf_runtime, "a-llama").complete(COUNT, max_tokens=10).text
     assert _client(llama_runtime, "base").logprobs(PROMPT, ["positive", "negative"]) == base, "the base is untouched"
+
+
+def test_embeddings_agree_with_hf_and_leave_generation_as_it_was(llama_runtime, hf_runtime):
+    import numpy as np
+
+    texts = ["a gripping, beautifully acted film", "我想咨询一下离婚后孩子抚养权的问题"]
+    before = _client(llama_runtime).complete(COUNT, max_tokens=12).text
+    ll, hf = (np.array(_client(rt).embed(texts)) for rt in (llama_runtime, hf_runtime))
+    cos = (ll * hf).sum(1) / np.linalg.norm(ll, axis=1) / np.linalg.norm(hf, axis=1)
+    assert cos.min() > 0.99, cos  # 4-bit weights against their fp32 dequantisation: 0.9995 measured
+    assert _client(llama_runtime).complete(COUNT, max_tokens=12).text == before

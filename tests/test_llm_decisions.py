@@ -45,6 +45,11 @@ def test_decisions_parse_into_typed_proposals_or_say_what_is_wrong():
     p = parse_decision('**DECISION:** weights\nRATIONALE: answers are well-formed but wrong.\n```json\n'
                        '{"algorithm": "GRPO", "config": {"steps": 3}, "data": "train"}\n```', SRC, ("harness", "weights"))
     assert isinstance(p, WeightUpdate) and p.algorithm == "grpo" and p.config == {"steps": 3}
+    p = parse_decision('DECISION: weights\nRATIONALE: the votes cost 5 calls.\n```json\n{"algorithm": "ce", "data": "distill"}\n```\n'
+                       "```python\n" + SRC + "```\n", SRC, ("harness", "weights"))
+    assert isinstance(p, WeightUpdate) and p.data == "distill" and p.kind == "distill" and "def solve" in p.harness
+    with pytest.raises(DecisionError, match="student harness"):
+        parse_decision('DECISION: weights\nRATIONALE: r\n```json\n{"algorithm": "ce", "data": "distill"}\n```', SRC, ("harness", "weights"))
     assert isinstance(parse_decision("DECISION: stop\nRATIONALE: nothing left to try.", SRC, ("harness",)), Stop)
     for bad, msg in [("I would improve the prompt.", "no 'DECISION"), ("DECISION: harness\n```python\nx=1\n```", "RATIONALE"),
                      ("DECISION: harness\nRATIONALE: r\n```python\nx = 1\n```", "defines no solve"),

@@ -127,3 +127,28 @@ def test_same_client_through_a_recording_proxy_to_an_external_endpoint(runtime):
         proxy.stop()
     with pytest.raises(LLMError, match="cannot reach"):
         LLMClient("http://127.0.0.1:9/v1", "m", retries=0).chat("hi")
+
+
+def test_embeddings_are_served_cached_per_model_and_recorded_per_rollout(hf_runtime):
+    """OpenAI's embeddings API: each text's mean final hidden state, as a direct forward pass computes it."""
+    import openai
+    import torch
+
+    rt = hf_runtime
+    client = openai.OpenAI(base_url=rt.service.url, api_key=rt.service.api_key)
+    texts = ["a gripping, beautifully acted film", "a dull and lifeless mess"]
+    r = client.embeddings.create(model=rt.model_name(), input=texts)
+    policy = rt.service.backend.policy
+    with torch.inference_mode(), policy.use("base"):
+        out = policy.model(torch.tensor([policy.encode(texts[0])]), output_hidden_states=True)
+    hidden = out.hidden_states[-1][0].mean(0)
+    assert r.data[0].embedding == pytest.approx(hidden.tolist(), abs=1e-4)
+    assert len(r.data[1].embedding) == hidden.numel()
+    door = rt.service.open_door("r-embed", rt.model_name())
+    again = _door_client(rt.service, door).embed([texts[1], "tax law"])
+    calls = rt.service.close_door(door)
+    assert again[0] == r.data[1].embedding
+    assert [(c["kind"], c["inputs"], c["computed"]) for c in calls] == [("embed", 2, 1)], "the first text's vector was kept"
+    h = {"Authorization": f"Bearer {rt.service.api_key}"}
+    bad = httpx.post(rt.service.url + "/embeddings", json={"model": rt.model_name(), "input": [""]}, headers=h)
+    assert bad.status_code == 400 and "non-empty" in bad.json()["error"]["message"]

@@ -14,6 +14,12 @@ class Recorder:
         self.chats.append(messages)
         return "\n".join(f"<{m['role']}>{m['content']}" for m in messages) + "\n<assistant>"
 
+    def embed(self, texts):
+        """A bag of words over a fixed vocabulary: texts that share words are near."""
+        self.embedded = list(texts)
+        vocab = ["fine", "dull", "film", "book", "loud", "quiet"]
+        return [[float(t.count(w)) for w in vocab] for t in texts]
+
     def logprobs(self, prompt, words):
         self.scored.append((prompt, list(words)))
         return [float(prompt.lower().count(w.lower())) for w in words]
@@ -77,3 +83,21 @@ def test_each_later_setting_changes_only_what_it_names():
     shown = ns["format_input"]({"text": long})
     assert len(shown) <= 60 + len(" [...] ") and shown.startswith("start") and shown.endswith("end") and " [...] " in shown
     assert ns["format_input"]({"text": "short"}) == "short"
+
+
+def test_similar_demonstrations_are_chosen_per_input_from_the_policy_embeddings():
+    info = load_task("sentiment").public_info()
+    pool = (Demo("a fine film", "positive"), Demo("a dull book", "negative"), Demo("a loud quiet film", "positive"),
+            Demo("a dull film", "negative"))
+    cfg = make_config(info, mode="score", calibrate=True, demos=pool, demo_layout="inline", similar_demos=2)
+    answer, llm, src = run(cfg, "a dull dull book")
+    assert llm.embedded == [d.input for d in pool] + ["a dull dull book"], "one call embeds the pool and the input"
+    user = llm.chats[0][-1]["content"]
+    assert "a dull book" in user and "a dull film" in user and "a fine film" not in user and "loud" not in user
+    assert user.index("a dull film") < user.index("a dull book"), "the nearest is shown last, just before the input"
+    assert llm.chats[1][-1]["content"].count("Example:") == 2, "calibration sees the same demonstrations"
+    plain = make_config(info, mode="score", demos=pool, demo_layout="inline")
+    assert "choose_demos" not in render(plain) and "choose_demos(ctx, example)" in src
+    turns = make_config(info, mode="score", demos=pool, similar_demos=1)
+    _, llm, _ = run(turns, "a fine film")
+    assert [m["role"] for m in llm.chats[0]] == ["user", "assistant", "user"] and "a fine film" in llm.chats[0][0]["content"]

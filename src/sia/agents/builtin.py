@@ -101,7 +101,7 @@ class BuiltinFeedbackAgent:
                             ranked.append(Ranked(rel / cost, rel, cost, rng.random(), c, source))
         if "weights" in state.levers:
             for w in weight_candidates(cfg, state) + distillation(cfg, state):
-                cost = weights_cost(plan(w.algorithm, w.settings), state)
+                cost = weights_cost(plan(w.algorithm, w.settings), state, distill=w.kind == "distill")
                 if affordable(cost, state):
                     rel = self._with_memory(w.relevance, w.kind, state) * 0.7 ** state.memory.lever_stalled("weights")
                     ranked.append(Ranked(rel / cost, rel, cost, rng.random(), w, None))
@@ -180,7 +180,7 @@ def distillation(cfg: TemplateConfig | None, s: AgentState) -> list[Option]:
     if cfg is None or "harness" not in s.levers or cfg.output != "text" or not s.task.labels or cfg.multi_label:
         return []
     calls = s.analysis.calls_per_example
-    student = replace(cfg, votes=1, calibrate=False, demos=(), retry=False)
+    student = replace(cfg, votes=1, calibrate=False, demos=(), similar_demos=0, ensemble=(), retry=False)
     if (calls < DISTILL_CALLS and not cfg.demos) or student == cfg:
         return []
     saving = 1 - 1 / max(calls, 1.0)

@@ -133,7 +133,8 @@ def edit_extraction(cfg: TemplateConfig, s: AgentState) -> list[Candidate]:
     return [_edit("extract_answer", trial, why, 3 * (score - current) + 0.05)]
 
 
-def _pick_demos(cfg: TemplateConfig, s: AgentState, k: int) -> list[Demo]:
+def _pick_demos(cfg: TemplateConfig, s: AgentState, k: int, per_label: int = 8, shortest: bool = True) -> list[Demo]:
+    """Up to `k` train examples, taken in turn from each label's `per_label` shortest (or random) examples."""
     field_ = cfg.input_field
     by_label: dict[str, list[Example]] = {}
     for ex in s.train:
@@ -141,7 +142,8 @@ def _pick_demos(cfg: TemplateConfig, s: AgentState, k: int) -> list[Demo]:
         by_label.setdefault(str(label), []).append(ex)
     order = sorted(by_label, key=lambda lab: (-len(by_label[lab]), lab))
     rng = random.Random(s.seed)
-    pools = {lab: sorted(by_label[lab], key=lambda e: len(str(e.inputs.get(field_, ""))))[:8] for lab in order}
+    pools = {lab: (sorted(by_label[lab], key=lambda e: len(str(e.inputs.get(field_, "")))) if shortest
+                   else rng.sample(by_label[lab], len(by_label[lab])))[:per_label] for lab in order}
     for pool in pools.values():
         rng.shuffle(pool)
     demos: list[Demo] = []
@@ -168,6 +170,29 @@ def edit_few_shot(cfg: TemplateConfig, s: AgentState) -> list[Candidate]:
     rel = 0.15 + 0.7 * a.rate("wrong") + 0.3 * a.rate("unparseable")
     return [_edit("few_shot", replace(cfg, demos=tuple(demos), demo_layout="inline"), f"{why}, written into the prompt ({evidence(a)})", rel),
             _edit("few_shot", replace(cfg, demos=tuple(demos)), f"{why}, as chat turns ({evidence(a)})", 0.8 * rel)]
+
+
+SIMILAR_POOL = 40
+"""Train examples a per-input choice of demonstrations picks from (balanced across labels)."""
+
+
+def edit_similar_demos(cfg: TemplateConfig, s: AgentState) -> list[Candidate]:
+    """Demonstrations chosen per input: the train examples nearest to it in the policy model's own embeddings, written
+    into the prompt. Similar examples carry more of the answer than fixed ones; the pool's vectors are computed once
+    per model by the policy service, so each example costs one short embedding call."""
+    labels = cfg.labels
+    if cfg.similar_demos or not labels or cfg.multi_label or cfg.output != "text":
+        return []
+    pool = _pick_demos(cfg, s, SIMILAR_POOL, per_label=max(2, SIMILAR_POOL // len(labels)), shortest=False)
+    if len(pool) < 2 * len(labels[:10]):
+        return []
+    mean_chars = sum(len(d.input) for d in pool) / len(pool)
+    k = 2 if mean_chars > LONG_INPUT / 3 else 4
+    a = s.analysis
+    why = (f"show each input the {k} of {len(pool)} train examples nearest to it in the policy's own embeddings, written into the "
+           f"prompt: {a.rate('wrong'):.0%} of replies were well-formed but wrong ({evidence(a)})")
+    return [_edit("similar_demos", replace(cfg, demos=pool, demo_layout="inline", similar_demos=k), why,
+                  0.15 + 0.75 * a.rate("wrong") + 0.3 * a.rate("unparseable"))]
 
 
 def edit_demo_layout(cfg: TemplateConfig, s: AgentState) -> list[Candidate]:
@@ -284,4 +309,5 @@ def edit_reply_length(cfg: TemplateConfig, s: AgentState) -> list[Candidate]:
 EDITS: list[Callable[[TemplateConfig, AgentState], list[Option]]] = [
     edit_score_labels, edit_calibrate, edit_extraction, edit_few_shot, edit_instruction, edit_self_consistency, edit_retry,
     edit_reply_length, edit_demo_layout, edit_label_words, edit_calibration_inputs, edit_layout, edit_ensemble, edit_clip_input,
+    edit_similar_demos,
 ]

@@ -50,6 +50,8 @@ def render_trajectory(store, row, chars: int = 1500) -> str:
                 prompt = "\n".join(f"[{m.get('role')}] {m.get('content')}" for m in d.get("messages") or [])
                 reply = (d.get("completions") or [{}])[0].get("text", "")
                 parts.append(f"model call (chat):\n{clip(prompt, chars)}\n-> reply: {clip(reply, chars // 2)!r}")
+            elif d.get("kind") == "embed":
+                parts.append(f"model call (embed): {d.get('inputs')} text(s)")
             else:
                 ps = d.get("prompts") or []
                 parts.append(f"model call ({d.get('kind')}): scored {len(ps)} continuation(s); first prompt:\n"

@@ -36,11 +36,12 @@ def harness_cost(s: AgentState) -> float:
     return (measured or gate_seconds(s)) / 60
 
 
-def weights_cost(wp: WeightPlan, s: AgentState) -> float:
+def weights_cost(wp: WeightPlan, s: AgentState, distill: bool = False) -> float:
     """Minutes a weight update costs: the plan's collection + training + a gate, or past tries when they took longer
-    (a try that found nothing to train on ends in seconds and says nothing of what a full update costs)."""
+    (a try that found nothing to train on ends in seconds and says nothing of what a full update costs). A distillation
+    collects twice: the teacher's answers, then the student's prompts."""
     measured = s.memory.seconds_per_try("weights") or 0.0
-    collect = wp.rounds * wp.examples * wp.samples * s.rollout_s * (1.5 if wp.samples > 1 else 1.0)
+    collect = wp.rounds * wp.examples * wp.samples * s.rollout_s * (1.5 if wp.samples > 1 else 1.0) * (2 if distill else 1)
     train = wp.rounds * wp.train.steps * TRAIN_STEP_S * wp.train.prompts_per_step / 4
     if wp.train.algorithm == "ce":
         train = wp.rounds * wp.train.steps_for(wp.examples) * wp.train.prompts_per_step * CE_GROUP_S

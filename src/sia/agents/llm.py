@@ -89,9 +89,17 @@ def parse_decision(text: str, champion_source: str, levers: tuple[str, ...]) -> 
             raise DecisionError(f"the ```json block does not parse: {e}") from None
         if not isinstance(d, dict) or not isinstance(d.get("algorithm"), str) or not isinstance(d.get("config", {}), dict):
             raise DecisionError('the ```json block must be {"algorithm": "grpo"|"sft"|"ce", "config": {...}, "data": "train"}')
-        algo = d["algorithm"].lower()
-        return WeightUpdate(algorithm=algo, config=d.get("config") or {}, data=str(d.get("data", "train")),
-                            rationale=f"LLM Feedback-Agent: {rationale}", kind=algo)
+        algo, data = d["algorithm"].lower(), str(d.get("data", "train"))
+        student = None
+        if data == "distill":
+            if "harness" not in levers:
+                raise DecisionError("a distillation changes the harness too; the harness lever is not available in this run")
+            code = [b for lang, b in fences if lang.lower() in ("python", "py")]
+            if not code or "def solve" not in max(code, key=len):
+                raise DecisionError("a distillation needs a ```python block with the whole cheaper student harness (with solve)")
+            student = max(code, key=len)
+        return WeightUpdate(algorithm=algo, config=d.get("config") or {}, data=data, harness=student,
+                            rationale=f"LLM Feedback-Agent: {rationale}", kind="distill" if student else algo)
     edits = parse_edits(text)
     if edits:
         try:

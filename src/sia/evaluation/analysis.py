@@ -134,7 +134,7 @@ def analyse(task: Task, store: Store, evaluation_id: str) -> Analysis:
         predicted[pred] += 1
         confusion[(g, pred)] += 1
         for ev_ in events:
-            if ev_.kind == "llm_call":
+            if ev_.kind == "llm_call" and ev_.data.get("kind") != "embed":  # the first call that asked for an answer
                 d = ev_.data
                 for c in d.get("completions", [])[:1]:
                     tokens += len(c.get("token_ids") or [])

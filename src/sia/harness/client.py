@@ -186,6 +186,18 @@ class LLMClient:
             raise LLMError(f"asked to score {len(continuations)} continuations, got {len(out)}")
         return out
 
+    def embed(self, texts: list[str]) -> list[list[float]]:
+        """The policy model's embedding of each text (sia's service: the mean final hidden state)."""
+        data = self._post("/embeddings", {"model": self.model, "input": list(texts)})
+        try:
+            rows = sorted(data["data"], key=lambda d: d["index"])
+            out = [[float(x) for x in d["embedding"]] for d in rows]
+        except (KeyError, TypeError, ValueError):
+            raise LLMError(f"malformed embeddings response: {str(data)[:200]}") from None
+        if len(out) != len(texts):
+            raise LLMError(f"asked to embed {len(texts)} texts, got {len(out)}")
+        return out
+
     def render_chat(self, messages: list[dict[str, str]]) -> str:
         """The model's chat prompt for `messages`, ending where the assistant's reply starts."""
         try:

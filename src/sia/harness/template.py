@@ -78,6 +78,8 @@ class TemplateConfig:
     """Score mode: more instructions; the label scores of the prompts they make are averaged with the main one's."""
     max_input_chars: int = 0
     """Clip each input to this many characters (its start and its end); 0 keeps it whole."""
+    similar_demos: int = 0
+    """Show only this many of `demos` per input: those nearest to it in the policy model's own embeddings; 0 shows all."""
 
     def literal(self) -> dict[str, Any]:
         """The CONFIG literal written into the source (lists and dicts, in field order; settings a label harness does not
@@ -111,7 +113,7 @@ class TemplateConfig:
 
 OPTIONAL = {"input_template", "fields", "output", "robust_parse", "attempts", "samples", "sample_temperature", "check", "search",
             "fallback"}
-LATER = {"label_words", "calibrate_inputs", "input_first", "demo_layout", "ensemble", "max_input_chars"}
+LATER = {"label_words", "calibrate_inputs", "input_first", "demo_layout", "ensemble", "max_input_chars", "similar_demos"}
 """Settings added after harnesses were first generated: left out of every CONFIG while at their defaults, so a config that
 does not use them renders the source it always did."""
 

@@ -175,6 +175,29 @@ def ensemble_scores(ctx, example):
     return [sum(r[i] for r in runs) / len(runs) for i in range(len(runs[0]))]
 '''
 
+NEAREST = '''
+
+SHOWN = list(CONFIG["demos"])
+
+
+def choose_demos(ctx, example):
+    """Show the CONFIG["similar_demos"] demonstrations whose inputs are nearest to this one in the policy model's own
+    embeddings (cosine, each vector centred on the pool's mean), the nearest last, just before the input."""
+    pool = [CONFIG["input_prefix"] + d["input"] for d in CONFIG["demos"]]
+    vectors = ctx.llm.embed(pool + [format_input(example)])
+    centre = [sum(col) / len(pool) for col in zip(*vectors[:-1])]
+
+    def unit(v):
+        v = [a - c for a, c in zip(v, centre)]
+        norm = sum(a * a for a in v) ** 0.5 or 1.0
+        return [a / norm for a in v]
+
+    query = unit(vectors[-1])
+    near = [sum(a * b for a, b in zip(query, unit(v))) for v in vectors[:-1]]
+    order = sorted(range(len(pool)), key=lambda i: -near[i])[: CONFIG["similar_demos"]]
+    SHOWN[:] = [CONFIG["demos"][i] for i in reversed(order)]
+'''
+
 CALIBRATE_MANY = '''
 
 def content_free_scores(ctx):
@@ -188,6 +211,10 @@ def _variants(src: str, cfg: TemplateConfig) -> str:
     """The later settings (see `template.LATER`), each a small change of the default code, emitted only when set."""
     if cfg.demos and cfg.demo_layout == "inline":
         src = src.replace("\n\ndef user_turn(", INLINE_DEMOS.rstrip("\n") + "\n\n\ndef user_turn(", 1)
+    if cfg.demos and cfg.similar_demos > 0:
+        src = src.replace('for demo in CONFIG["demos"]:', "for demo in SHOWN:").replace('for d in CONFIG["demos"])', "for d in SHOWN)")
+        src = src.replace("\n\ndef build_messages(", NEAREST.rstrip("\n") + "\n\n\ndef build_messages(", 1)
+        src = src.replace("def solve(example, ctx):\n", "def solve(example, ctx):\n    choose_demos(ctx, example)\n", 1)
     if cfg.max_input_chars > 0:
         head, rest = src.split("\ndef format_input(example):\n    return ", 1)
         line, rest = rest.split("\n", 1)

@@ -49,6 +49,13 @@ class CompletionRequest(BaseModel):
     echo: bool = False
 
 
+class EmbeddingRequest(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    model: str
+    input: str | list[str] = Field(min_length=1)
+    encoding_format: str = "float"
+
+
 def _stops(stop: str | list[str] | None) -> list[str]:
     return [stop] if isinstance(stop, str) else list(stop or [])
 
@@ -65,6 +72,7 @@ class LocalBackend:
     def __init__(self, policy: LocalPolicy, max_batch: int = 32, window_s: float = 0.005) -> None:
         self.policy = policy
         self.batcher = Batcher(self._run_group, max_batch=max_batch, window_s=window_s, open_session=policy.session)
+        self._embedded: dict[tuple[str, str], list[float]] = {}  # (model, text) -> vector, see `embeddings`
 
     def model_names(self) -> list[str]:
         return self.policy.model_names()
@@ -72,6 +80,8 @@ class LocalBackend:
     def _run_group(self, kind: str, model: str, items: list[Any]) -> list[Any]:
         if kind == "generate":
             return self.policy.generate(items, model)
+        if kind == "embed":
+            return self.policy.embed(items, model)
         return self.policy.score(items, model)
 
     def _check_model(self, model: str) -> str:
@@ -165,6 +175,25 @@ class LocalBackend:
                   "completions": [_completion_record(r) for r in results]}
         return resp, record
 
+    async def embeddings(self, req: EmbeddingRequest) -> tuple[dict, dict]:
+        """OpenAI embeddings: each input's mean final hidden state under `model`. Vectors are kept per (model, text), up
+        to 8192 of them, because a harness embeds the same pool of demonstrations for every example."""
+        model = self._check_model(req.model)
+        texts = [req.input] if isinstance(req.input, str) else req.input
+        if not all(isinstance(t, str) and t for t in texts):
+            raise HTTPError(400, "every input to embed must be a non-empty string")
+        todo = sorted({t for t in texts if (model, t) not in self._embedded})
+        encoded = [self.policy.encode(t)[: self.policy.config.max_context] for t in todo]
+        if encoded:
+            vectors = await self._submit("embed", model, encoded)
+            if len(self._embedded) + len(todo) > 8192:
+                self._embedded.clear()
+            self._embedded.update({(model, t): v for t, v in zip(todo, vectors)})
+        data = [{"object": "embedding", "index": i, "embedding": self._embedded[(model, t)]} for i, t in enumerate(texts)]
+        n_in = sum(len(x) for x in encoded)
+        resp = {"object": "list", "data": data, "model": model, "usage": {"prompt_tokens": n_in, "total_tokens": n_in}}
+        return resp, {"kind": "embed", "model": model, "inputs": len(texts), "computed": len(todo), "prompt_tokens": n_in}
+
     async def render_chat(self, messages: list[dict[str, Any]]) -> str:
         return self.policy.render_chat(messages)
 
@@ -237,6 +266,11 @@ class RemoteBackend:
         record = {"kind": kind, "model": self.model, "params": _params(req), "prompts": [{"prompt": p} for p in prompts],
                   "completions": comps, "usage": resp.get("usage")}
         return resp, record
+
+    async def embeddings(self, req: EmbeddingRequest) -> tuple[dict, dict]:
+        resp = await self._forward("/embeddings", req.model_dump(exclude_none=True))
+        n = len(resp.get("data") or [])
+        return resp, {"kind": "embed", "model": self.model, "inputs": n, "usage": resp.get("usage")}
 
     async def render_chat(self, messages: list[dict[str, Any]]) -> str:
         raise HTTPError(501, "render_chat is only available for the local policy", "not_supported")

@@ -241,6 +241,37 @@ class LlamaPolicy(TokenizerMethods):
             results.append(vals)
         return results
 
+    def embed(self, sequences: list[list[int]], model: str | None = None) -> list[list[float]]:
+        """Each sequence's mean final hidden state (after the last norm, llama.cpp's per-token embeddings) as `model`
+        computes it, decoded in the spare scoring sequence with the context's embedding output switched on."""
+        lc, cap = self.lc, self.config.n_batch
+        n_embd = lc.llama_model_n_embd(self.model)
+        seq = self.score_seqs[1]
+        out = []
+        with self._lock:
+            self._use(model)
+            lc.llama_set_embeddings(self.ctx, True)
+            try:
+                for s in sequences:
+                    self._drop(seq)
+                    total = np.zeros(n_embd, dtype=np.float64)
+                    for start in range(0, len(s), cap):
+                        chunk, b = s[start:start + cap], self.batch
+                        b.n_tokens = len(chunk)
+                        for i, tok in enumerate(chunk):
+                            b.token[i], b.pos[i], b.n_seq_id[i], b.logits[i] = tok, start + i, 1, True
+                            b.seq_id[i][0] = seq
+                        self.forward_passes += 1
+                        if lc.llama_decode(self.ctx, b) != 0:
+                            raise PolicyError("llama.cpp failed to decode an input to embed", "shorten the input")
+                        for i in range(len(chunk)):
+                            total += np.ctypeslib.as_array(lc.llama_get_embeddings_ith(self.ctx, i), shape=(n_embd,))
+                    out.append((total / len(s)).tolist())
+                    self._drop(seq)
+            finally:
+                lc.llama_set_embeddings(self.ctx, False)
+        return out
+
     def forget_prefix(self) -> None:
         """Drop the cached scoring prefix (the next group decodes its prefix from the start)."""
         with self._lock:

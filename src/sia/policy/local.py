@@ -208,6 +208,29 @@ class LocalPolicy(TokenizerMethods):
             return int(idx[choice])
         return int(torch.multinomial(probs, 1, generator=gen))
 
+    # -- embeddings ------------------------------------------------------------------------
+    def embed(self, sequences: list[list[int]], model: str | None = None) -> list[list[float]]:
+        """Each sequence's mean final hidden state (after the last norm) as `model` computes it, 16 sequences a pass."""
+        import torch
+
+        with self._lock, torch.inference_mode(), self.use(model):
+            base = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
+            body = getattr(base, base.base_model_prefix)
+            out: list[list[float]] = []
+            for start in range(0, len(sequences), 16):
+                chunk = sequences[start:start + 16]
+                L = max(len(s) for s in chunk)
+                ids = torch.full((len(chunk), L), self.pad_id, dtype=torch.long)
+                attn = torch.zeros((len(chunk), L), dtype=torch.long)
+                for i, s in enumerate(chunk):
+                    ids[i, : len(s)] = torch.tensor(s, dtype=torch.long)
+                    attn[i, : len(s)] = 1
+                self.forward_passes += 1
+                hidden = body(input_ids=ids, attention_mask=attn).last_hidden_state.float()
+                mask = attn[..., None].float()
+                out += ((hidden * mask).sum(1) / mask.sum(1)).tolist()
+            return out
+
     # -- batched scoring -------------------------------------------------------------------
     def score(self, groups: list[list[list[int]]], model: str | None = None) -> list[list[list[float | None]]]:
         """Logprob of every token given the tokens before it (None for the first).

@@ -45,7 +45,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ValidationError
 
 from sia.errors import PolicyError
-from sia.policy.backends import ChatRequest, CompletionRequest, HTTPError, LocalBackend, RemoteBackend
+from sia.policy.backends import ChatRequest, CompletionRequest, EmbeddingRequest, HTTPError, LocalBackend, RemoteBackend
 
 __all__ = ["ChatRequest", "CompletionRequest", "Door", "HTTPError", "LocalBackend", "PolicyService", "RemoteBackend"]
 
@@ -119,7 +119,7 @@ class PolicyService:
                 self._explore[prefix] = temperature
 
     def _exploring(self, rollout: str, req: BaseModel) -> None:
-        if not self._explore or getattr(req, "max_tokens", None) == 0:
+        if not self._explore or getattr(req, "max_tokens", None) == 0 or "temperature" not in type(req).model_fields:
             return
         with self._lock:
             temps = [t for p, t in self._explore.items() if rollout.startswith(p)]
@@ -178,6 +178,10 @@ class PolicyService:
         async def completions(request: Request):
             return await self._handle(request, CompletionRequest, self.backend.completions, None)
 
+        @app.post("/v1/embeddings")
+        async def embeddings(request: Request):
+            return await self._handle(request, EmbeddingRequest, self.backend.embeddings, None)
+
         @app.post("/v1/sia/render_chat")
         async def render_chat(request: Request):
             return await self._render_chat(request)
@@ -224,6 +228,10 @@ class PolicyService:
         @app.post("/v1/completions")
         async def completions(request: Request):
             return await self._handle(request, CompletionRequest, self.backend.completions, door_of(request))
+
+        @app.post("/v1/embeddings")
+        async def embeddings(request: Request):
+            return await self._handle(request, EmbeddingRequest, self.backend.embeddings, door_of(request))
 
         @app.post("/v1/sia/render_chat")
         async def render_chat(request: Request):
