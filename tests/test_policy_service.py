@@ -149,6 +149,15 @@ def test_embeddings_are_served_cached_per_model_and_recorded_per_rollout(hf_runt
     calls = rt.service.close_door(door)
     assert again[0] == r.data[1].embedding
     assert [(c["kind"], c["inputs"], c["computed"]) for c in calls] == [("embed", 2, 1)], "the first text's vector was kept"
+    doors = [rt.service.open_door(f"r-embed{i}", rt.model_name()) for i in range(4)]
+    pool = [f"demonstration number {i}" for i in range(12)]
+    threads = [threading.Thread(target=lambda d=d: _door_client(rt.service, d).embed(pool)) for d in doors]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    computed = [c["computed"] for d in doors for c in rt.service.close_door(d)]
+    assert len(computed) == 4 and sum(computed) == len(pool), "rollouts asking at once share one computation"
     h = {"Authorization": f"Bearer {rt.service.api_key}"}
     bad = httpx.post(rt.service.url + "/embeddings", json={"model": rt.model_name(), "input": [""]}, headers=h)
     assert bad.status_code == 400 and "non-empty" in bad.json()["error"]["message"]

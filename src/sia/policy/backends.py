@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 import time
+from collections import OrderedDict
 from typing import Any
 
 import httpx
@@ -72,7 +73,8 @@ class LocalBackend:
     def __init__(self, policy: LocalPolicy, max_batch: int = 32, window_s: float = 0.005) -> None:
         self.policy = policy
         self.batcher = Batcher(self._run_group, max_batch=max_batch, window_s=window_s, open_session=policy.session)
-        self._embedded: dict[tuple[str, str], list[float]] = {}  # (model, text) -> vector, see `embeddings`
+        self._embedded: OrderedDict[tuple[str, str], list[float]] = OrderedDict()  # (model, text) -> vector, see `embeddings`
+        self._computing: dict[tuple[str, str], asyncio.Future] = {}
 
     def model_names(self) -> list[str]:
         return self.policy.model_names()
@@ -176,23 +178,44 @@ class LocalBackend:
         return resp, record
 
     async def embeddings(self, req: EmbeddingRequest) -> tuple[dict, dict]:
-        """OpenAI embeddings: each input's mean final hidden state under `model`. Vectors are kept per (model, text), up
-        to 8192 of them, because a harness embeds the same pool of demonstrations for every example."""
+        """OpenAI embeddings: each input's mean final hidden state under `model`.
+
+        A harness embeds the same pool of demonstrations for every example, often from several rollouts at once, so
+        vectors are kept per (model, text), the most recent 8192, and a text already being computed is waited for, not
+        computed again."""
         model = self._check_model(req.model)
         texts = [req.input] if isinstance(req.input, str) else req.input
         if not all(isinstance(t, str) and t for t in texts):
             raise HTTPError(400, "every input to embed must be a non-empty string")
-        todo = sorted({t for t in texts if (model, t) not in self._embedded})
-        encoded = [self.policy.encode(t)[: self.policy.config.max_context] for t in todo]
-        if encoded:
-            vectors = await self._submit("embed", model, encoded)
-            if len(self._embedded) + len(todo) > 8192:
-                self._embedded.clear()
-            self._embedded.update({(model, t): v for t, v in zip(todo, vectors)})
+        keys = list(dict.fromkeys((model, t) for t in texts))
+        waits = {self._computing[k] for k in keys if k in self._computing and k not in self._embedded}
+        todo = [k for k in keys if k not in self._embedded and k not in self._computing]
+        n_in = await self._embed(model, todo) if todo else 0
+        if waits:
+            await asyncio.gather(*waits)
+        if missing := [k for k in keys if k not in self._embedded]:  # evicted meanwhile, or computed by a failed call
+            n_in += await self._embed(model, missing)
         data = [{"object": "embedding", "index": i, "embedding": self._embedded[(model, t)]} for i, t in enumerate(texts)]
-        n_in = sum(len(x) for x in encoded)
         resp = {"object": "list", "data": data, "model": model, "usage": {"prompt_tokens": n_in, "total_tokens": n_in}}
         return resp, {"kind": "embed", "model": model, "inputs": len(texts), "computed": len(todo), "prompt_tokens": n_in}
+
+    async def _embed(self, model: str, keys: list[tuple[str, str]]) -> int:
+        """Compute and keep the vectors of `keys`; tokens read."""
+        done = asyncio.get_running_loop().create_future()
+        self._computing.update({k: done for k in keys})
+        try:
+            encoded = [self.policy.encode(t)[: self.policy.config.max_context] for _, t in keys]
+            vectors = await self._submit("embed", model, encoded)
+            for k, v in zip(keys, vectors):
+                self._embedded[k] = v
+                self._embedded.move_to_end(k)
+            while len(self._embedded) > 8192:
+                self._embedded.popitem(last=False)
+            return sum(len(x) for x in encoded)
+        finally:
+            for k in keys:
+                self._computing.pop(k, None)
+            done.set_result(None)  # waiters look for their vectors, and compute the ones this call did not make
 
     async def render_chat(self, messages: list[dict[str, Any]]) -> str:
         return self.policy.render_chat(messages)

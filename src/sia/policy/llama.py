@@ -243,34 +243,45 @@ class LlamaPolicy(TokenizerMethods):
 
     def embed(self, sequences: list[list[int]], model: str | None = None) -> list[list[float]]:
         """Each sequence's mean final hidden state (after the last norm, llama.cpp's per-token embeddings) as `model`
-        computes it, decoded in the spare scoring sequence with the context's embedding output switched on."""
-        lc, cap = self.lc, self.config.n_batch
+        computes it, with the context's embedding output switched on. Short sequences share a decode call, each in a
+        sequence no generating row holds; together they stay within the cells kept for scoring."""
+        lc, cap = self.lc, min(self.config.n_batch, self.config.max_context)
         n_embd = lc.llama_model_n_embd(self.model)
-        seq = self.score_seqs[1]
-        out = []
+        sums = [np.zeros(n_embd, dtype=np.float64) for _ in sequences]
         with self._lock:
             self._use(model)
+            spare = [self.score_seqs[1], *self.free_seqs]
             lc.llama_set_embeddings(self.ctx, True)
             try:
-                for s in sequences:
-                    self._drop(seq)
-                    total = np.zeros(n_embd, dtype=np.float64)
-                    for start in range(0, len(s), cap):
-                        chunk, b = s[start:start + cap], self.batch
-                        b.n_tokens = len(chunk)
-                        for i, tok in enumerate(chunk):
-                            b.token[i], b.pos[i], b.n_seq_id[i], b.logits[i] = tok, start + i, 1, True
-                            b.seq_id[i][0] = seq
-                        self.forward_passes += 1
-                        if lc.llama_decode(self.ctx, b) != 0:
-                            raise PolicyError("llama.cpp failed to decode an input to embed", "shorten the input")
-                        for i in range(len(chunk)):
-                            total += np.ctypeslib.as_array(lc.llama_get_embeddings_ith(self.ctx, i), shape=(n_embd,))
-                    out.append((total / len(s)).tolist())
-                    self._drop(seq)
+                pending = list(range(len(sequences)))
+                while pending:
+                    group, used = [], 0
+                    while pending and len(group) < len(spare) and (not group or used + len(sequences[pending[0]]) <= cap):
+                        group.append(pending.pop(0))
+                        used += len(sequences[group[-1]])
+                    entries = [(t, pos, spare[j], k) for j, k in enumerate(group) for pos, t in enumerate(sequences[k])]
+                    try:
+                        for start in range(0, len(entries), cap):
+                            self._embed_batch(entries[start:start + cap], sums, n_embd)
+                    finally:
+                        for j in range(len(group)):
+                            self._drop(spare[j])
             finally:
                 lc.llama_set_embeddings(self.ctx, False)
-        return out
+        return [(v / max(1, len(s))).tolist() for v, s in zip(sums, sequences)]
+
+    def _embed_batch(self, chunk: list[tuple[int, int, int, int]], sums: list[np.ndarray], n_embd: int) -> None:
+        """Decode (token, position, sequence, index) entries and add each token's embedding to its sequence's sum."""
+        lc, b = self.lc, self.batch
+        b.n_tokens = len(chunk)
+        for i, (tok, pos, seq, _) in enumerate(chunk):
+            b.token[i], b.pos[i], b.n_seq_id[i], b.logits[i] = tok, pos, 1, True
+            b.seq_id[i][0] = seq
+        self.forward_passes += 1
+        if lc.llama_decode(self.ctx, b) != 0:
+            raise PolicyError("llama.cpp failed to decode an input to embed", "shorten the input")
+        for i, (_, _, _, k) in enumerate(chunk):
+            sums[k] += np.ctypeslib.as_array(lc.llama_get_embeddings_ith(self.ctx, i), shape=(n_embd,))
 
     def forget_prefix(self) -> None:
         """Drop the cached scoring prefix (the next group decodes its prefix from the start)."""
