@@ -49,9 +49,9 @@ FIX_SHARE = 0.5
 
 def expected_gain(relevance: float, s: AgentState) -> float:
     """A change's expected validation gain: its relevance (which already holds design memory's past gains of its kind)
-    times the errors left to fix."""
-    headroom = 1.0 - (s.champion_val if s.champion_val is not None else 0.5)
-    return round(relevance * max(0.0, headroom) * FIX_SHARE, 4)
+    times the errors left to fix, and never more than those errors (relevance can exceed 1 when evidence piles up)."""
+    headroom = max(0.0, 1.0 - (s.champion_val if s.champion_val is not None else 0.5))
+    return round(min(headroom, relevance * headroom * FIX_SHARE), 4)
 
 
 def plan_next(ranked: list[Ranked], seconds_left: float | None) -> tuple[Ranked, str]:

@@ -221,24 +221,34 @@ class LlamaPolicy(TokenizerMethods):
             return [self._score_group(g) for g in groups]
 
     def _score_group(self, seqs: list[list[int]]) -> list[list[float | None]]:
+        """The group's shared prefix decoded once (and kept, see `_prefix`); the continuations after it decoded together,
+        each in a sequence no generating row holds that shares the prefix's cells, as many per call as the cells kept
+        for scoring hold (20 labels cost one decode call, not 20)."""
         n = min(len(s) for s in seqs)
         lcp = next((i for i in range(n) if any(s[i] != seqs[0][i] for s in seqs)), n)
         lcp = max(1, min(lcp, n - 1)) if n > 1 else 1
-        pre, tail_seq = self.score_seqs
-        prefix = seqs[0][:lcp]
-        lp_pre, last = self._prefix(prefix)
-        results = []
-        for s in seqs:
-            vals: list[float | None] = [None, *lp_pre]
-            if len(s) > lcp:
-                self.lc.llama_memory_seq_cp(self.mem, pre, tail_seq, 0, lcp)
-                tail = self._decode([(t, lcp + j, tail_seq, j) for j, t in enumerate(s[lcp:])])
+        pre = self.score_seqs[0]
+        spare = [self.score_seqs[1], *self.free_seqs]
+        lp_pre, last = self._prefix(seqs[0][:lcp])
+        results: list[list[float | None]] = [[None, *lp_pre] for _ in seqs]
+        pending = [k for k, s in enumerate(seqs) if len(s) > lcp]
+        while pending:
+            group, used = [], 0
+            while pending and len(group) < len(spare) and (not group or used + len(seqs[pending[0]]) - lcp <= self.config.max_context):
+                group.append(pending.pop(0))
+                used += len(seqs[group[-1]]) - lcp
+            try:
+                for j in range(len(group)):
+                    self.lc.llama_memory_seq_cp(self.mem, pre, spare[j], 0, lcp)
+                tails = self._decode([(t, lcp + i, spare[j], (k, i)) for j, k in enumerate(group) for i, t in enumerate(seqs[k][lcp:])])
+            finally:
+                for j in range(len(group)):
+                    self._drop(spare[j])
+            for k in group:
                 prev = last
-                for j, t in enumerate(s[lcp:]):
-                    vals.append(float(self._logprobs(prev)[t]))
-                    prev = tail[j]
-                self._drop(tail_seq)
-            results.append(vals)
+                for i, t in enumerate(seqs[k][lcp:]):
+                    results[k].append(float(self._logprobs(prev)[t]))
+                    prev = tails[(k, i)]
         return results
 
     def embed(self, sequences: list[list[int]], model: str | None = None) -> list[list[float]]:
