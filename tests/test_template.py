@@ -98,6 +98,8 @@ def test_similar_demonstrations_are_chosen_per_input_from_the_policy_embeddings(
     assert llm.chats[1][-1]["content"].count("Example:") == 2, "calibration sees the same demonstrations"
     plain = make_config(info, mode="score", demos=pool, demo_layout="inline")
     assert "choose_demos" not in render(plain) and "choose_demos(ctx, example)" in src
+    _, llm, _ = run(cfg, "a dull book")
+    assert "Example: a dull book" not in llm.chats[0][-1]["content"], "an input in the pool is not shown to itself"
     turns = make_config(info, mode="score", demos=pool, similar_demos=1)
-    _, llm, _ = run(turns, "a fine film")
+    _, llm, _ = run(turns, "a fine fine film")
     assert [m["role"] for m in llm.chats[0]] == ["user", "assistant", "user"] and "a fine film" in llm.chats[0][0]["content"]

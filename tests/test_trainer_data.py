@@ -66,3 +66,23 @@ def test_a_calibrating_harness_gives_label_groups_that_carry_their_content_free_
     for s in samples:
         assert s.bias[0][1] == tuple(s.completion_ids), "the same label, scored on the content-free input"
         assert tuple(s.prompt_ids) != s.bias[0][0]
+
+
+def test_content_free_calls_are_told_apart_when_each_example_shows_its_own_demonstrations(tiny_task, tmp_path, hf_runtime):
+    """Demonstrations chosen per input make every content-free prompt different; the input it lacks gives it away."""
+    from sia.harness.template import Demo, make_config, render
+
+    task = load_task(tiny_task)
+    train = task.split("train")
+    pool = tuple(Demo(str(e.inputs["text"]), e.target["label"]) for e in train)
+    source = render(make_config(task.public_info(), mode="score", calibrate=True, demos=pool, demo_layout="inline", similar_demos=2))
+    with Store(tmp_path / "run") as store:
+        result = execute(task, source, store=store, runtime=hf_runtime, config=EvalConfig(split="train", samples=1, concurrency=4))
+        samples = samples_from_store(store, result.evaluation_id, lambda eid, answer: task.grade(task.examples[eid], answer).score,
+                                     inputs={e.id: str(e.inputs["text"]) for e in train})
+    assert len(samples) == len(train) * len(task.labels), "one label group per example, none from its content-free call"
+    assert all(len(s.bias) == 1 for s in samples) and len({s.bias[0][0] for s in samples}) == len(train)
+    for s in samples:
+        e = task.examples[s.group]
+        prompt = hf_runtime.service.backend.policy.decode(s.prompt_ids)
+        assert prompt.count("Example:") == 2 and "Example: " + str(e.inputs["text"]) not in prompt, "never shown itself"

@@ -182,9 +182,11 @@ SHOWN = list(CONFIG["demos"])
 
 def choose_demos(ctx, example):
     """Show the CONFIG["similar_demos"] demonstrations whose inputs are nearest to this one in the policy model's own
-    embeddings (cosine, each vector centred on the pool's mean), the nearest last, just before the input."""
+    embeddings (cosine, each vector centred on the pool's mean), the nearest last, just before the input; never the
+    input itself (a train example in the pool)."""
     pool = [CONFIG["input_prefix"] + d["input"] for d in CONFIG["demos"]]
-    vectors = ctx.llm.embed(pool + [format_input(example)])
+    text = format_input(example)
+    vectors = ctx.llm.embed(pool + [text])
     centre = [sum(col) / len(pool) for col in zip(*vectors[:-1])]
 
     def unit(v):
@@ -194,7 +196,7 @@ def choose_demos(ctx, example):
 
     query = unit(vectors[-1])
     near = [sum(a * b for a, b in zip(query, unit(v))) for v in vectors[:-1]]
-    order = sorted(range(len(pool)), key=lambda i: -near[i])[: CONFIG["similar_demos"]]
+    order = [i for i in sorted(range(len(pool)), key=lambda i: -near[i]) if pool[i] != text][: CONFIG["similar_demos"]]
     SHOWN[:] = [CONFIG["demos"][i] for i in reversed(order)]
 '''
 

@@ -109,7 +109,8 @@ class WeightLever:
                                                 parent=champion)
             if wp.train.algorithm == "ce":  # a generating harness's prompts, each with the task's label set
                 label_set = {"labels": task.labels, "encode": policy.encode, "end_ids": [policy.tokenizer.eos_token_id],
-                             "aliases": _label_words(store.harness_source(harness_version))}
+                             "aliases": _label_words(store.harness_source(harness_version)),
+                             "inputs": {e.id: str(e.inputs.get(task.spec.input_field, "")) for e in pool}}
             gate_s = ctx.run.seconds_of(champion, "val")[0]  # the gate's worst case: one validation pass of the champion
             for r in range(wp.rounds):
                 started = time.monotonic()

@@ -120,7 +120,7 @@ def _label_group(example_id: str, d: dict[str, Any], grade: Grade, labels: list[
 
 def samples_from_store(store, evaluation_id: str, grade: Grade | None = None, *, labels: list[str] | None = None,
                        encode: Callable[[str], list[int]] | None = None, end_ids: list[int] | None = None,
-                       aliases: dict[str, str] | None = None) -> list[Sample]:
+                       aliases: dict[str, str] | None = None, inputs: dict[str, str] | None = None) -> list[Sample]:
     """Every recorded completion of an evaluation's rollouts, as samples grouped by example.
 
     With `labels` (the ce objective; needs `grade` and `encode`), a rollout's
@@ -158,13 +158,20 @@ def samples_from_store(store, evaluation_id: str, grade: Grade | None = None, *,
     examples_of: dict[str, set[str]] = {}
     for prefix, ex, _, _ in scored:
         examples_of.setdefault(prefix, set()).add(ex)
-    content_free: dict[str, list[list[Sample]]] = {}  # rollout -> its scored groups that several examples share
-    for prefix, _, rid, ss in scored:
-        if len(examples_of[prefix]) > 1:
+
+    def free_of_input(prefix: str, ex: str) -> bool:
+        """A content-free prompt: several examples share it, or it does not show its example's input (demonstrations
+        chosen per input make each example's content-free prompt its own)."""
+        shown = (inputs or {}).get(ex, "").strip()[:40]
+        return len(examples_of[prefix]) > 1 or bool(shown) and shown not in prefix
+
+    content_free: dict[str, list[list[Sample]]] = {}  # rollout -> its content-free scored groups
+    for prefix, ex, rid, ss in scored:
+        if free_of_input(prefix, ex):
             content_free.setdefault(rid, []).append(ss)
     seen: set[tuple[str, str]] = set()
     for prefix, ex, rid, ss in scored:
-        if len(examples_of[prefix]) == 1 and (prefix, ex) not in seen:  # one group per distinct scored prompt
+        if not free_of_input(prefix, ex) and (prefix, ex) not in seen:  # one group per distinct scored prompt
             seen.add((prefix, ex))
             free = [b for b in content_free.get(rid, []) if len(b) == len(ss)]
             gen += [replace(x, bias=tuple((tuple(b[i].prompt_ids), tuple(b[i].completion_ids)) for b in free))
