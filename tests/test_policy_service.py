@@ -161,3 +161,29 @@ def test_embeddings_are_served_cached_per_model_and_recorded_per_rollout(hf_runt
     h = {"Authorization": f"Bearer {rt.service.api_key}"}
     bad = httpx.post(rt.service.url + "/embeddings", json={"model": rt.model_name(), "input": [""]}, headers=h)
     assert bad.status_code == 400 and "non-empty" in bad.json()["error"]["message"]
+
+
+def test_rows_joining_and_leaving_a_decode_session_answer_as_they_would_alone(hf_runtime):
+    """Continuous batching on HF with the growing KV cache: rows of different lengths join between steps (left
+    padding), leave when done (row selection, trimming), and each row's greedy tokens and logprobs are its own."""
+    from sia.policy.local import GenRequest
+
+    policy = hf_runtime.service.backend.policy
+    prompts = [policy.encode(policy.render_chat([{"role": "user", "content": c}])) for c in
+               ("Count from 1 to 10.", "Name three colours.", "Write the alphabet in capitals, separated by spaces.", "Say hi.")]
+    lengths = [30, 6, 70, 3]  # the third row outgrows the cache's spare columns; the others leave early
+    alone = [policy.generate([GenRequest(p, n, 0.0, 1.0, [], None)])[0] for p, n in zip(prompts, lengths)]
+    session, out = policy.session(None), {}
+    out.update(session.add([GenRequest(p, n, 0.0, 1.0, [], None) for p, n in zip(prompts[:2], lengths[:2])], [0, 1]))
+    for step in range(200):
+        if step == 3:
+            out.update(session.add([GenRequest(prompts[2], lengths[2], 0.0, 1.0, [], None)], [2]))
+        if step == 8:
+            out.update(session.add([GenRequest(prompts[3], lengths[3], 0.0, 1.0, [], None)], [3]))
+        if not session.active and step > 8:
+            break
+        out.update(session.step())
+    assert sorted(out) == [0, 1, 2, 3]
+    for i, a in enumerate(alone):
+        assert out[i].token_ids == a.token_ids, i
+        assert out[i].logprobs == pytest.approx(a.logprobs, abs=2e-3)

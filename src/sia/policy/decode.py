@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+from transformers.cache_utils import DynamicLayer
 
 
 @dataclass
@@ -35,6 +36,64 @@ class Row:
 
 def _layers(cache):
     return cache.layers
+
+
+def growing_cache(config):
+    """A DynamicCache whose layers keep spare columns (see `GrowingLayer`)."""
+    from transformers import DynamicCache
+
+    cache = DynamicCache(config=config)
+    cache.layers = [GrowingLayer() for _ in cache.layers]
+    return cache
+
+
+class GrowingLayer(DynamicLayer):
+    """Keys and values in buffers with `SPARE` free columns: a decode step writes its column in place.
+
+    transformers' DynamicLayer concatenates the whole cache with each new token, so every decode step copies every
+    layer's keys and values. Writing the new column in place instead made 16 greedy streams of 48 tokens 6% faster
+    here (67-69 against 64-65 tok/s, same tokens; the attention still copies keys and values to repeat them over the
+    query heads). Assigning `keys` or `values` (the session's row surgery, `batch_select_indices`) re-buffers them
+    with fresh spare columns.
+    """
+
+    SPARE = 64
+
+    def lazy_initialization(self, key_states, value_states=None) -> None:
+        self.dtype, self.device = key_states.dtype, key_states.device
+        self._buf = {"keys": (None, 0), "values": (None, 0)}
+        self.is_initialized = True
+
+    def _get(self, name: str):
+        buf, n = getattr(self, "_buf", {}).get(name, (None, 0))
+        return None if buf is None else buf[..., :n, :]
+
+    def _set(self, name: str, t) -> None:
+        if not hasattr(self, "_buf"):
+            self._buf = {"keys": (None, 0), "values": (None, 0)}
+        if t is None or t.dim() < 2:
+            self._buf[name] = (None, 0)
+            return
+        buf = t.new_empty(*t.shape[:-2], t.shape[-2] + self.SPARE, t.shape[-1])
+        buf[..., : t.shape[-2], :] = t
+        self._buf[name] = (buf, t.shape[-2])
+
+    keys = property(lambda self: self._get("keys"), lambda self, t: self._set("keys", t))
+    values = property(lambda self: self._get("values"), lambda self, t: self._set("values", t))
+
+    def update(self, key_states, value_states, *args, **kwargs):
+        if not self.is_initialized:
+            self.lazy_initialization(key_states, value_states)
+        for name, new in (("keys", key_states), ("values", value_states)):
+            buf, n = self._buf[name]
+            if buf is None:
+                self._set(name, new)
+            elif n + new.shape[-2] > buf.shape[-2]:
+                self._set(name, torch.cat([buf[..., :n, :], new], dim=-2))
+            else:
+                buf[..., n : n + new.shape[-2], :] = new
+                self._buf[name] = (buf, n + new.shape[-2])
+        return self.keys, self.values
 
 
 class DecodeSession:
@@ -78,7 +137,6 @@ class DecodeSession:
     # -- rows ---------------------------------------------------------------------------------
     def add(self, requests: list, tags: list) -> list[tuple[Any, Any]]:
         """Prefill new requests and merge them in; returns (tag, GenResult) of rows already finished."""
-        from transformers import DynamicCache
 
         p = self.policy
         new = []
@@ -104,7 +162,7 @@ class DecodeSession:
             ids[i, Lr - len(x):] = torch.tensor(x, dtype=torch.long)
             attn[i, shared + Lr - len(x):] = 1
         pos = (attn.cumsum(-1) - 1).clamp(min=0)
-        cache = DynamicCache(config=p.model.config)
+        cache = growing_cache(p.model.config)
         if shared > 0:
             p.forward_passes += 1
             p.model(input_ids=torch.tensor([prompts[0][:shared]]), past_key_values=cache, use_cache=True, logits_to_keep=1)
