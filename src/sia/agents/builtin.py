@@ -163,6 +163,11 @@ def weight_candidates(cfg: TemplateConfig | None, s: AgentState) -> list[Option]
     if s.analysis.n == 0 or not labelled or s.memory.rejections("ce", s.champion_adapter):
         return [alt] if alt is not None else []
     rel, why = _weights_evidence(s)
+    if cfg.mode != "score" and s.analysis.rate("unparseable"):
+        # ce on a generating harness also trains the gold label's own tokens, so replies that name no label are evidence
+        # for it too (less than for label scoring, which makes them impossible)
+        rel += 0.6 * s.analysis.rate("unparseable")
+        why += f"; ce also teaches the label's exact words, and {s.analysis.rate('unparseable'):.0%} of replies named no label"
     how = "scores" if cfg.mode == "score" else "parses from its replies"
     return [Option("ce", f"train the weights ({_where(s)}): {why}; the task has a closed label set that the harness {how}: "
                          "cross-entropy of the gold label against the others on the harness's own prompts, no sampling",
