@@ -260,3 +260,27 @@ def test_ce_on_a_calibrating_harness_trains_the_calibrated_choice():
     expect_cal = -(torch.log_softmax(seq[:2] - bias[:2], 0)[0] + torch.log_softmax(seq[2:] - bias[2:], 0)[1]) / 2
     assert float(raw) == pytest.approx(float(expect_raw)) and float(cal) == pytest.approx(float(expect_cal))
     assert raw_stats["label_accuracy"] == 0.5 and cal_stats["label_accuracy"] == 0.0, "calibrated, b's gold is no longer chosen"
+
+
+def test_a_ce_step_in_parts_has_the_gradient_of_the_whole_step(tmp_path, monkeypatch):
+    """Long prompts times many labels do not fit in memory at once: the step runs in parts whose weighted gradients add
+    up to the whole step's."""
+    import sia.weights.trainer as tr
+    from sia.weights.config import TrainConfig
+
+    base_dir = _tiny_model_dir(tmp_path)
+    groups = {f"g{g}": [tr.Sample(f"g{g}", [1, 5 + g, 9, 40 + g % 3][: 3 + g % 2], [20 + k, 2], [], float(k == g % 3), f"l{k}",
+                                  absolute=True) for k in range(3)] for g in range(6)}
+
+    def grads(part_tokens):
+        monkeypatch.setattr(tr, "CE_PART_TOKENS", part_tokens)
+        t = tr.Trainer(base_dir, TrainConfig(algorithm="ce", steps=1, prompts_per_step=6, lr=1e-2, rank=4))
+        t.opt.step = lambda: None  # keep the gradient for the comparison
+        t._step(groups, sorted(groups), None)
+        return t.log[-1], torch.cat([p.grad.flatten() for p in t.params])
+
+    whole, g_whole = grads(10_000)
+    parts, g_parts = grads(20)
+    assert whole["parts"] == 1 and parts["parts"] == 6
+    assert torch.allclose(g_parts, g_whole, atol=1e-6) and float(g_whole.abs().sum()) > 0
+    assert parts["loss"] == pytest.approx(whole["loss"], abs=1e-5) and parts["label_accuracy"] == whole["label_accuracy"]

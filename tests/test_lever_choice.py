@@ -2,6 +2,8 @@
 
 from collections import Counter
 
+import pytest
+
 from sia.evaluation.analysis import Analysis
 from sia.agents.builtin import BuiltinFeedbackAgent
 from sia.agents.contract import AgentState
@@ -164,3 +166,13 @@ def test_the_wider_edit_space_is_offered_from_the_evidence_without_task_answers(
     assert similar.harness.similar_demos == 4 and similar.harness.demo_layout == "inline"
     assert {d.answer for d in similar.harness.demos} == {"positive", "negative"} and len(similar.harness.demos) >= 4
     assert edit_similar_demos(similar.harness, state) == [], "offered once"
+
+
+def test_a_ce_update_costs_more_where_prompts_and_label_sets_are_longer():
+    from types import SimpleNamespace
+
+    from sia.agents.costs import CE_GROUP_S, ce_group_seconds
+
+    short, long = (load_task(n) for n in ("sentiment", "lawbench-topics"))
+    assert ce_group_seconds(SimpleNamespace(task=short, train=short.split("train"))) == pytest.approx(CE_GROUP_S, rel=0.1)
+    assert ce_group_seconds(SimpleNamespace(task=long, train=long.split("train"))) > 3 * CE_GROUP_S, "20 labels after long prompts"

@@ -133,12 +133,13 @@ class BuiltinFeedbackAgent:
         return rel * 0.35 ** state.memory.rejections(kind, state.champion_adapter)
 
 
-def fit_to_budget(settings: dict, s: AgentState) -> dict:
-    """Shrink a sampling preset (rounds, then examples, then samples) until its estimated cost fits half the budget left."""
+def fit_to_budget(settings: dict, s: AgentState, algorithm: str = "grpo") -> dict:
+    """Shrink a preset until its estimated cost fits half the budget left: a sampling preset's rounds, then examples,
+    then samples; a ce preset's passes, then examples (long prompts times many labels make a full ce update long)."""
     if s.seconds_left is None:
         return settings
-    shrink = [("rounds", 1), ("examples", 4), ("samples", 4)]
-    while weights_cost(plan("grpo", settings), s) * 60 > 0.5 * s.seconds_left:
+    shrink = [("epochs", 1), ("examples", 32)] if algorithm == "ce" else [("rounds", 1), ("examples", 4), ("samples", 4)]
+    while weights_cost(plan(algorithm, settings), s) * 60 > 0.5 * s.seconds_left:
         for key, floor in shrink:
             if settings[key] > floor:
                 settings[key] = max(floor, settings[key] // 2)
@@ -171,7 +172,7 @@ def weight_candidates(cfg: TemplateConfig | None, s: AgentState) -> list[Option]
     how = "scores" if cfg.mode == "score" else "parses from its replies"
     return [Option("ce", f"train the weights ({_where(s)}): {why}; the task has a closed label set that the harness {how}: "
                          "cross-entropy of the gold label against the others on the harness's own prompts, no sampling",
-                   rel, algorithm="ce", settings=dict(LABEL_PRESET))]
+                   rel, algorithm="ce", settings=fit_to_budget(dict(LABEL_PRESET), s, "ce"))]
 
 
 DISTILL_CALLS = 1.5

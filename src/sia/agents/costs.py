@@ -19,6 +19,27 @@ TRAIN_STEP_S = 7.0
 CE_GROUP_S = 0.55
 """Seconds per label group (prompt forward and backward, the labels on its cache) of ce training on sentiment's ~80-token
 prompts on a 2-core CPU (measured: 16 groups a step in 8.3 s)."""
+CE_GROUP_TOKENS = 90
+"""The tokens of such a group: its prompt, and each of its two labels with the end of the turn."""
+
+
+def ce_group_seconds(s: AgentState) -> float:
+    """Seconds per ce label group on this task: `CE_GROUP_S` scaled by the tokens a group computes (the prompt once, each
+    label on its cache; see `_tokens`). On LawBench's 20 topics this gives 2.0 s a group; measured: 1.8-2.0 s."""
+    labels = s.task.labels or []
+    if not labels or not s.train:
+        return CE_GROUP_S
+    head = _tokens(s.task.public_info().get("instruction") or "") + 30  # the instruction and the chat template
+    shown = [_tokens(" ".join(str(v) for v in ex.inputs.values())) for ex in s.train[:50]]
+    tokens = head + sum(shown) / len(shown) + sum(_tokens(x) + 1 for x in labels)
+    return CE_GROUP_S * max(1.0, tokens / CE_GROUP_TOKENS)
+
+
+def _tokens(text: str) -> float:
+    """About how many tokens a small model's byte-level BPE makes of `text`: 4 ASCII characters a token, 2 tokens for any
+    other character (SmolLM2: 8 tokens for a 4-character Chinese label, 107-201 for a LawBench consultation)."""
+    ascii_chars = sum(c.isascii() for c in text)
+    return ascii_chars / 4 + 2 * (len(text) - ascii_chars)
 
 
 def affordable(minutes: float, s: AgentState) -> bool:
@@ -44,5 +65,5 @@ def weights_cost(wp: WeightPlan, s: AgentState, distill: bool = False) -> float:
     collect = wp.rounds * wp.examples * wp.samples * s.rollout_s * (1.5 if wp.samples > 1 else 1.0) * (2 if distill else 1)
     train = wp.rounds * wp.train.steps * TRAIN_STEP_S * wp.train.prompts_per_step / 4
     if wp.train.algorithm == "ce":
-        train = wp.rounds * wp.train.steps_for(wp.examples) * wp.train.prompts_per_step * CE_GROUP_S
+        train = wp.rounds * wp.train.steps_for(wp.examples) * wp.train.prompts_per_step * ce_group_seconds(s)
     return max(measured, collect + train + gate_seconds(s)) / 60

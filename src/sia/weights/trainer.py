@@ -60,6 +60,10 @@ class TrainResult:
     stopped_early: str | None
 
 
+CE_PART_TOKENS = 16384
+"""Candidate tokens (each candidate's prompt and completion) per part of a ce step; see `Trainer._ce_step`."""
+
+
 def collapsed(window: list[tuple[str, str]], share: float) -> str | None:
     """The answer the model prefers in at least `share` of recent groups although it is best in far fewer, else None.
 
@@ -172,6 +176,9 @@ class Trainer:
             adv += group_advantages(rewards_g, scale_std=config.grpo.scale_std).tolist() if config.algorithm == "grpo" else [0.0] * len(ss)
             weight += [1.0 if s.reward >= float(rewards_g.max()) else 0.0 for s in ss]
         pairs = [(s.prompt_ids, s.completion_ids) for s in batch_samples]
+        if config.algorithm == "ce":  # its own forward and backward, in parts that fit in memory
+            self._ce_step(groups, chosen, batch_samples, spans, on_step, t0)
+            return
         new, logits, comp = shared_prompt_logprobs(model, pairs, self.pad_id)
         behaviour = torch.zeros_like(comp)
         for i, s in enumerate(batch_samples):
@@ -196,17 +203,60 @@ class Trainer:
             loss, stats = policy_loss(new, old, advantages, comp, config.grpo, ref, scores, is_w)
             if is_w is not None:
                 stats["behaviour_gap"] = self.behaviour_gap
-        elif config.algorithm == "ce":
-            loss, stats = _label_loss(torch, new, comp, batch_samples, spans, self._bias(batch_samples))
         else:  # SFT: likelihood of each group's best-rewarded samples only
             mask = comp * torch.tensor(weight)[:, None]
             loss = -(new * mask).sum() / mask.sum().clamp(min=1)
             stats = {"loss": float(loss.detach()), "kl": 0.0, "tokens": int(mask.sum())}
         self.opt.zero_grad()
         loss.backward()
+        self._finish(new.detach(), comp, batch_samples, spans, stats, on_step, t0)
+
+    def _ce_step(self, groups: dict[str, list[Sample]], chosen: list[str], batch_samples: list[Sample],
+                 spans: list[tuple[int, int]], on_step, t0: float) -> None:
+        """One ce step over `chosen`, its gradient accumulated over parts of at most `CE_PART_TOKENS` candidate tokens
+        (candidates x their prompt and completion). Each candidate row keeps its prompt's keys and values for the
+        backward pass: 16 prompts of 200 tokens with 20 labels each held more than 24 GB at once; in parts the peak is
+        one part's. The loss is a mean over groups, so the parts' losses, weighted by their share of groups, add up to
+        the step's loss and gradient."""
+        torch = self.torch
+        self.opt.zero_grad()
+        parts, part, used = [], [], 0
+        for g in chosen:
+            cost = sum(len(x.prompt_ids) + len(x.completion_ids) for x in groups[g])
+            if part and used + cost > CE_PART_TOKENS:
+                parts.append(part)
+                part, used = [], 0
+            part.append(g)
+            used += cost
+        parts.append(part)
+        news, comps, totals = [], [], Counter()
+        for part in parts:
+            ps, sp = [], []
+            for g in part:
+                sp.append((len(ps), len(ps) + len(groups[g])))
+                ps += groups[g]
+            new, _, comp = shared_prompt_logprobs(self.model, [(x.prompt_ids, x.completion_ids) for x in ps], self.pad_id)
+            loss, stats = _label_loss(torch, new, comp, ps, sp, self._bias(ps))
+            (loss * len(part) / len(chosen)).backward()
+            news.append(new.detach())
+            comps.append(comp)
+            for k, v in stats.items():
+                totals[k] += v * (1 if k == "tokens" else len(part) / len(chosen))
+        width = max(n.shape[1] for n in news)
+        pad = torch.nn.functional.pad
+        new = torch.cat([pad(n, (0, width - n.shape[1])) for n in news])
+        comp = torch.cat([pad(c, (0, width - c.shape[1])) for c in comps])
+        stats = {k: (int(v) if k == "tokens" else float(v)) for k, v in totals.items()}
+        stats["parts"] = len(parts)
+        self._finish(new, comp, batch_samples, spans, stats, on_step, t0)
+
+    def _finish(self, new, comp, batch_samples: list[Sample], spans: list[tuple[int, int]], stats: dict[str, Any], on_step,
+                t0: float) -> None:
+        """Clip and apply the accumulated gradient; log the step; watch for a collapse onto one answer."""
+        torch, config = self.torch, self.config
         torch.nn.utils.clip_grad_norm_(self.params, config.max_grad_norm)
         self.opt.step()
-        seq_lp = (new.detach() * comp).sum(-1)
+        seq_lp = (new * comp).sum(-1)
         for a, b in spans:
             prefer = a + int(seq_lp[a:b].argmax())
             best = a + max(range(b - a), key=lambda i: batch_samples[a + i].reward)
