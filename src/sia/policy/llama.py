@@ -33,7 +33,7 @@ import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 
@@ -173,9 +173,11 @@ class LlamaPolicy(TokenizerMethods):
         self._active = name
 
     # -- decoding ------------------------------------------------------------------------------
-    def _decode(self, entries: list[tuple[int, int, int, Any]]) -> dict[Any, np.ndarray]:
-        """Decode (token, position, sequence, key) entries in as few calls as the batch allows; the logits of every
-        entry with a key, as a copy."""
+    def _decode(self, entries: list[tuple[int, int, int, Any]], embeddings: bool = False) -> dict[Any, np.ndarray]:
+        """Decode (token, position, sequence, key) entries in as few calls as the batch allows; the logits (or, with the
+        context's embedding output on, the final hidden states) of every entry with a key, as a copy."""
+        read, width = ((self.lc.llama_get_embeddings_ith, self.lc.llama_model_n_embd(self.model)) if embeddings
+                       else (self.lc.llama_get_logits_ith, self.n_vocab))
         out: dict[Any, np.ndarray] = {}
         b, lc, cap = self.batch, self.lc, self.config.n_batch
         for start in range(0, len(entries), cap):
@@ -190,8 +192,20 @@ class LlamaPolicy(TokenizerMethods):
                 raise PolicyError("llama.cpp failed to decode a batch (the KV cache is full?)", "lower the concurrency")
             for i, (_, _, _, key) in enumerate(chunk):
                 if key is not None:
-                    out[key] = np.ctypeslib.as_array(lc.llama_get_logits_ith(self.ctx, i), shape=(self.n_vocab,)).copy()
+                    out[key] = np.ctypeslib.as_array(read(self.ctx, i), shape=(width,)).copy()
         return out
+
+    def _packs(self, lengths: list[int], cap: int) -> Iterator[list[tuple[int, int]]]:
+        """Indices of `lengths` in groups that decode together, each index with a sequence no generating row holds
+        (the spare scoring sequence and the free ones): as many as there are such sequences, within `cap` tokens."""
+        spare = [self.score_seqs[1], *self.free_seqs]
+        pending = list(range(len(lengths)))
+        while pending:
+            group, used = [], 0
+            while pending and len(group) < len(spare) and (not group or used + lengths[pending[0]] <= cap):
+                used += lengths[pending[0]]
+                group.append((pending.pop(0), spare[len(group)]))
+            yield group
 
     def _drop(self, seq: int) -> None:
         self.lc.llama_memory_seq_rm(self.mem, seq, -1, -1)
@@ -228,23 +242,18 @@ class LlamaPolicy(TokenizerMethods):
         lcp = next((i for i in range(n) if any(s[i] != seqs[0][i] for s in seqs)), n)
         lcp = max(1, min(lcp, n - 1)) if n > 1 else 1
         pre = self.score_seqs[0]
-        spare = [self.score_seqs[1], *self.free_seqs]
         lp_pre, last = self._prefix(seqs[0][:lcp])
         results: list[list[float | None]] = [[None, *lp_pre] for _ in seqs]
-        pending = [k for k, s in enumerate(seqs) if len(s) > lcp]
-        while pending:
-            group, used = [], 0
-            while pending and len(group) < len(spare) and (not group or used + len(seqs[pending[0]]) - lcp <= self.config.max_context):
-                group.append(pending.pop(0))
-                used += len(seqs[group[-1]]) - lcp
+        for group in self._packs([len(s) - lcp for s in seqs], self.config.max_context):
+            group = [(k, seq) for k, seq in group if len(seqs[k]) > lcp]
             try:
-                for j in range(len(group)):
-                    self.lc.llama_memory_seq_cp(self.mem, pre, spare[j], 0, lcp)
-                tails = self._decode([(t, lcp + i, spare[j], (k, i)) for j, k in enumerate(group) for i, t in enumerate(seqs[k][lcp:])])
+                for _, seq in group:
+                    self.lc.llama_memory_seq_cp(self.mem, pre, seq, 0, lcp)
+                tails = self._decode([(t, lcp + i, seq, (k, i)) for k, seq in group for i, t in enumerate(seqs[k][lcp:])])
             finally:
-                for j in range(len(group)):
-                    self._drop(spare[j])
-            for k in group:
+                for _, seq in group:
+                    self._drop(seq)
+            for k, _ in group:
                 prev = last
                 for i, t in enumerate(seqs[k][lcp:]):
                     results[k].append(float(self._logprobs(prev)[t]))
@@ -255,43 +264,24 @@ class LlamaPolicy(TokenizerMethods):
         """Each sequence's mean final hidden state (after the last norm, llama.cpp's per-token embeddings) as `model`
         computes it, with the context's embedding output switched on. Short sequences share a decode call, each in a
         sequence no generating row holds; together they stay within the cells kept for scoring."""
-        lc, cap = self.lc, min(self.config.n_batch, self.config.max_context)
-        n_embd = lc.llama_model_n_embd(self.model)
-        sums = [np.zeros(n_embd, dtype=np.float64) for _ in sequences]
+        lc = self.lc
+        sums = [np.zeros(lc.llama_model_n_embd(self.model), dtype=np.float64) for _ in sequences]
         with self._lock:
             self._use(model)
-            spare = [self.score_seqs[1], *self.free_seqs]
             lc.llama_set_embeddings(self.ctx, True)
             try:
-                pending = list(range(len(sequences)))
-                while pending:
-                    group, used = [], 0
-                    while pending and len(group) < len(spare) and (not group or used + len(sequences[pending[0]]) <= cap):
-                        group.append(pending.pop(0))
-                        used += len(sequences[group[-1]])
-                    entries = [(t, pos, spare[j], k) for j, k in enumerate(group) for pos, t in enumerate(sequences[k])]
+                for group in self._packs([len(s) for s in sequences], min(self.config.n_batch, self.config.max_context)):
                     try:
-                        for start in range(0, len(entries), cap):
-                            self._embed_batch(entries[start:start + cap], sums, n_embd)
+                        got = self._decode([(t, pos, seq, (k, pos)) for k, seq in group for pos, t in enumerate(sequences[k])],
+                                           embeddings=True)
                     finally:
-                        for j in range(len(group)):
-                            self._drop(spare[j])
+                        for _, seq in group:
+                            self._drop(seq)
+                    for (k, _), vector in got.items():
+                        sums[k] += vector
             finally:
                 lc.llama_set_embeddings(self.ctx, False)
         return [(v / max(1, len(s))).tolist() for v, s in zip(sums, sequences)]
-
-    def _embed_batch(self, chunk: list[tuple[int, int, int, int]], sums: list[np.ndarray], n_embd: int) -> None:
-        """Decode (token, position, sequence, index) entries and add each token's embedding to its sequence's sum."""
-        lc, b = self.lc, self.batch
-        b.n_tokens = len(chunk)
-        for i, (tok, pos, seq, _) in enumerate(chunk):
-            b.token[i], b.pos[i], b.n_seq_id[i], b.logits[i] = tok, pos, 1, True
-            b.seq_id[i][0] = seq
-        self.forward_passes += 1
-        if lc.llama_decode(self.ctx, b) != 0:
-            raise PolicyError("llama.cpp failed to decode an input to embed", "shorten the input")
-        for i, (_, _, _, k) in enumerate(chunk):
-            sums[k] += np.ctypeslib.as_array(lc.llama_get_embeddings_ith(self.ctx, i), shape=(n_embd,))
 
     def forget_prefix(self) -> None:
         """Drop the cached scoring prefix (the next group decodes its prefix from the start)."""

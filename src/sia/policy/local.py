@@ -218,13 +218,7 @@ class LocalPolicy(TokenizerMethods):
             body = getattr(base, base.base_model_prefix)
             out: list[list[float]] = []
             for start in range(0, len(sequences), 16):
-                chunk = sequences[start:start + 16]
-                L = max(len(s) for s in chunk)
-                ids = torch.full((len(chunk), L), self.pad_id, dtype=torch.long)
-                attn = torch.zeros((len(chunk), L), dtype=torch.long)
-                for i, s in enumerate(chunk):
-                    ids[i, : len(s)] = torch.tensor(s, dtype=torch.long)
-                    attn[i, : len(s)] = 1
+                ids, attn = self._right_padded(sequences[start:start + 16], torch)
                 self.forward_passes += 1
                 hidden = body(input_ids=ids, attention_mask=attn).last_hidden_state.float()
                 mask = attn[..., None].float()
@@ -280,13 +274,18 @@ class LocalPolicy(TokenizerMethods):
             return None
         return g, mids
 
-    def _score_plain(self, sequences: list[list[int]], torch) -> list[list[float | None]]:
+    def _right_padded(self, sequences: list[list[int]], torch):
+        """Token ids padded on the right to the longest sequence, and their attention mask."""
         B, L = len(sequences), max(len(s) for s in sequences)
         ids = torch.full((B, L), self.pad_id, dtype=torch.long)
         attn = torch.zeros((B, L), dtype=torch.long)
         for i, s in enumerate(sequences):
             ids[i, : len(s)] = torch.tensor(s, dtype=torch.long)
             attn[i, : len(s)] = 1
+        return ids, attn
+
+    def _score_plain(self, sequences: list[list[int]], torch) -> list[list[float | None]]:
+        ids, attn = self._right_padded(sequences, torch)
         self.forward_passes += 1
         logits = self.model(input_ids=ids, attention_mask=attn).logits.float()
         lp = torch.log_softmax(logits[:, :-1], dim=-1).gather(-1, ids[:, 1:, None])[..., 0]

@@ -175,10 +175,10 @@ class Trainer:
             rewards_g = torch.tensor([s.reward for s in ss])
             adv += group_advantages(rewards_g, scale_std=config.grpo.scale_std).tolist() if config.algorithm == "grpo" else [0.0] * len(ss)
             weight += [1.0 if s.reward >= float(rewards_g.max()) else 0.0 for s in ss]
-        pairs = [(s.prompt_ids, s.completion_ids) for s in batch_samples]
         if config.algorithm == "ce":  # its own forward and backward, in parts that fit in memory
             self._ce_step(groups, chosen, batch_samples, spans, on_step, t0)
             return
+        pairs = [(s.prompt_ids, s.completion_ids) for s in batch_samples]
         new, logits, comp = shared_prompt_logprobs(model, pairs, self.pad_id)
         behaviour = torch.zeros_like(comp)
         for i, s in enumerate(batch_samples):
