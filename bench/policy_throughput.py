@@ -90,20 +90,20 @@ class Raw:
     """llama-cpp-python's own `Llama` class: one sequence at a time, so concurrent clients take turns on a lock."""
 
     def __init__(self) -> None:
-        import llama_cpp
+        import llama_cpp.llama_cpp as bindings
         from llama_cpp import Llama
 
         from sia.policy.embedded import gguf_path
         from sia.policy.llama import EXTRA_BUFFERS
 
-        defaults = llama_cpp.llama_model_default_params
+        defaults = bindings.llama_model_default_params
 
         def params():  # the same weight layout as sia's engine (see EXTRA_BUFFERS)
             p = defaults()
             p.use_extra_bufts = EXTRA_BUFFERS
             return p
 
-        llama_cpp.llama_model_default_params = params
+        bindings.llama_model_default_params = params  # `Llama` reads it from the bindings module, not the package
         self.llm = Llama(model_path=str(gguf_path()), n_ctx=2048, n_threads=THREADS, verbose=False, seed=0)
         self.lock = threading.Lock()
 
