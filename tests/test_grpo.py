@@ -284,3 +284,27 @@ def test_a_ce_step_in_parts_has_the_gradient_of_the_whole_step(tmp_path, monkeyp
     assert whole["parts"] == 1 and parts["parts"] == 6
     assert torch.allclose(g_parts, g_whole, atol=1e-6) and float(g_whole.abs().sum()) > 0
     assert parts["loss"] == pytest.approx(whole["loss"], abs=1e-5) and parts["label_accuracy"] == whole["label_accuracy"]
+
+
+def test_the_collapse_watch_sees_the_calibrated_choice_on_a_calibrating_harness(tmp_path):
+    """A calibrating harness answers with the label whose score less its content-free bias is highest: that, not the raw
+    likelihood, is the answer the model prefers when the trainer watches for a collapse."""
+    import sia.weights.trainer as tr
+    from sia.weights.config import TrainConfig
+    from sia.weights.grpo import shared_prompt_logprobs
+
+    base_dir = _tiny_model_dir(tmp_path)
+    groups = {f"g{g}": [tr.Sample(f"g{g}", [1, 5 + g, 9], [20 + k, 2], [], float(k == 0), f"l{k}") for k in range(3)]
+              for g in range(4)}
+    t = tr.Trainer(base_dir, TrainConfig(algorithm="ce", steps=1, prompts_per_step=4, rank=4))
+    batch = [s for g in sorted(groups) for s in groups[g]]
+    with torch.no_grad():
+        lp, _, mask = shared_prompt_logprobs(t.model, [(s.prompt_ids, s.completion_ids) for s in batch])
+    raw = (lp * mask).sum(-1).view(4, 3)
+    bias = torch.zeros(4, 3)
+    bias[torch.arange(4), raw.argmax(-1)] = 1000.0  # each group's raw favourite is the content-free favourite by far
+    t._bias = lambda samples: bias.flatten()
+    t._step(groups, sorted(groups), None)
+    calibrated = (raw - bias).argmax(-1)
+    assert [p for p, _ in t.window] == [f"l{int(k)}" for k in calibrated]
+    assert all(int(c) != int(r) for c, r in zip(calibrated, raw.argmax(-1)))

@@ -229,17 +229,19 @@ class Trainer:
             part.append(g)
             used += cost
         parts.append(part)
-        news, comps, totals = [], [], Counter()
+        news, comps, seqs, totals = [], [], [], Counter()
         for part in parts:
             ps, sp = [], []
             for g in part:
                 sp.append((len(ps), len(ps) + len(groups[g])))
                 ps += groups[g]
             new, _, comp = shared_prompt_logprobs(self.model, [(x.prompt_ids, x.completion_ids) for x in ps], self.pad_id)
-            loss, stats = _label_loss(torch, new, comp, ps, sp, self._bias(ps))
+            bias = self._bias(ps)
+            loss, stats = _label_loss(torch, new, comp, ps, sp, bias)
             (loss * len(part) / len(chosen)).backward()
             news.append(new.detach())
             comps.append(comp)
+            seqs.append((new.detach() * comp).sum(-1) - (0 if bias is None else bias.detach()))
             for k, v in stats.items():
                 totals[k] += v * (1 if k == "tokens" else len(part) / len(chosen))
         width = max(n.shape[1] for n in news)
@@ -248,15 +250,18 @@ class Trainer:
         comp = torch.cat([pad(c, (0, width - c.shape[1])) for c in comps])
         stats = {k: (int(v) if k == "tokens" else float(v)) for k, v in totals.items()}
         stats["parts"] = len(parts)
-        self._finish(new, comp, batch_samples, spans, stats, on_step, t0)
+        self._finish(new, comp, batch_samples, spans, stats, on_step, t0, torch.cat(seqs))
 
     def _finish(self, new, comp, batch_samples: list[Sample], spans: list[tuple[int, int]], stats: dict[str, Any], on_step,
-                t0: float) -> None:
-        """Clip and apply the accumulated gradient; log the step; watch for a collapse onto one answer."""
+                t0: float, seq_lp=None) -> None:
+        """Clip and apply the accumulated gradient; log the step; watch for a collapse onto one answer. The answer the model
+        prefers in a group is the one with the highest `seq_lp` (default: the sequence log-likelihood; ce on a calibrating
+        harness passes it less the content-free bias, the choice the harness makes)."""
         torch, config = self.torch, self.config
         torch.nn.utils.clip_grad_norm_(self.params, config.max_grad_norm)
         self.opt.step()
-        seq_lp = (new * comp).sum(-1)
+        if seq_lp is None:
+            seq_lp = (new * comp).sum(-1)
         for a, b in spans:
             prefer = a + int(seq_lp[a:b].argmax())
             best = a + max(range(b - a), key=lambda i: batch_samples[a + i].reward)
