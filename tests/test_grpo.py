@@ -182,11 +182,14 @@ def test_ce_makes_the_gold_label_the_models_choice_on_every_prompt_in_passes(tmp
 
 def test_collapse_is_judged_on_the_models_preferred_answers_not_on_the_data(tmp_path):
     from sia.weights.config import TrainConfig
-    from sia.weights.trainer import Sample, collapsed, train
+    from sia.weights.trainer import Sample, answer_key, collapsed, train
 
     assert collapsed([("positive", "negative")] * 5 + [("positive", "positive")] * 5, 0.95) == "positive"
     assert collapsed([("positive", "positive")] * 10, 0.95) is None, "preferring the answer that is always best is no collapse"
     assert collapsed([("positive", "negative"), ("negative", "negative")] * 5, 0.95) is None
+    # one answer in different spellings is one answer: a model that says it every time has collapsed
+    assert {answer_key(x) for x in ("Negative", "negative.", " NEGATIVE!\nbecause", "**Negative**")} == {"negative"}
+    assert answer_key("") == "" and len(answer_key("x" * 500)) == 80
     base_dir = _tiny_model_dir(tmp_path)
     # two completions per group, the rewarded one alternating across groups; collected outputs all say "positive"
     same = [Sample(f"g{g}", [1, 2, 3 + g], [4 + k, 5], [-3.0, -3.0], float(k == g % 2), "positive") for g in range(4) for k in range(2)]

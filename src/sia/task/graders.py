@@ -60,7 +60,7 @@ def first_line(output: Any) -> str:
     return ""
 
 
-def _normalise_label(text: str) -> str:
+def normalise_label(text: str) -> str:
     return text.strip().strip(" .!\"'`*:").lower()
 
 
@@ -69,7 +69,7 @@ def exact_label(example: "Example", output: Any) -> Grade:
     """1 if the first line of the output is exactly the label (case and edge punctuation ignored)."""
     label = str(example.target["label"])
     got = first_line(output)
-    if _normalise_label(got) == _normalise_label(label):
+    if normalise_label(got) == normalise_label(label):
         return Grade(1.0, True, "correct")
     if not got:
         return Grade(0.0, False, "empty output")

@@ -47,6 +47,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from sia.task.graders import first_line, normalise_label
 from sia.weights.config import TrainConfig
 from sia.weights.samples import Sample, samples_from_store  # noqa: F401 (the trainer's input types)
 from sia.weights.grpo import (gmts_scores, group_advantages, has_spread, importance_weights, policy_loss, shared_prompt_logprobs,
@@ -62,6 +63,12 @@ class TrainResult:
 
 CE_PART_TOKENS = 16384
 """Candidate tokens (each candidate's prompt and completion) per part of a ce step; see `Trainer._ce_step`."""
+
+
+def answer_key(output: str) -> str:
+    """The answer an output stands for when the trainer watches for a collapse: its first line, case and edge punctuation
+    ignored (as the label grader reads it), so "Negative", "negative." and "NEGATIVE" are one answer."""
+    return normalise_label(first_line(output))[:80]
 
 
 def collapsed(window: list[tuple[str, str]], share: float) -> str | None:
@@ -265,7 +272,7 @@ class Trainer:
         for a, b in spans:
             prefer = a + int(seq_lp[a:b].argmax())
             best = a + max(range(b - a), key=lambda i: batch_samples[a + i].reward)
-            self.window.append((batch_samples[prefer].output, batch_samples[best].output))
+            self.window.append((answer_key(batch_samples[prefer].output), answer_key(batch_samples[best].output)))
         self.window = self.window[-config.prompts_per_step * config.collapse_patience:]
         rewards = [s.reward for s in batch_samples]
         mean = sum(rewards) / len(rewards)
