@@ -45,6 +45,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=8)
     ap.add_argument("--examples", type=int, default=8, help="train prompts collected per round")
     ap.add_argument("--arms", default="hf,llama+is,llama")
+    ap.add_argument("--lr", type=float, default=None, help="learning rate (default: the preset's)")
     ap.add_argument("--out", default=None, help="write every run's per-example test scores to this JSON file")
     args = ap.parse_args()
 
@@ -84,7 +85,7 @@ def main() -> None:
         for arm in args.arms.split(","):
             engine = engines["hf" if arm == "hf" else "llama"]
             settings = dict(SAMPLING_PRESET, rounds=args.rounds, examples=args.examples, seed=seed,
-                            is_cap=0.0 if arm == "llama" else 2.0)
+                            is_cap=0.0 if arm == "llama" else 2.0, lr=args.lr or SAMPLING_PRESET["lr"])
             wp = plan("grpo", settings)
             trainer = Trainer(hf.model_path, wp.train, pad_id=hf.pad_id)
             rng, name, gaps, t_collect, t_train = random.Random(seed), None, [], 0.0, 0.0
@@ -114,7 +115,8 @@ def main() -> None:
             print(f"  {arm:9s} seed {seed}: test {acc:.3f}  answers {dict(firsts.most_common(3))}  last-round reward {reward:.2f}  "
                   f"gap {_fmt(runs[-1]['gap'])}/token  {len(trainer.log)} steps  collect {t_collect:.0f}s train {t_train:.0f}s",
                   flush=True)
-    print(f"\nsentiment, {args.seeds} seeds x {args.rounds} rounds of {args.examples} prompts x 8 samples (SAMPLING_PRESET), "
+    print(f"\nsentiment, {args.seeds} seeds x {args.rounds} rounds of {args.examples} prompts x 8 samples (SAMPLING_PRESET, "
+          f"lr {args.lr or SAMPLING_PRESET['lr']}), "
           f"held-out test {len(test)} examples, base {statistics.mean(base_scores.values()):.3f}")
     print(f"{'arm':<11}{'test mean':>10}{'per seed':>24}{'gap/token':>11}{'collect s':>11}{'train s':>9}")
     for arm in args.arms.split(","):
