@@ -136,3 +136,33 @@ def test_many_continuations_scored_together_equal_each_scored_alone(llama_runtim
     assert gap(together) < gap(alone) + 0.04 and gap(together) < TOL
     total = [[sum(x[len(prompt):]) for x in s] for s in (together, alone, exact)]
     assert len({t.index(max(t)) for t in total}) == 1, "the same label comes first"
+
+
+def test_rows_that_share_a_prompt_prefix_read_it_once_and_answer_as_alone(llama_runtime):
+    """A GRPO group's samples share their whole prompt, a harness's prompts their instructions: a new row copies the
+    longest prefix a row of its session holds and decodes only the rest, with the answers it gives alone."""
+    from sia.policy.local import GenRequest
+
+    policy = llama_runtime.service.backend.policy
+    ids = policy.encode(COUNT)
+    other = policy.encode(COUNT.replace("Count from 1 to 10.", "Count backwards from 10 to 1."))
+    shared = next(i for i, (a, b) in enumerate(zip(ids, other)) if a != b)
+    assert shared >= 8
+    alone = [policy.generate([GenRequest(x, 12)])[0] for x in (ids, other)]
+    before = policy.decoded_tokens
+    together = policy.generate([GenRequest(ids, 12), GenRequest(ids, 12), GenRequest(other, 12), GenRequest(ids, 12, 0.9, seed=3)])
+    # less the decodes of generated tokens: all but the last, and the last too when it was followed by the stop token
+    read = policy.decoded_tokens - before - sum(len(r.token_ids) - (r.finish_reason != "stop") for r in together)
+    assert read == len(ids) + 1 + (len(other) - shared) + 1, "the prompt is read once, the others only where they differ"
+    for got, want in zip(together[:3], [alone[0], alone[0], alone[1]]):
+        assert got.token_ids == want.token_ids and got.logprobs == pytest.approx(want.logprobs, abs=0.05)
+    joined = policy.session()  # a row arriving while another with its prompt is live copies from it
+    joined.add([GenRequest(ids, 12)], ["a"])
+    joined.step()
+    before = policy.decoded_tokens
+    joined.add([GenRequest(ids, 12)], ["b"])
+    assert policy.decoded_tokens - before == 1
+    results = {}
+    while joined.active:
+        results.update(joined.step())
+    assert results["b"].token_ids == alone[0].token_ids

@@ -120,6 +120,8 @@ class LlamaPolicy(TokenizerMethods):
         self.stop_ids = {i for i in (self.tokenizer.eos_token_id, self.tokenizer.convert_tokens_to_ids("<|im_end|>"))
                          if isinstance(i, int) and i >= 0}
         self.forward_passes = 0
+        self.decoded_tokens = 0
+        """Tokens decoded (prompt tokens read, and one per generated token): what copying shared prompt prefixes saves."""
         self.free_seqs, self.score_seqs = list(range(self.config.n_seq - 2)), (self.config.n_seq - 2, self.config.n_seq - 1)
         self.cells = 0
         self._lock = threading.RLock()
@@ -188,6 +190,7 @@ class LlamaPolicy(TokenizerMethods):
                 b.seq_id[i][0] = seq
                 b.logits[i] = key is not None
             self.forward_passes += 1
+            self.decoded_tokens += len(chunk)
             if lc.llama_decode(self.ctx, b) != 0:
                 raise PolicyError("llama.cpp failed to decode a batch (the KV cache is full?)", "lower the concurrency")
             for i, (_, _, _, key) in enumerate(chunk):

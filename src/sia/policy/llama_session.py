@@ -81,7 +81,8 @@ class LlamaSession:
         return finished + self._admit()
 
     def _admit(self) -> list[tuple[Any, GenResult]]:
-        """Start the waiting rows that fit: one shared prefill, and each row's first token."""
+        """Start the waiting rows that fit: their prompts decoded together (each prefix a row of this session already
+        holds copied, not decoded again; see `_sources`), and each row's first token."""
         p = self.policy
         with p._lock:
             new = []
@@ -93,16 +94,48 @@ class LlamaSession:
             if not new:
                 return []
             p._use(self.model)
-            entries = [(t, i, row.seq, k if i == len(row.request.prompt_ids) - 1 else None)
-                       for k, row in enumerate(new) for i, t in enumerate(row.request.prompt_ids)]
+            sources = self._sources(new)
+            logits: dict[int, np.ndarray] = {}
             try:
-                logits = p._decode(entries)
+                for phase in (False, True):  # rows that copy nothing first, then those that copy from them or from live rows
+                    entries = []
+                    for row in new:
+                        src, shared = sources[id(row)]
+                        if (src is not None) != phase:
+                            continue
+                        if src is not None:
+                            p.lc.llama_memory_seq_cp(p.mem, src.seq, row.seq, 0, shared)
+                        ids = row.request.prompt_ids
+                        entries += [(ids[i], i, row.seq, id(row) if i == len(ids) - 1 else None) for i in range(shared, len(ids))]
+                    if entries:
+                        logits.update(p._decode(entries))
             except Exception:
                 for row in new:
                     self._free(row)
                 raise
             self.live += new
-            return self._sample({id(row): logits[k] for k, row in enumerate(new)})
+            return self._sample(logits)
+
+    def _sources(self, new: list[_Row]) -> dict[int, tuple[_Row | None, int]]:
+        """For each new row, the row of this session (live, or new and decoded first) whose prompt shares the longest
+        prefix with its own, and that prefix's length (at most all but its last token, whose logits the row needs), or
+        (None, 0) below `SHARED_MIN` tokens. The rows of a GRPO group, or of a harness that repeats its instructions and
+        demonstrations, then read the common part of their prompts once: llama.cpp's copy of a sequence's cells only
+        tags them with another sequence. Rows of one session serve the same model and adapter, so their cells agree."""
+        out: dict[int, tuple[_Row | None, int]] = {}
+        firsts: list[_Row] = []
+        for row in new:
+            ids = row.request.prompt_ids
+            best, shared = None, 0
+            for other in self.live + firsts:
+                n = _common(ids, other.request.prompt_ids, len(ids) - 1)
+                if n > shared:
+                    best, shared = other, n
+            if shared < SHARED_MIN:
+                best, shared = None, 0
+                firsts.append(row)
+            out[id(row)] = (best, shared)
+        return out
 
     def step(self) -> list[tuple[Any, GenResult]]:
         p = self.policy
@@ -152,6 +185,19 @@ class LlamaSession:
             self._free(row)
         self.live = [r for r in self.live if not r.done]
         return finished
+
+
+SHARED_MIN = 8
+"""Prompt tokens a new row must share with a row already there to copy them rather than decode them again."""
+
+
+def _common(a: list[int], b: list[int], cap: int) -> int:
+    """Length of the common prefix of `a` and `b`, at most `cap`."""
+    n = min(len(a), len(b), cap)
+    for i in range(n):
+        if a[i] != b[i]:
+            return i
+    return n
 
 
 def _pick(logits: np.ndarray, r: GenRequest, rng: np.random.Generator) -> tuple[int, float]:
