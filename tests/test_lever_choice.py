@@ -176,3 +176,18 @@ def test_a_ce_update_costs_more_where_prompts_and_label_sets_are_longer():
     short, long = (load_task(n) for n in ("sentiment", "lawbench-topics"))
     assert ce_group_seconds(SimpleNamespace(task=short, train=short.split("train"))) == pytest.approx(CE_GROUP_S, rel=0.1)
     assert ce_group_seconds(SimpleNamespace(task=long, train=long.split("train"))) > 3 * CE_GROUP_S, "20 labels after long prompts"
+
+
+def test_a_weight_update_gets_most_of_the_budget_when_no_harness_edit_waits_for_it():
+    from dataclasses import replace
+
+    from sia.agents.builtin import fit_to_budget
+    from sia.agents.costs import weights_cost
+    from sia.weights.config import LABEL_PRESET, plan
+
+    task = load_task("lawbench-topics")
+    both = replace(_state(task, render(make_config(task.public_info())), _analysis()), rollout_s=0.65, val_n=109, seconds_left=720)
+    alone = replace(both, levers=("weights",))
+    shared, own = fit_to_budget(dict(LABEL_PRESET), both, "ce"), fit_to_budget(dict(LABEL_PRESET), alone, "ce")
+    assert weights_cost(plan("ce", shared), both) * 60 <= 0.5 * 720 < weights_cost(plan("ce", own), alone) * 60 <= 0.9 * 720
+    assert (own["epochs"], own["examples"]) > (shared["epochs"], shared["examples"]), "the update alone is the bigger one"

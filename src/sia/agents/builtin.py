@@ -134,12 +134,16 @@ class BuiltinFeedbackAgent:
 
 
 def fit_to_budget(settings: dict, s: AgentState, algorithm: str = "grpo") -> dict:
-    """Shrink a preset until its estimated cost fits half the budget left: a sampling preset's rounds, then examples,
-    then samples; a ce preset's passes, then examples (long prompts times many labels make a full ce update long)."""
+    """Shrink a preset until its estimated cost fits its share of the budget left: a sampling preset's rounds, then
+    examples, then samples; a ce preset's passes, then examples (long prompts times many labels make a full ce update
+    long). The share is half while harness edits may follow; with the weights the only lever nothing else waits for
+    the budget, and an update shrunk to half of it may be too small to pass the gate (ce on LawBench's 20 topics got 4
+    steps of the 16 it asks for, and moved no validation answer)."""
     if s.seconds_left is None:
         return settings
+    share = 0.5 if "harness" in s.levers else 0.9
     shrink = [("epochs", 1), ("examples", 32)] if algorithm == "ce" else [("rounds", 1), ("examples", 4), ("samples", 4)]
-    while weights_cost(plan(algorithm, settings), s) * 60 > 0.5 * s.seconds_left:
+    while weights_cost(plan(algorithm, settings), s) * 60 > share * s.seconds_left:
         for key, floor in shrink:
             if settings[key] > floor:
                 settings[key] = max(floor, settings[key] // 2)
