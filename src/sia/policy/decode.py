@@ -21,6 +21,8 @@ from typing import Any
 import torch
 from transformers.cache_utils import DynamicLayer
 
+from sia.policy.local import common_prefix
+
 
 @dataclass
 class Row:
@@ -151,7 +153,7 @@ class DecodeSession:
             return finished
         B = len(new)
         prompts = [row.request.prompt_ids for row in new]
-        shared = p._lcp(prompts) if B > 1 else 0
+        shared = common_prefix(prompts) if B > 1 else 0
         shared = min(shared, min(len(x) for x in prompts) - 1)
         rest = [x[shared:] for x in prompts]
         Lr = max(len(x) for x in rest)

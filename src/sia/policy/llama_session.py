@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from sia.errors import PolicyError
-from sia.policy.local import GenRequest, GenResult
+from sia.policy.local import GenRequest, GenResult, common_prefix
 
 if TYPE_CHECKING:
     from sia.policy.llama import LlamaPolicy
@@ -128,7 +128,7 @@ class LlamaSession:
             ids = row.request.prompt_ids
             best, shared = None, 0
             for other in self.live + firsts:
-                n = _common(ids, other.request.prompt_ids, len(ids) - 1)
+                n = min(common_prefix([ids, other.request.prompt_ids]), len(ids) - 1)
                 if n > shared:
                     best, shared = other, n
             if shared < SHARED_MIN:
@@ -189,15 +189,6 @@ class LlamaSession:
 
 SHARED_MIN = 8
 """Prompt tokens a new row must share with a row already there to copy them rather than decode them again."""
-
-
-def _common(a: list[int], b: list[int], cap: int) -> int:
-    """Length of the common prefix of `a` and `b`, at most `cap`."""
-    n = min(len(a), len(b), cap)
-    for i in range(n):
-        if a[i] != b[i]:
-            return i
-    return n
 
 
 def _pick(logits: np.ndarray, r: GenRequest, rng: np.random.Generator) -> tuple[int, float]:

@@ -25,6 +25,17 @@ from typing import Any
 from sia.policy.embedded import EMBEDDED_NAME, resolve_model_path
 
 
+def common_prefix(seqs: list[list[int]]) -> int:
+    """Length of the prefix all of `seqs` share."""
+    n = min(len(s) for s in seqs)
+    first = seqs[0]
+    for i in range(n):
+        t = first[i]
+        if any(s[i] != t for s in seqs):
+            return i
+    return n
+
+
 @dataclass
 class GenRequest:
     prompt_ids: list[int]
@@ -251,22 +262,12 @@ class LocalPolicy(TokenizerMethods):
                 k += len(g)
             return out
 
-    @staticmethod
-    def _lcp(seqs: list[list[int]]) -> int:
-        n = min(len(s) for s in seqs)
-        first = seqs[0]
-        for i in range(n):
-            t = first[i]
-            if any(s[i] != t for s in seqs):
-                return i
-        return n
-
     def _prefix_plan(self, groups: list[list[list[int]]]) -> tuple[int, list[int]] | None:
         flat = [s for g in groups for s in g]
         if not flat or min(len(s) for s in flat) < 3:
             return None
-        lcp_r = [self._lcp(g) for g in groups]
-        g = min(self._lcp(flat), min(lcp_r) - 1, min(len(s) for s in flat) - 2)
+        lcp_r = [common_prefix(g) for g in groups]
+        g = min(common_prefix(flat), min(lcp_r) - 1, min(len(s) for s in flat) - 2)
         if g < 1:
             return None
         mids = [min(l, min(len(s) for s in grp) - 1) - g for l, grp in zip(lcp_r, groups)]

@@ -37,6 +37,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Callable
 
 from sia.harness.template_programs import FALLBACK_NOTE
+from sia.policy.local import common_prefix
 
 Grade = Callable[[str, str], float]
 """grade(example_id, answer_text) -> reward; only needed for scoring calls."""
@@ -60,14 +61,6 @@ class Sample:
     completion) token ids. The harness subtracts their mean score, so the trained choice is the calibrated one."""
 
 
-def _lcp(seqs: list[list[int]]) -> int:
-    n = min(len(s) for s in seqs)
-    for i in range(n):
-        if any(s[i] != seqs[0][i] for s in seqs):
-            return i
-    return n
-
-
 def _generation_samples(example_id: str, d: dict[str, Any], reward: float, output: str) -> list[Sample]:
     prompts = [d.get("prompt_token_ids")] if d.get("kind") == "chat" else [p.get("prompt_token_ids") for p in d.get("prompts", [])]
     comps = d.get("completions", [])
@@ -85,7 +78,7 @@ def _score_samples(example_id: str, d: dict[str, Any], grade: Grade, aliases: di
     if len(prompts) < 2:
         return []
     ids = [p["prompt_token_ids"] for p in prompts]
-    cut = _lcp(ids)
+    cut = common_prefix(ids)
     text_cut = len(_common_text(prompts))
     out = []
     for p in prompts:
