@@ -55,3 +55,24 @@ def test_llama_sampling_follows_the_softmax_and_records_the_raw_logprob():
     a, b = np.random.default_rng(5), np.random.default_rng(5)
     req = GenRequest([1], 1, 0.7, 1.0, [], None)
     assert [_pick(logits, req, a)[0] for _ in range(30)] == [_pick(logits, req, b)[0] for _ in range(30)], "seeded draws repeat"
+
+
+def test_llama_sampling_over_a_whole_vocabulary_leaves_out_only_a_negligible_tail():
+    """Over a 49k vocabulary with a long tail, the recorded logprob is the full log-softmax and draws follow it."""
+    import numpy as np
+
+    from sia.policy.llama_session import _pick
+    from sia.policy.local import GenRequest
+
+    gen = np.random.default_rng(1)
+    logits = (gen.normal(0, 4, 49152) - 20).astype(np.float32)
+    logits[[7, 70, 700]] = [12.0, 11.0, 10.5]
+    full = logits.astype(np.float64) - np.logaddexp.reduce(logits.astype(np.float64))
+    rng = np.random.default_rng(0)
+    assert _pick(logits, GenRequest([1], 1, 0.0, 1.0, [], None), rng) == (7, pytest.approx(full[7], abs=1e-6))
+    for temperature in (0.7, 1.0, 1.5):
+        draws = [_pick(logits, GenRequest([1], 1, temperature, 1.0, [], None), rng) for _ in range(4000)]
+        assert all(lp == pytest.approx(full[t], abs=1e-6) for t, lp in draws)
+        tempered = np.exp(full / temperature) / np.exp(full / temperature).sum()
+        freq = np.bincount([t for t, _ in draws], minlength=len(logits)) / len(draws)
+        assert freq[[7, 70, 700]] == pytest.approx(tempered[[7, 70, 700]], abs=0.03)
