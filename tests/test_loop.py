@@ -59,3 +59,13 @@ def test_builtin_agent_proposes_real_code_edits_from_evidence(tmp_path, runtime)
         row = run.store.generations()[0].proposal
         assert row["analysis"]["n"] == 16 and row["ranking"]
     assert summary["stop_reason"].startswith("generation budget")
+
+
+def test_a_long_generation_does_not_end_a_run_that_has_time_for_a_short_one():
+    """The loop starts another generation while the budget holds the final test and the shortest generation so far; the
+    Feedback-Agent then prices each change against what is left."""
+    from types import SimpleNamespace
+
+    gens = [SimpleNamespace(seconds=590.0), SimpleNamespace(seconds=60.0), SimpleNamespace(seconds=None)]
+    loop = SimpleNamespace(store=SimpleNamespace(generations=lambda: gens))
+    assert Loop._generation_estimate(loop, "c0") == 60.0

@@ -55,10 +55,10 @@ class Budget:
         """Seconds left for work other than `cid`'s final test evaluation."""
         return self.budget_s - self.elapsed() - self.test_reserve(cid)
 
-    def exhausted(self, reserve_s: float) -> str | None:
-        """Why the run must stop now, keeping `reserve_s` seconds, or None."""
+    def exhausted(self, reserve_s: float, kept_for: str = "the final test") -> str | None:
+        """Why the run must stop now, keeping `reserve_s` seconds (for what `kept_for` says), or None."""
         if self.elapsed() + reserve_s >= self.budget_s:
-            return (f"wall-time budget: {self.elapsed():.0f}s used, {reserve_s:.0f}s kept for the final test, "
+            return (f"wall-time budget: {self.elapsed():.0f}s used, {reserve_s:.0f}s kept for {kept_for}, "
                     f"budget {self.budget_s:.0f}s")
         if self.max_rollouts is not None and self.run.store.count_rollouts() >= self.max_rollouts:
             return f"rollout budget of {self.max_rollouts} spent"

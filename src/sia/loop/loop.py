@@ -223,11 +223,14 @@ class Loop:
         return max(min(4, self.config.analysis_examples), min(self.config.analysis_examples, fits))
 
     def _generation_estimate(self, champion: str) -> float:
-        """Seconds a generation should take: the mean of those done, else the champion's rate times the rollouts a harness
-        edit needs at least (analysis, smoke test, a first gate chunk)."""
+        """Seconds the cheapest generation should take: the shortest of those done, else the champion's rate times the
+        rollouts a harness edit needs at least (analysis, smoke test, a first gate chunk). The cheapest, not the mean:
+        the Feedback-Agent prices each change against the budget left and stops when none fits, so this check only asks
+        whether any generation could. With the mean, one 10-minute weight update ended a run that had 3 minutes left for
+        harness edits of one."""
         done = [g.seconds for g in self.store.generations() if g.seconds]
         if done:
-            return sum(done) / len(done)
+            return min(done)
         n = self._analysis_size(champion) + self.config.smoke_examples + min(len(self.val), self.config.gate.chunk)
         return self.budget.seconds_for(n, champion)
 
@@ -246,7 +249,8 @@ class Loop:
             champion = store.champion()
             if self.records.memory().stalled_for() >= self.config.patience:
                 return f"no gain in the last {self.config.patience} generations"
-            reason = self.budget.exhausted(self.budget.test_reserve(champion) + self._generation_estimate(champion))
+            reason = self.budget.exhausted(self.budget.test_reserve(champion) + self._generation_estimate(champion),
+                                           "the final test and the shortest generation")
             if reason:
                 return reason
             state = self._state(gen, champion)
