@@ -51,3 +51,14 @@ def test_harness_versions_are_git_commits_with_rationale(tmp_path):
 def test_reading_a_missing_run_dir_is_a_clear_error(tmp_path):
     with pytest.raises(StoreError, match="not a sia run directory"):
         Store(tmp_path / "nothing", write=False)
+
+
+def test_a_run_whose_builtin_task_folder_moved_still_opens(tmp_path):
+    """A run records its task's folder; when sia is reinstalled or the run was made from another checkout, a builtin
+    task is found again by name, and any other missing folder is a clear error."""
+    from sia.errors import TaskError
+    from sia.store.run import _recorded_task
+
+    assert _recorded_task({"name": "sentiment", "folder": str(tmp_path / "gone" / "sentiment")}).name == "sentiment"
+    with pytest.raises(TaskError, match="not found"):
+        _recorded_task({"name": "my-task", "folder": str(tmp_path / "gone" / "my-task")})

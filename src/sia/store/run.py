@@ -14,7 +14,7 @@ from typing import Any
 from sia.errors import StoreError
 from sia.store.memory import Entry, Memory
 from sia.store.store import Store
-from sia.task.loading import Task, load_task
+from sia.task.loading import Task, builtin_tasks, load_task
 
 
 class Run:
@@ -30,7 +30,7 @@ class Run:
             if info is None or (need_run and store.get_meta("run_config") is None):
                 raise StoreError(f"{run_dir} holds no `sia run`", "pass the --run-dir of a run")
             store.check_harness_repo()
-            return cls(store, load_task(info["folder"]))
+            return cls(store, _recorded_task(info))
         except BaseException:
             store.close()
             raise
@@ -132,3 +132,12 @@ class Run:
         from sia.store.summary import run_summary
 
         return run_summary(self)
+
+
+def _recorded_task(info: dict[str, Any]) -> Task:
+    """The task a run recorded: its folder, or, where that folder is gone (sia reinstalled or run from another checkout),
+    the builtin task of that name."""
+    folder = Path(info["folder"])
+    if folder.is_dir() or info.get("name") not in builtin_tasks():
+        return load_task(folder)
+    return load_task(info["name"])
