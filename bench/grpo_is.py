@@ -54,7 +54,7 @@ def main() -> None:
     from sia.task.loading import load_task
     from sia.weights.config import SAMPLING_PRESET, plan
     from sia.weights.samples import Sample
-    from sia.weights.trainer import Trainer
+    from sia.weights.trainer import Trainer, answer_key
 
     task = load_task("sentiment")
     instruction = task.public_info()["instruction"]
@@ -75,7 +75,7 @@ def main() -> None:
     def test_scores(model):
         results = answers(hf, model, test)
         scores = {ex.id: task.grade(ex, r.text).score for ex, r in zip(test, results)}
-        firsts = Counter((r.text.strip().splitlines() or [""])[0].strip(" .!").lower()[:12] for r in results)
+        firsts = Counter(answer_key(r.text)[:12] for r in results)
         return scores, firsts
 
     base_scores, base_firsts = test_scores(None)
@@ -122,8 +122,9 @@ def main() -> None:
     for arm in args.arms.split(","):
         rs = [x for x in runs if x["arm"] == arm]
         per_seed = " ".join(f"{x['test']:.3f}" for x in rs)
+        gaps = [x["gap"] for x in rs if x["gap"] is not None]
         print(f"{arm:<11}{statistics.mean(x['test'] for x in rs):>10.3f}{per_seed:>24}"
-              f"{_fmt(rs[0]['gap'] and statistics.mean(x['gap'] for x in rs)):>11}{statistics.mean(x['collect_s'] for x in rs):>11.0f}"
+              f"{_fmt(statistics.mean(gaps) if gaps else None):>11}{statistics.mean(x['collect_s'] for x in rs):>11.0f}"
               f"{statistics.mean(x['train_s'] for x in rs):>9.0f}")
     if args.out:
         Path(args.out).write_text(json.dumps({"base": base_scores, "runs": runs}, indent=1))
