@@ -40,7 +40,7 @@ import numpy as np
 from sia.errors import PolicyError
 from sia.policy.embedded import EMBEDDED_NAME, gguf_path, resolve_model_path
 from sia.policy.gguf_lora import adapter_gguf, requantized
-from sia.policy.local import GenRequest, GenResult, TokenizerMethods
+from sia.policy.local import GenRequest, GenResult, TokenizerMethods, common_prefix
 
 EXTRA_BUFFERS = os.environ.get("SIA_LLAMA_EXTRA_BUFFERS", "0") == "1"
 """llama.cpp's extra weight buffers (repacked and AMX layouts). Off: on a Sapphire Rapids VM here, ggml's AMX matrix
@@ -242,7 +242,7 @@ class LlamaPolicy(TokenizerMethods):
         each in a sequence no generating row holds that shares the prefix's cells, as many per call as the cells kept
         for scoring hold (20 labels cost one decode call, not 20)."""
         n = min(len(s) for s in seqs)
-        lcp = next((i for i in range(n) if any(s[i] != seqs[0][i] for s in seqs)), n)
+        lcp = common_prefix(seqs)
         lcp = max(1, min(lcp, n - 1)) if n > 1 else 1
         pre = self.score_seqs[0]
         lp_pre, last = self._prefix(seqs[0][:lcp])
