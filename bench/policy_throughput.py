@@ -87,9 +87,12 @@ class Service:
 
 
 class Raw:
-    """llama-cpp-python's own `Llama` class: one sequence at a time, so concurrent clients take turns on a lock."""
+    """llama-cpp-python's own `Llama` class: one sequence at a time, so concurrent clients take turns on a lock.
 
-    def __init__(self) -> None:
+    `q8`: on the Q8_0 re-encoding that sia's backend serves by default, so that the backend's serving overhead is
+    measured apart from its choice of weights (Q8_0 reads about twice the bytes of Q4_1 per token at one stream)."""
+
+    def __init__(self, q8: bool = False) -> None:
         import llama_cpp.llama_cpp as bindings
         from llama_cpp import Llama
 
@@ -104,7 +107,12 @@ class Raw:
             return p
 
         bindings.llama_model_default_params = params  # `Llama` reads it from the bindings module, not the package
-        self.llm = Llama(model_path=str(gguf_path()), n_ctx=2048, n_threads=THREADS, verbose=False, seed=0)
+        path = gguf_path()
+        if q8:
+            from sia.policy.gguf_lora import requantized
+
+            path = requantized(bindings, path, "q8_0")
+        self.llm = Llama(model_path=str(path), n_ctx=2048, n_threads=THREADS, verbose=False, seed=0)
         self.lock = threading.Lock()
 
     def one(self, k: int, i: int, max_tokens: int) -> int:
@@ -124,7 +132,7 @@ def main() -> None:
     ap.add_argument("--max-tokens", type=int, default=48)
     ap.add_argument("--requests", type=int, default=16, help="requests per concurrency level and round")
     ap.add_argument("--rounds", type=int, default=3, help="rounds; each reports its median over rounds")
-    ap.add_argument("--engines", default="hf,llamacpp,llamacpp-file,raw")
+    ap.add_argument("--engines", default="hf,llamacpp,llamacpp-file,raw,raw-q8")
     ap.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)),
                     help="compute threads of every engine (default: all cores; the bench wants a quiet machine)")
     args = ap.parse_args()
@@ -138,9 +146,9 @@ def main() -> None:
     threads = THREADS = args.threads
     os.environ["SIA_THREADS"] = str(threads)  # every engine with the same threads
     names = {"hf": "sia service, HF fp32", "llamacpp": "sia service, llama.cpp", "llamacpp-file": "sia service, llama.cpp Q4_1",
-             "raw": "llama.cpp direct (Llama)"}
+             "raw": "llama.cpp direct (Llama)", "raw-q8": "llama.cpp direct, Q8_0"}
     print(f"starting {', '.join(names[e] for e in engines)}...", flush=True)
-    live = {e: Raw() if e == "raw" else Service(e) for e in engines}
+    live = {e: Raw(q8=e == "raw-q8") if e.startswith("raw") else Service(e) for e in engines}
     samples: dict[tuple[str, int], list[tuple[float, int, int]]] = {}
     try:
         for e, engine in live.items():
@@ -169,6 +177,10 @@ def main() -> None:
         ll, raw = results["llamacpp"], results["raw"]
         print(f"\nllama.cpp backend c=1 / raw llama.cpp c=1: {ll[0][1] / raw[0][1]:.2f}  (target >= 0.9)")
         print(f"llama.cpp backend c=16 / its c=1:          {ll[-1][1] / ll[0][1]:.2f}  (target >= 3)")
+    for ours, theirs, what in (("llamacpp", "raw-q8", "Q8_0 backend / raw on the same Q8_0"),
+                               ("llamacpp-file", "raw", "Q4_1 backend / raw on the same Q4_1")):
+        if ours in results and theirs in results:
+            print(f"{what} at c=1: {results[ours][0][1] / results[theirs][0][1]:.2f}")
     if "llamacpp" in results and "hf" in results:
         for (c, a, _, _), (_, b, _, _) in zip(results["llamacpp"], results["hf"]):
             print(f"llama.cpp backend / HF backend at c={c}: {a / b:.2f}")
