@@ -186,8 +186,27 @@ def test_a_weight_update_gets_most_of_the_budget_when_no_harness_edit_waits_for_
     from sia.weights.config import LABEL_PRESET, plan
 
     task = load_task("lawbench-topics")
-    both = replace(_state(task, render(make_config(task.public_info())), _analysis()), rollout_s=0.65, val_n=109, seconds_left=720)
+    both = replace(_state(task, render(make_config(task.public_info())), _analysis()), rollout_s=0.65, val_n=109, seconds_left=900)
     alone = replace(both, levers=("weights",))
     shared, own = fit_to_budget(dict(LABEL_PRESET), both, "ce"), fit_to_budget(dict(LABEL_PRESET), alone, "ce")
-    assert weights_cost(plan("ce", shared), both) * 60 <= 0.5 * 720 < weights_cost(plan("ce", own), alone) * 60 <= 0.9 * 720
+    assert weights_cost(plan("ce", shared), both) * 60 <= 0.5 * 900 < weights_cost(plan("ce", own), alone) * 60 <= 0.9 * 900
     assert (own["epochs"], own["examples"]) > (shared["epochs"], shared["examples"]), "the update alone is the bigger one"
+
+
+def test_no_ce_update_is_proposed_when_the_budget_holds_only_one_too_small_to_pass_the_gate():
+    from dataclasses import replace
+
+    from sia.agents.builtin import CE_MIN_STEPS, fit_to_budget, weight_candidates
+    from sia.weights.config import LABEL_PRESET, plan
+
+    task = load_task("lawbench-topics")
+    cfg = make_config(task.public_info(), mode="score")
+    roomy = replace(_state(task, render(cfg), _analysis()), rollout_s=0.65, val_n=109, seconds_left=900)
+    tight = replace(roomy, seconds_left=400)  # half of it holds 2 steps on LawBench's 20 topics
+    wp = plan("ce", fit_to_budget(dict(LABEL_PRESET), roomy, "ce"))
+    assert wp.train.steps_for(wp.examples) >= CE_MIN_STEPS
+    assert [o.kind for o in weight_candidates(cfg, roomy)] == ["ce"]
+    assert fit_to_budget(dict(LABEL_PRESET), tight, "ce") is None
+    assert weight_candidates(cfg, tight) == []
+    decision = BuiltinFeedbackAgent().decide(replace(tight, levers=("weights",), seconds_left=200))
+    assert not isinstance(decision.proposal, WeightUpdate), "nothing worth its gate is left"
