@@ -50,6 +50,56 @@ class HarnessThenWeights:
         return Decision(Stop("measured"))
 
 
+def seconds(run, gens: list[dict]) -> dict:
+    """Seconds of each generation's parts, from the store: its evaluations' first and last rollouts, and the rest (for a
+    weight update: training) as the time between them."""
+    store = run.store
+    out = {}
+    for g in gens:
+        if not g["candidate"]:
+            continue
+        row = store.db.execute("SELECT started, finished FROM generations WHERE gen = ?", (g["generation"],)).fetchone()
+        if row is None or row[1] is None:
+            continue
+        spans = store.db.execute(
+            "SELECT e.split, e.candidate_id, MIN(r.created), MAX(r.created) FROM rollouts r JOIN evaluations e ON r.evaluation_id = e.id "
+            "WHERE r.created BETWEEN ? AND ? GROUP BY e.id ORDER BY MIN(r.created)", row).fetchall()
+        parts = {"total": round(row[1] - row[0], 1)}
+        for split, cid, a, b in spans:
+            key = "collect" if split == "train" and cid != g["candidate"] else "smoke" if split == "train" else "gate"
+            parts[key] = round(parts.get(key, 0.0) + b - a, 1)
+        parts["other (training, loading)"] = round(parts["total"] - sum(v for k, v in parts.items() if k != "total"), 1)
+        out[g["generation"]] = parts
+    return out
+
+
+def table(task: str, out: Path) -> None:
+    from sia.evaluation.stats import mean_ci
+    from sia.loop.gate import compare
+
+    runs = [json.loads(p.read_text()) for p in sorted(out.glob(f"{task}-seed*.json"))]
+    runs = [r for r in runs if "harness+weights" in r["versions"]]
+    if not runs:
+        raise SystemExit(f"no finished seed of {task} in {out}")
+    pooled = {name: {f"{r['seed']}/{k}": v for r in runs for k, v in r["versions"][name]["test_scores"].items()}
+              for name in ("baseline", "harness", "harness+weights")}
+    print(f"{task}: {len(runs)} seed(s) ({', '.join(str(r['seed']) for r in runs)}), held-out test")
+    print(f"{'version':18s} {'mean':>7s} {'95% CI':>15s} {'n':>5s}   per seed")
+    for name, scores in pooled.items():
+        m, (lo, hi) = mean_ci(list(scores.values()), binary=True)
+        per = ", ".join(f"{r['versions'][name]['test'].get('score', float('nan')):.3f}" for r in runs)
+        print(f"{name:18s} {m:7.3f} {lo:7.3f}-{hi:.3f} {len(scores):5d}   {per}")
+    a, b = pooled["harness"], pooled["harness+weights"]
+    v = compare(a, b, binary=set(a.values()) | set(b.values()) <= {0.0, 1.0})
+    print(f"harness+weights vs harness: delta {v.delta:+.3f}, pooled paired one-sided p {v.p_value:.4g} ({v.method}, n {v.n})")
+    from sia.store.run import Run
+
+    for r in runs:
+        with Run.open(out / f"{task}-seed{r['seed']}") as run:
+            for g, parts in seconds(run, r["generations"]).items():
+                print(f"seed {r['seed']} gen {g}: " + ", ".join(f"{k} {s:.0f} s" for k, s in parts.items()))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--task", default="lawbench-topics")
@@ -59,7 +109,10 @@ def main() -> None:
     ap.add_argument("--epochs", type=float, default=2.0)
     ap.add_argument("--lr", type=float, default=5e-4)
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "weights-on-champion")
+    ap.add_argument("--table", action="store_true", help="print the seeds written so far, pooled, and run nothing")
     args = ap.parse_args()
+    if args.table:
+        return table(args.task, args.out)
     from sia.loop.config import from_flat
     from sia.loop.gate import compare
     from sia.loop.loop import Loop
@@ -85,21 +138,27 @@ def main() -> None:
                         observer=lambda kind, **d: print(f"  {kind}: {d.get('text', '')}", flush=True) if kind == "phase" else None)
             summary = loop.run()
             gens = summary["generations"]
-            versions = {"baseline": run.baseline(), **{name: g["candidate"] for name, g in zip(("harness", "harness+weights"), gens)}}
+            tried = [g for g in gens if g["candidate"]]
+            if tried and not tried[0]["accepted"]:
+                print("  the harness edit was rejected: the weight update trained on the baseline", flush=True)
+            versions = {"baseline": run.baseline(), **{name: g["candidate"] for name, g in zip(("harness", "harness+weights"), tried)}}
             for name, cid in versions.items():  # the loop tests only the final champion: the others are tested here
                 if run.score(cid, "test") is None:
                     print(f"  test of {name} ({cid}), for the comparison", flush=True)
                     loop._eval(cid, "test", "test", loop.test, f"test {name}")
+        parts = seconds(run, gens)
         rows = {name: {"candidate": cid, "adapter": run.adapter(cid), "val": run.scored(cid, "val"), "test": run.scored(cid, "test"),
                        "test_scores": run.scores_of(cid, "test")} for name, cid in versions.items()}
     result = {"task": args.task, "seed": args.seed, "settings": settings, "seconds": round(time.monotonic() - t0, 1),
-              "generations": gens, "versions": rows}
+              "parts_s": parts, "generations": gens, "versions": rows}
     print(f"\n{args.task}, seed {args.seed}: ce {settings}")
     print(f"{'version':18s} {'val':>7s} {'test':>7s}")
     for name, r in rows.items():
         print(f"{name:18s} {r['val'].get('score', float('nan')):7.3f} {r['test'].get('score', float('nan')):7.3f}")
     for g in gens:
         print(f"gen {g['generation']} {g.get('kind')}: {'accepted' if g['accepted'] else 'rejected'} {g['reason']}")
+        if g["generation"] in parts:
+            print("  seconds: " + ", ".join(f"{k} {v:.0f}" for k, v in parts[g["generation"]].items()))
     if "harness+weights" in rows:
         a, b = rows["harness"]["test_scores"], rows["harness+weights"]["test_scores"]
         v = compare(a, b, binary=set(a.values()) | set(b.values()) <= {0.0, 1.0})
