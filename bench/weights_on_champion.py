@@ -94,10 +94,14 @@ def table(task: str, out: Path) -> None:
     print(f"harness+weights vs harness: delta {v.delta:+.3f}, pooled paired one-sided p {v.p_value:.4g} ({v.method}, n {v.n})")
     from sia.store.run import Run
 
-    for r in runs:
-        with Run.open(out / f"{task}-seed{r['seed']}") as run:
-            for g, parts in seconds(run, r["generations"]).items():
-                print(f"seed {r['seed']} gen {g}: " + ", ".join(f"{k} {s:.0f} s" for k, s in parts.items()))
+    for r in runs:  # the seconds from the run directory where it is here (it is not committed), else from the json
+        run_dir = out / f"{task}-seed{r['seed']}"
+        if run_dir.is_dir():
+            with Run.open(run_dir) as run:
+                r["parts_s"] = {str(g): v for g, v in seconds(run, r["generations"]).items()}
+            (out / f"{task}-seed{r['seed']}.json").write_text(json.dumps(r, indent=1, default=str))
+        for g, parts in r.get("parts_s", {}).items():
+            print(f"seed {r['seed']} gen {g}: " + ", ".join(f"{k} {v:.0f} s" for k, v in parts.items()))
 
 
 def main() -> None:
