@@ -106,7 +106,8 @@ class BuiltinFeedbackAgent:
                     rel = self._with_memory(w.relevance, w.kind, state) * 0.7 ** state.memory.lever_stalled("weights")
                     ranked.append(Ranked(rel / cost, rel, cost, rng.random(), w, None))
                 else:
-                    notes.append(f"a weight update by {w.algorithm} (~{cost:.1f} min) does not fit the budget left")
+                    what = w.algorithm if w.kind == w.algorithm else f"{w.algorithm} ({w.kind})"
+                    notes.append(f"a weight update by {what} (~{cost:.1f} min) does not fit the budget left")
         ranked = [r for r in ranked if r.relevance >= self.min_relevance]
         ranked.sort(key=lambda r: (r.per_minute, r.tiebreak), reverse=True)
         ranking = tuple((r.option.kind, round(r.relevance, 3), round(r.per_minute, 3), r.option.rationale) for r in ranked)
