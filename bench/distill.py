@@ -83,28 +83,16 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "distill")
     args = ap.parse_args()
+    from scripted import scripted_run
     from sia.loop.config import from_flat
-    from sia.loop.loop import Loop
-    from sia.policy.runtime import PolicyRuntime
-    from sia.store.run import Run
-    from sia.store.store import Store
-    from sia.task.loading import load_task
 
     args.out.mkdir(parents=True, exist_ok=True)
     folder = costly_task(args.task, Path(tempfile.mkdtemp()) / args.task)
     config = from_flat(task=str(folder), budget=args.budget, levers="harness,weights", seed=args.seed, max_generations=2)
-    run_dir = args.out / f"run-{args.task}-seed{args.seed}"
-    shutil.rmtree(run_dir, ignore_errors=True)
     t0 = time.monotonic()
-    task = load_task(str(folder))
-    with Store(run_dir) as store:
-        store.set_meta("run_config", config.model_dump(mode="json"))
-        store.set_meta("task", {"name": task.name, "folder": str(task.folder)})
-        run = Run(store, task)
-        with PolicyRuntime.local() as runtime:
-            summary = Loop(run, runtime, config, agent=DistilOnce(),
-                           observer=lambda kind, **d: print(f"  {kind}: {d.get('text', '')}", flush=True) if kind == "phase" else None).run()
-        before, after = measure(run, run.baseline()), measure(run, store.champion())
+    with scripted_run(str(folder), config, DistilOnce(), args.out / f"run-{args.task}-seed{args.seed}") as (run, loop):
+        summary = loop.run()
+        before, after = measure(run, run.baseline()), measure(run, run.store.champion())
     gens = summary["generations"]
     result = {"task": args.task, "budget": args.budget, "seed": args.seed, "seconds": round(time.monotonic() - t0, 1),
               "before": before, "after": after, "verdict": gens[0] if gens else None}

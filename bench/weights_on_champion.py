@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import time
 from pathlib import Path
 
@@ -73,9 +72,15 @@ def seconds(run, gens: list[dict]) -> dict:
     return out
 
 
+def paired(a: dict[str, float], b: dict[str, float]):
+    """The gate's paired one-sided verdict of `b` against `a` on the examples both scored."""
+    from sia.loop.gate import compare
+
+    return compare(a, b, binary=set(a.values()) | set(b.values()) <= {0.0, 1.0})
+
+
 def table(task: str, out: Path) -> None:
     from sia.evaluation.stats import mean_ci
-    from sia.loop.gate import compare
 
     runs = [json.loads(p.read_text()) for p in sorted(out.glob(f"{task}-seed*.json"))]
     runs = [r for r in runs if "harness+weights" in r["versions"]]
@@ -89,20 +94,11 @@ def table(task: str, out: Path) -> None:
         m, (lo, hi) = mean_ci(list(scores.values()), binary=True)
         per = ", ".join(f"{r['versions'][name]['test'].get('score', float('nan')):.3f}" for r in runs)
         print(f"{name:18s} {m:7.3f} {lo:7.3f}-{hi:.3f} {len(scores):5d}   {per}")
-    a, b = pooled["harness"], pooled["harness+weights"]
-    v = compare(a, b, binary=set(a.values()) | set(b.values()) <= {0.0, 1.0})
+    v = paired(pooled["harness"], pooled["harness+weights"])
     print(f"harness+weights vs harness: delta {v.delta:+.3f}, pooled paired one-sided p {v.p_value:.4g} ({v.method}, n {v.n})")
-    from sia.store.run import Run
-
-    for r in runs:  # the seconds from the run directory where it is here (it is not committed), else from the json
-        run_dir = out / f"{task}-seed{r['seed']}"
-        if run_dir.is_dir():
-            with Run.open(run_dir) as run:
-                r["parts_s"] = {str(g): v for g, v in seconds(run, r["generations"]).items()}
-            (out / f"{task}-seed{r['seed']}.json").write_text(json.dumps(r, indent=1, default=str))
+    for r in runs:
         for g, parts in r.get("parts_s", {}).items():
             print(f"seed {r['seed']} gen {g}: " + ", ".join(f"{k} {v:.0f} s" for k, v in parts.items()))
-
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -117,39 +113,24 @@ def main() -> None:
     args = ap.parse_args()
     if args.table:
         return table(args.task, args.out)
+    from scripted import scripted_run
     from sia.loop.config import from_flat
-    from sia.loop.gate import compare
-    from sia.loop.loop import Loop
-    from sia.policy.runtime import PolicyRuntime
-    from sia.store.run import Run
-    from sia.store.store import Store
-    from sia.task.loading import load_task
     from sia.weights.config import LABEL_PRESET
 
     settings = {**LABEL_PRESET, "examples": args.examples, "epochs": args.epochs, "lr": args.lr}
     config = from_flat(task=args.task, budget=args.budget, levers="harness,weights", seed=args.seed, max_generations=3)
-    run_dir = args.out / f"{args.task}-seed{args.seed}"
-    shutil.rmtree(run_dir, ignore_errors=True)
     args.out.mkdir(parents=True, exist_ok=True)
-    task = load_task(args.task)
     t0 = time.monotonic()
-    with Store(run_dir) as store:
-        store.set_meta("run_config", config.model_dump(mode="json"))
-        store.set_meta("task", {"name": task.name, "folder": str(task.folder)})
-        run = Run(store, task)
-        with PolicyRuntime.local() as runtime:
-            loop = Loop(run, runtime, config, agent=HarnessThenWeights(settings),
-                        observer=lambda kind, **d: print(f"  {kind}: {d.get('text', '')}", flush=True) if kind == "phase" else None)
-            summary = loop.run()
-            gens = summary["generations"]
-            tried = [g for g in gens if g["candidate"]]
-            if tried and not tried[0]["accepted"]:
-                print("  the harness edit was rejected: the weight update trained on the baseline", flush=True)
-            versions = {"baseline": run.baseline(), **{name: g["candidate"] for name, g in zip(("harness", "harness+weights"), tried)}}
-            for name, cid in versions.items():  # the loop tests only the final champion: the others are tested here
-                if run.score(cid, "test") is None:
-                    print(f"  test of {name} ({cid}), for the comparison", flush=True)
-                    loop._eval(cid, "test", "test", loop.test, f"test {name}")
+    with scripted_run(args.task, config, HarnessThenWeights(settings), args.out / f"{args.task}-seed{args.seed}") as (run, loop):
+        gens = loop.run()["generations"]
+        tried = [g for g in gens if g["candidate"]]
+        if tried and not tried[0]["accepted"]:
+            print("  the harness edit was rejected: the weight update trained on the baseline", flush=True)
+        versions = {"baseline": run.baseline(), **{name: g["candidate"] for name, g in zip(("harness", "harness+weights"), tried)}}
+        for name, cid in versions.items():  # the loop tests only the final champion: the others are tested here
+            if run.score(cid, "test") is None:
+                print(f"  test of {name} ({cid}), for the comparison", flush=True)
+                loop._eval(cid, "test", "test", loop.test, f"test {name}")
         parts = seconds(run, gens)
         rows = {name: {"candidate": cid, "adapter": run.adapter(cid), "val": run.scored(cid, "val"), "test": run.scored(cid, "test"),
                        "test_scores": run.scores_of(cid, "test")} for name, cid in versions.items()}
@@ -164,8 +145,7 @@ def main() -> None:
         if g["generation"] in parts:
             print("  seconds: " + ", ".join(f"{k} {v:.0f}" for k, v in parts[g["generation"]].items()))
     if "harness+weights" in rows:
-        a, b = rows["harness"]["test_scores"], rows["harness+weights"]["test_scores"]
-        v = compare(a, b, binary=set(a.values()) | set(b.values()) <= {0.0, 1.0})
+        v = paired(rows["harness"]["test_scores"], rows["harness+weights"]["test_scores"])
         result["paired"] = {"delta": v.delta, "p_value": v.p_value, "method": v.method, "n": v.n}
         print(f"harness+weights vs harness on test: delta {v.delta:+.3f}, one-sided p {v.p_value:.4g} ({v.method}, n {v.n})")
     path = args.out / f"{args.task}-seed{args.seed}.json"
