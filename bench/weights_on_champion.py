@@ -108,6 +108,8 @@ def main() -> None:
     ap.add_argument("--examples", type=int, default=128)
     ap.add_argument("--epochs", type=float, default=2.0)
     ap.add_argument("--lr", type=float, default=5e-4)
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="another weight-update setting of the ce (as a proposal's config sets it), e.g. negatives=7")
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "weights-on-champion")
     ap.add_argument("--table", action="store_true", help="print the seeds written so far, pooled, and run nothing")
     args = ap.parse_args()
@@ -118,6 +120,9 @@ def main() -> None:
     from sia.weights.config import LABEL_PRESET
 
     settings = {**LABEL_PRESET, "examples": args.examples, "epochs": args.epochs, "lr": args.lr}
+    for item in args.set:
+        key, _, value = item.partition("=")
+        settings[key] = json.loads(value)
     config = from_flat(task=args.task, budget=args.budget, levers="harness,weights", seed=args.seed, max_generations=3)
     args.out.mkdir(parents=True, exist_ok=True)
     t0 = time.monotonic()

@@ -311,3 +311,37 @@ def test_the_collapse_watch_sees_the_calibrated_choice_on_a_calibrating_harness(
     calibrated = (raw - bias).argmax(-1)
     assert [p for p, _ in t.window] == [f"l{int(k)}" for k in calibrated]
     assert all(int(c) != int(r) for c, r in zip(calibrated, raw.argmax(-1)))
+
+
+def test_ce_negatives_keep_the_gold_candidates_and_the_wrong_ones_scored_highest(tmp_path):
+    """With `negatives`, a ce group is its gold candidates and the wrong ones the harness scored highest when collecting
+    (random ones when it recorded no scores); a group with no more wrong candidates than that is whole."""
+    from sia.weights.config import TrainConfig
+    from sia.weights.trainer import Sample, Trainer
+
+    base_dir = _tiny_model_dir(tmp_path)
+    scores = [-1.0, -9.0, -2.0, -5.0, -0.5, -7.0]  # candidate 4 (the likeliest) is gold
+    group = [Sample("g", [1, 2, 3], [10 + k, 2], [s, 0.0], float(k == 4), f"l{k}") for k, s in enumerate(scores)]
+    t = Trainer(base_dir, TrainConfig(algorithm="ce", negatives=2, rank=4))
+    assert [s.output for s in t._hardest(group)] == ["l0", "l2", "l4"]
+    unscored = [Sample("g", [1, 2, 3], [10 + k, 2], [], float(k == 0), f"l{k}", absolute=True) for k in range(6)]
+    kept = t._hardest(unscored)
+    assert len(kept) == 3 and kept[0].output == "l0"
+    assert t._hardest(group[3:]) == group[3:]
+    t.round(group + [Sample("h", [1, 5, 3], s.completion_ids, s.old_logprobs, s.reward, s.output) for s in group], 1)
+    assert t.log[0]["tokens"] == 2 * 3 * 2, "each step trains on the kept candidates only"
+
+
+def test_lora_layers_puts_the_adapter_on_the_last_layers_only(tmp_path):
+    from sia.weights.config import TrainConfig
+    from sia.weights.trainer import Trainer, train
+
+    base_dir = _tiny_model_dir(tmp_path)
+    t = Trainer(base_dir, TrainConfig(lora_layers=1, rank=4))
+    names = [n for n, p in t.model.named_parameters() if p.requires_grad]
+    assert names and all(".layers.1." in n for n in names)
+    r = train(base_dir, _samples(), TrainConfig(lora_layers=1, steps=2, prompts_per_step=2, lr=1e-2, rank=4), tmp_path / "a")
+    from safetensors.torch import load_file
+
+    keys = load_file(str(r.adapter_dir / "adapter_model.safetensors"))
+    assert keys and all(".layers.1." in k for k in keys)

@@ -104,8 +104,10 @@ class Trainer:
 
             self.model = PeftModel.from_pretrained(base, str(init_adapter), is_trainable=True)
         else:
+            n = base.config.num_hidden_layers
+            layers = list(range(max(0, n - config.lora_layers), n)) if config.lora_layers else None
             self.model = get_peft_model(base, LoraConfig(r=config.rank, lora_alpha=config.alpha, target_modules=config.target_modules,
-                                                         lora_dropout=0.0, task_type="CAUSAL_LM"))
+                                                         layers_to_transform=layers, lora_dropout=0.0, task_type="CAUSAL_LM"))
         self.model.train()
         self.params = [p for p in self.model.parameters() if p.requires_grad]
         self.opt = torch.optim.AdamW(self.params, lr=config.lr)
@@ -131,6 +133,8 @@ class Trainer:
     def round(self, samples: list[Sample], steps: int, on_step: Callable[[dict[str, Any]], None] | None = None) -> int:
         """Train `steps` steps on `samples`; returns the steps taken (fewer when nothing is usable or outputs collapse)."""
         groups = self.usable_groups(samples)
+        if self.config.algorithm == "ce" and self.config.negatives:
+            groups = {g: self._hardest(ss) for g, ss in groups.items()}
         self.samples_seen += len(samples)
         self.groups_used += len(groups)
         if not groups:
@@ -152,6 +156,20 @@ class Trainer:
             if self.stopped:
                 return done
         return steps
+
+    def _hardest(self, group: list[Sample]) -> list[Sample]:
+        """A ce group's gold candidates and its `negatives` wrong ones that the harness scored highest when collecting
+        (random ones when no scores were recorded, as for a generating harness), in the group's order."""
+        best = max(s.reward for s in group)
+        wrong = [i for i, s in enumerate(group) if s.reward < best]
+        if len(wrong) <= self.config.negatives:
+            return group
+        if all(group[i].old_logprobs for i in wrong):
+            keep = sorted(wrong, key=lambda i: -sum(group[i].old_logprobs))[: self.config.negatives]
+        else:
+            keep = self.rng.sample(wrong, self.config.negatives)
+        keep = set(keep)
+        return [s for i, s in enumerate(group) if s.reward >= best or i in keep]
 
     def _behaviour_gap(self, groups: dict[str, list[Sample]]) -> None:
         """The trainer's own logprobs of this round's samples before any step: the "old" policy of the clipped ratio, and,
