@@ -65,11 +65,16 @@ def main() -> None:
     from sia.weights.samples import samples_from_store
     from sia.weights.trainer import Trainer
 
-    result = json.loads(args.run.with_suffix(".json").read_text())
+    summary = args.run.with_suffix(".json")
+    if not summary.is_file():
+        raise SystemExit(f"{summary} is missing: --run takes a run directory that bench/weights_on_champion.py finished")
+    result = json.loads(summary.read_text())
     task, base = load_task(result["task"]), resolve_model_path(None)
     tokenizer = AutoTokenizer.from_pretrained(str(base))
     with Store(args.run, write=False) as store:
-        collect = next(e for e in store.evaluations() if ":collect:" in e.config.get("purpose", ""))
+        collect = next((e for e in store.evaluations() if ":collect:" in e.config.get("purpose", "")), None)
+        if collect is None:
+            raise SystemExit(f"{args.run}: no weight update collected prompts in this run")
         val = next(e.id for e in store.evaluations() if e.candidate_id == collect.candidate_id and e.split == "val")
         source = store.harness_source(store.candidate(collect.candidate_id).harness_version)
 
