@@ -57,7 +57,7 @@ def main() -> None:
     from rich.progress import Progress
     from transformers import AutoTokenizer
 
-    from sia.loop.weight_lever import _grader, _label_words
+    from sia.loop.weight_lever import _grader, ce_label_set
     from sia.policy.embedded import resolve_model_path
     from sia.store.store import Store
     from sia.task.loading import load_task
@@ -79,10 +79,9 @@ def main() -> None:
         source = store.harness_source(store.candidate(collect.candidate_id).harness_version)
 
         def samples(eid: str, split: str):
-            inputs = {e.id: str(e.inputs.get(task.spec.input_field, "")) for e in task.split(split)}
-            return samples_from_store(store, eid, grade=_grader(task), labels=task.labels,
-                                      encode=lambda s: tokenizer(s, add_special_tokens=False)["input_ids"],
-                                      end_ids=[tokenizer.eos_token_id], aliases=_label_words(source), inputs=inputs)
+            encode = lambda s: tokenizer(s, add_special_tokens=False)["input_ids"]  # noqa: E731
+            return samples_from_store(store, eid, grade=_grader(task),
+                                      **ce_label_set(task, task.split(split), encode, tokenizer.eos_token_id, source))
 
         train_samples, val_samples = samples(collect.id, "train"), samples(val, "val")
     print(f"{args.run.name}: {len(_groups(train_samples))} collected train groups, {len(_groups(val_samples))} validation groups")

@@ -108,9 +108,8 @@ class WeightLever:
                 collector = store.add_candidate(harness_version, parent, "weights", "distillation student before training",
                                                 parent=champion)
             if wp.train.algorithm == "ce":  # a generating harness's prompts, each with the task's label set
-                label_set = {"labels": task.labels, "encode": policy.encode, "end_ids": [policy.tokenizer.eos_token_id],
-                             "aliases": _label_words(store.harness_source(harness_version)),
-                             "inputs": {e.id: str(e.inputs.get(task.spec.input_field, "")) for e in pool}}
+                label_set = ce_label_set(task, pool, policy.encode, policy.tokenizer.eos_token_id,
+                                         store.harness_source(harness_version))
             gate_s = ctx.run.seconds_of(champion, "val")[0]  # the gate's worst case: one validation pass of the champion
             for r in range(wp.rounds):
                 started = time.monotonic()
@@ -159,6 +158,12 @@ class WeightLever:
         def grade(example_id: str, answer: str) -> float:
             return float(example_id in answers and answer == answers[example_id])
         return grade
+
+
+def ce_label_set(task, examples, encode, eos_id: int, harness_source: str) -> dict:
+    """The keywords `samples_from_store` takes to turn a harness's recorded calls on `examples` into ce label groups."""
+    return {"labels": task.labels, "encode": encode, "end_ids": [eos_id], "aliases": _label_words(harness_source),
+            "inputs": {e.id: str(e.inputs.get(task.spec.input_field, "")) for e in examples}}
 
 
 def _label_words(source: str) -> dict[str, str]:
