@@ -61,6 +61,22 @@ def test_calls_are_recorded_per_rollout_with_token_ids_and_logprobs(runtime):
         c.chat("the door is closed now", max_tokens=1)
 
 
+def test_a_scored_request_is_computed_once_and_served_from_memory_after(runtime):
+    """A calibrating harness scores the same content-free prompts for every example: the first request computes them,
+    later ones (from any rollout) get the same logprobs without a forward pass, and the record says which was which."""
+    prompt = "Content-free input: N/A. Sentiment:"
+    doors = [runtime.service.open_door(f"r-memo{i}", runtime.model_name()) for i in range(2)]
+    first = _door_client(runtime.service, doors[0]).logprobs(prompt, [" positive", " negative"])
+    passes = runtime.service.backend.policy.forward_passes
+    again = _door_client(runtime.service, doors[1]).logprobs(prompt, [" positive", " negative"])
+    assert again == first and runtime.service.backend.policy.forward_passes == passes
+    other = _door_client(runtime.service, doors[1]).logprobs(prompt, [" neutral"])
+    assert runtime.service.backend.policy.forward_passes > passes, "other continuations are computed"
+    records = [runtime.service.close_door(d) for d in doors]
+    assert [r["computed"] for r in records[0]] == [True] and [r["computed"] for r in records[1]] == [False, True]
+    assert records[1][0]["prompts"] == records[0][0]["prompts"] and len(other) == 1
+
+
 def test_logprobs_match_a_direct_forward_pass(hf_runtime):
     runtime = hf_runtime
     policy = runtime.service.backend.policy
