@@ -168,6 +168,33 @@ def test_the_wider_edit_space_is_offered_from_the_evidence_without_task_answers(
     assert edit_similar_demos(similar.harness, state) == [], "offered once"
 
 
+def test_domain_conditional_calibration_scores_random_words_of_the_train_inputs():
+    from dataclasses import replace as dc_replace
+
+    from sia.agents.builtin_edits import DOMAIN_INPUTS, domain_inputs, edit_domain_calibration
+    from sia.task.loading import Example
+
+    task = load_task("sentiment")
+    score = make_config(task.public_info(), mode="score", calibrate=True)
+    state = _state(task, render(score), _analysis())
+    (dc,) = edit_domain_calibration(score, state)
+    inputs = dc.harness.calibrate_inputs
+    assert dc.kind == "domain_calibration" and dc.harness.calibrate and len(inputs) == DOMAIN_INPUTS
+    words = {w for ex in state.train[:400] for w in str(ex.inputs["text"]).split()}
+    assert all(set(x.split()) <= words for x in inputs), "every word comes from a train input"
+    typical = sorted(len(str(ex.inputs["text"]).split()) for ex in state.train[:400])[len(state.train[:400]) // 2]
+    assert {len(x.split()) for x in inputs} == {typical}, "as long as a typical input"
+    assert len(set(inputs)) == DOMAIN_INPUTS and domain_inputs(score, state.train, 0) == inputs, "distinct, and the same for a seed"
+    assert edit_domain_calibration(dc.harness, state) == [], "offered once"
+    (uncal,) = edit_domain_calibration(dc_replace(score, calibrate=False), state)
+    assert uncal.harness.calibrate, "an uncalibrated scoring harness is offered it too"
+    assert edit_domain_calibration(make_config(task.public_info()), state) == [], "only for a harness that scores labels"
+    chinese = [Example(f"c{i}", "train", {"text": t}, {"label": "positive"}) for i, t in enumerate(["我想问一下离婚", "工资拖欠怎么办", "车祸赔偿"])]
+    cjk = domain_inputs(score, chinese, 1)
+    assert all(len(x) == 7 and " " not in x and set(x) <= set("".join(str(e.inputs["text"]) for e in chinese)) for x in cjk), \
+        "text without spaces is drawn character by character"
+
+
 def test_a_ce_update_costs_more_where_prompts_and_label_sets_are_longer():
     from types import SimpleNamespace
 

@@ -224,6 +224,41 @@ def edit_calibration_inputs(cfg: TemplateConfig, s: AgentState) -> list[Candidat
                   f"inputs ({', '.join(repr(x) for x in inputs)}) instead of one ({evidence(s.analysis)})", 0.05 + 0.5 * s.analysis.skew)]
 
 
+DOMAIN_INPUTS = 8
+"""Content-free inputs of a domain-conditional calibration."""
+
+
+def domain_inputs(cfg: TemplateConfig, train: list[Example], seed: int, k: int = DOMAIN_INPUTS) -> tuple[str, ...]:
+    """`k` strings of words drawn at random from the train inputs, each as long as a typical input (in words, or in
+    characters for text written without spaces): content-free, but in the task's own words, so the bias they measure
+    is the one the domain's vocabulary gives each label, not only the one an empty input gives."""
+    texts = [str(ex.inputs.get(cfg.input_field, "")) for ex in train[:400]]
+    texts = [t for t in texts if t.strip()]
+    if not texts:
+        return ()
+    spaced = sum(t.count(" ") for t in texts) * 20 >= sum(len(t) for t in texts)
+    units = [t.split() if spaced else [ch for ch in t if not ch.isspace()] for t in texts]
+    bag = [u for us in units for u in us]
+    typical = sorted(len(us) for us in units)[len(units) // 2]
+    if not bag or not typical:
+        return ()
+    rng = random.Random(seed)
+    return tuple((" " if spaced else "").join(rng.choice(bag) for _ in range(typical)) for _ in range(k))
+
+
+def edit_domain_calibration(cfg: TemplateConfig, s: AgentState) -> list[Candidate]:
+    if cfg.mode != "score" or not cfg.labels or len(cfg.calibrate_inputs) >= DOMAIN_INPUTS:
+        return []
+    inputs = domain_inputs(cfg, s.train, s.seed)
+    if not inputs:
+        return []
+    a = s.analysis
+    why = (f"calibrate the label scores against {len(inputs)} inputs of random words from train inputs (domain-conditional) instead "
+           f"of {'no content-free input' if not cfg.calibrate else ', '.join(repr(x) for x in cfg.calibrate_inputs)}: the words of the "
+           f"domain may pull the model towards some labels ({evidence(a)})")
+    return [_edit("domain_calibration", replace(cfg, calibrate=True, calibrate_inputs=inputs), why, 0.06 + 0.6 * a.skew + 0.1 * a.rate("wrong"))]
+
+
 def edit_layout(cfg: TemplateConfig, s: AgentState) -> list[Candidate]:
     where = "after" if not cfg.input_first else "before"
     return [_edit("layout", replace(cfg, input_first=not cfg.input_first), f"put the instruction {where} the input ({evidence(s.analysis)})",
@@ -309,5 +344,5 @@ def edit_reply_length(cfg: TemplateConfig, s: AgentState) -> list[Candidate]:
 EDITS: list[Callable[[TemplateConfig, AgentState], list[Option]]] = [
     edit_score_labels, edit_calibrate, edit_extraction, edit_few_shot, edit_instruction, edit_self_consistency, edit_retry,
     edit_reply_length, edit_demo_layout, edit_label_words, edit_calibration_inputs, edit_layout, edit_ensemble, edit_clip_input,
-    edit_similar_demos,
+    edit_similar_demos, edit_domain_calibration,
 ]
