@@ -289,6 +289,53 @@ def test_a_ce_step_in_parts_has_the_gradient_of_the_whole_step(tmp_path, monkeyp
     assert parts["loss"] == pytest.approx(whole["loss"], abs=1e-5) and parts["label_accuracy"] == whole["label_accuracy"]
 
 
+def test_content_free_scores_shared_by_every_part_carry_the_gradient_of_the_whole_step(tmp_path, monkeypatch):
+    """On a calibrating harness each sample's score is less its mean score on content-free inputs, which every part of a
+    step shares: computed once, their gradient is the one a single pass over the whole step gives."""
+    import sia.weights.trainer as tr
+    from dataclasses import replace
+
+    from sia.weights.config import TrainConfig
+    from sia.weights.grpo import shared_prompt_logprobs
+
+    base_dir = _tiny_model_dir(tmp_path)
+    free = [((1, 7, 9), (20 + k, 2)) for k in range(3)], [((1, 8, 8, 9), (20 + k, 2)) for k in range(3)]
+    groups = {f"g{g}": [tr.Sample(f"g{g}", [1, 5 + g, 9, 40 + g % 3][: 3 + g % 2], [20 + k, 2], [], float(k == g % 3), f"l{k}",
+                                  bias=tuple(f[k] for f in free[: 1 + g % 2])) for k in range(3)] for g in range(6)}
+    batch = [x for g in sorted(groups) for x in groups[g]]
+    ref = tr.Trainer(base_dir, TrainConfig(algorithm="ce", steps=1, prompts_per_step=6, rank=4))
+    new, _, comp = shared_prompt_logprobs(ref.model, [(x.prompt_ids, x.completion_ids) for x in batch])
+    pairs = sorted({p for x in batch for p in x.bias})
+    seq = dict(zip(pairs, ref._pair_scores(pairs)))
+    bias = torch.stack([torch.stack([seq[p] for p in x.bias]).mean() for x in batch])
+    loss, _ = tr._label_loss(torch, new, comp, batch, [(3 * i, 3 * i + 3) for i in range(6)], bias)
+    loss.backward()
+    g_ref = torch.cat([p.grad.flatten() for p in ref.params])
+
+    def grads(part_tokens):
+        monkeypatch.setattr(tr, "CE_PART_TOKENS", part_tokens)
+        t = tr.Trainer(base_dir, TrainConfig(algorithm="ce", steps=1, prompts_per_step=6, rank=4))
+        t.opt.step = lambda: None  # keep the gradient for the comparison
+        calls = []
+        scores = t._pair_scores
+        t._pair_scores = lambda ps: calls.append(len(ps)) or scores(ps)
+        t._step(groups, sorted(groups), None)
+        return t.log[-1], torch.cat([p.grad.flatten() for p in t.params]), calls
+
+    whole, g_whole, calls_whole = grads(10_000)
+    parts, g_parts, calls_parts = grads(20)
+    assert whole["parts"] == 1 and parts["parts"] == 6 and float(g_ref.abs().sum()) > 0
+    assert torch.allclose(g_whole, g_ref, atol=1e-6) and torch.allclose(g_parts, g_ref, atol=1e-6)
+    loss = float(loss.detach())
+    assert whole["loss"] == pytest.approx(loss, abs=1e-5) and parts["loss"] == pytest.approx(loss, abs=1e-5)
+    assert calls_whole == [6, 6] and sum(calls_parts[:1]) == 6 and sum(calls_parts[1:]) == 6, \
+        "the 6 content-free candidates: once without gradient, once with it (in parts when they are large)"
+    plain = {g: [replace(x, bias=()) for x in ss] for g, ss in groups.items()}
+    t = tr.Trainer(base_dir, TrainConfig(algorithm="ce", steps=1, prompts_per_step=6, rank=4))
+    t._pair_scores = lambda ps: pytest.fail("no content-free scores without a calibrating harness")
+    t._step(plain, sorted(plain), None)
+
+
 def test_the_collapse_watch_sees_the_calibrated_choice_on_a_calibrating_harness(tmp_path):
     """A calibrating harness answers with the label whose score less its content-free bias is highest: that, not the raw
     likelihood, is the answer the model prefers when the trainer watches for a collapse."""

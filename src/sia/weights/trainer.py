@@ -242,33 +242,34 @@ class Trainer:
         (candidates x their prompt and completion). Each candidate row keeps its prompt's keys and values for the
         backward pass: 16 prompts of 200 tokens with 20 labels each held more than 24 GB at once; in parts the peak is
         one part's. The loss is a mean over groups, so the parts' losses, weighted by their share of groups, add up to
-        the step's loss and gradient."""
+        the step's loss and gradient. A calibrating harness's content-free scores are shared by every part: they are
+        computed once without gradient, the parts' gradients with respect to them are summed, and one more pass carries
+        that sum into the weights (`_bias_backward`). The gradient is the same as computing them with each part, which
+        cost a pass per part and per content-free input (LawBench: 4 parts a step)."""
         torch = self.torch
         self.opt.zero_grad()
-        parts, part, used = [], [], 0
-        for g in chosen:
-            cost = sum(len(x.prompt_ids) + len(x.completion_ids) for x in groups[g])
-            if part and used + cost > CE_PART_TOKENS:
-                parts.append(part)
-                part, used = [], 0
-            part.append(g)
-            used += cost
-        parts.append(part)
-        news, comps, seqs, totals = [], [], [], Counter()
+        parts = _in_parts(chosen, lambda g: sum(len(x.prompt_ids) + len(x.completion_ids) for x in groups[g]))
+        bias = self._bias(batch_samples)
+        if bias is not None:
+            bias = bias.detach().clone().requires_grad_(True)
+        news, comps, seqs, totals, start = [], [], [], Counter(), 0
         for part in parts:
             ps, sp = [], []
             for g in part:
                 sp.append((len(ps), len(ps) + len(groups[g])))
                 ps += groups[g]
             new, _, comp = shared_prompt_logprobs(self.model, [(x.prompt_ids, x.completion_ids) for x in ps], self.pad_id)
-            bias = self._bias(ps)
-            loss, stats = _label_loss(torch, new, comp, ps, sp, bias)
+            b = None if bias is None else bias[start: start + len(ps)]
+            start += len(ps)
+            loss, stats = _label_loss(torch, new, comp, ps, sp, b)
             (loss * len(part) / len(chosen)).backward()
             news.append(new.detach())
             comps.append(comp)
-            seqs.append((new.detach() * comp).sum(-1) - (0 if bias is None else bias.detach()))
+            seqs.append((new.detach() * comp).sum(-1) - (0 if b is None else b.detach()))
             for k, v in stats.items():
                 totals[k] += v * (1 if k == "tokens" else len(part) / len(chosen))
+        if bias is not None and bias.grad is not None:
+            self._bias_backward(batch_samples, bias.grad)
         width = max(n.shape[1] for n in news)
         pad = torch.nn.functional.pad
         new = torch.cat([pad(n, (0, width - n.shape[1])) for n in news])
@@ -307,14 +308,29 @@ class Trainer:
                 self.stopped = f"the model's preferred answers collapsed onto {label!r} over the last {config.collapse_patience} steps"
 
     def _bias(self, batch_samples: list[Sample]):
-        """Each sample's mean score on the content-free inputs of its calibrating harness (with gradient), or None."""
+        """Each sample's mean score on the content-free inputs of its calibrating harness (no gradient), or None."""
         if not any(s.bias for s in batch_samples):
             return None
         pairs = sorted({pair for s in batch_samples for pair in s.bias})
+        with self.torch.no_grad():  # one content-free prompt serves every example: computed once
+            seq = dict(zip(pairs, self._pair_scores(pairs)))
+        return self.torch.stack([self.torch.stack([seq[p] for p in s.bias]).mean() if s.bias else self.torch.zeros(())
+                                 for s in batch_samples])
+
+    def _pair_scores(self, pairs: list[tuple[tuple[int, ...], tuple[int, ...]]]):
         lp, _, mask = shared_prompt_logprobs(self.model, [(list(p), list(c)) for p, c in pairs], self.pad_id)
-        seq = dict(zip(pairs, (lp * mask).sum(-1)))  # one content-free prompt serves every example: computed once
-        zero = self.torch.zeros(())
-        return self.torch.stack([self.torch.stack([seq[p] for p in s.bias]).mean() if s.bias else zero for s in batch_samples])
+        return (lp * mask).sum(-1)
+
+    def _bias_backward(self, batch_samples: list[Sample], grad) -> None:
+        """Add to the weights' gradient what flows through the content-free scores, given `grad`, the loss's gradient
+        with respect to each sample's bias: each content-free candidate gets the sum over the samples that average it,
+        and its score is computed again with gradient, in parts of at most `CE_PART_TOKENS` tokens."""
+        upstream: dict[tuple, float] = {}
+        for s, g in zip(batch_samples, grad.tolist()):
+            for pair in s.bias:
+                upstream[pair] = upstream.get(pair, 0.0) + g / len(s.bias)
+        for chunk in _in_parts(sorted(upstream), lambda pair: len(pair[0]) + len(pair[1])):
+            (self._pair_scores(chunk) * self.torch.tensor([upstream[p] for p in chunk])).sum().backward()
 
     def save(self, out_dir: str | Path, lineage: dict[str, Any] | None = None) -> Path:
         """Write the adapter in PEFT's layout with sia_training.json; the folder appears whole or not at all."""
@@ -328,6 +344,18 @@ class Trainer:
         shutil.rmtree(out_dir, ignore_errors=True)
         tmp.rename(out_dir)
         return out_dir
+
+
+def _in_parts(items: list, tokens: Callable[[Any], int]) -> list[list]:
+    """`items` in order, in consecutive parts of at most `CE_PART_TOKENS` tokens (an item larger than that alone)."""
+    parts, part, used = [], [], 0
+    for item in items:
+        if part and used + tokens(item) > CE_PART_TOKENS:
+            parts.append(part)
+            part, used = [], 0
+        part.append(item)
+        used += tokens(item)
+    return parts + [part] if part else parts
 
 
 def _label_loss(torch, new, comp, batch_samples: list[Sample], spans: list[tuple[int, int]], bias=None
