@@ -195,6 +195,31 @@ def test_domain_conditional_calibration_scores_random_words_of_the_train_inputs(
         "text without spaces is drawn character by character"
 
 
+def test_a_harness_edit_costs_what_its_harness_makes_the_policy_read_per_example():
+    from dataclasses import replace as dc_replace
+
+    from sia.agents.builtin_edits import edit_domain_calibration, edit_few_shot, edit_similar_demos
+    from sia.agents.costs import harness_cost, reading
+    from sia.task.loading import Example
+
+    task = load_task("sentiment")
+    score = make_config(task.public_info(), mode="score", calibrate=True)
+    state = _state(task, render(score), _analysis())
+    (similar,) = edit_similar_demos(score, state)
+    (dc,) = edit_domain_calibration(score, state)
+    inline, _ = edit_few_shot(score, state)
+    flat = harness_cost(state)
+    assert harness_cost(state, score, dc.harness) == pytest.approx(flat), "content-free prompts are computed once"
+    assert harness_cost(state, score, inline.harness) == pytest.approx(flat), "fixed demonstrations are a prefix read once"
+    assert harness_cost(state, score, similar.harness) > 2.5 * flat, "4 demonstrations chosen per input are read per input"
+    ensemble = dc_replace(score, ensemble=("Rate it.", "Positive or negative?"))
+    assert reading(ensemble, state) == pytest.approx(3 * reading(score, state))
+    long = dc_replace(state, train=[Example(f"l{i}", "train", {"text": "word " * 600}, {"label": "positive"}) for i in range(10)])
+    assert harness_cost(long, score, dc_replace(score, max_input_chars=1500)) < 0.6 * harness_cost(long), "clipping saves"
+    generate = make_config(task.public_info())
+    assert harness_cost(state, generate, score) == pytest.approx(flat), "a switch to scoring is priced as measured"
+
+
 def test_a_ce_update_costs_more_where_prompts_and_label_sets_are_longer():
     from types import SimpleNamespace
 

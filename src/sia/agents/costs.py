@@ -10,6 +10,7 @@ more than the budget left is not proposed.
 from __future__ import annotations
 
 from sia.agents.contract import AgentState
+from sia.harness.template import TemplateConfig, show
 from sia.weights.config import WeightPlan
 
 TRAIN_STEP_S = 7.0
@@ -51,10 +52,41 @@ def gate_seconds(s: AgentState) -> float:
     return 10 + 0.5 * s.val_n * s.rollout_s
 
 
-def harness_cost(s: AgentState) -> float:
-    """Minutes a harness edit costs: measured from past tries, else a gate."""
+def harness_cost(s: AgentState, old: TemplateConfig | None = None, new: TemplateConfig | None = None) -> float:
+    """Minutes a harness edit costs: measured from past tries, else a gate; for an edit from template config `old` to
+    `new` that keeps how the model is asked (scoring or generating), scaled by how much more (or less) the new harness
+    makes the policy read per example (`reading`). A switch between scoring and generating is not scaled: reading a
+    prompt and decoding a reply cost differently per token (on LawBench the token count priced label scoring at 2.6x a
+    gate, and the builtin agent then took a longer reply, +0.000, before label scoring, +0.175)."""
     measured = s.memory.seconds_per_try("harness")
-    return (measured or gate_seconds(s)) / 60
+    factor = 1.0
+    if old is not None and new is not None and old.mode == new.mode and s.train:
+        factor = min(10.0, max(0.25, (ROLLOUT_TOKENS + reading(new, s)) / (ROLLOUT_TOKENS + reading(old, s))))
+    return (measured or gate_seconds(s)) * factor / 60
+
+
+ROLLOUT_TOKENS = 30
+"""A rollout's fixed cost (its sandboxed process, its HTTP calls) in tokens computed: fitted to one measured pair of
+sentiment gates in a 15-minute run: demonstrations chosen per input took 3.5 min for 120 examples, fixed ones 1.1 min for
+112, 3.0x per example; `reading` gives them 155 and 31 tokens, and (30 + 155) / (30 + 31) = 3.0."""
+
+
+def reading(cfg: TemplateConfig, s: AgentState) -> float:
+    """About how many tokens the policy computes per example under `cfg`, counting what changes between examples: the
+    input (clipped), demonstrations chosen per input, and each scored label or generated reply, once per call. What is
+    the same for every example (instruction, fixed demonstrations, content-free calibration prompts) is read once and
+    kept: llama.cpp keeps a shared prompt prefix, and the service keeps scored requests."""
+    shown = [show(cfg, ex.inputs) for ex in s.train[:50]]
+    if cfg.max_input_chars:
+        shown = [x[: cfg.max_input_chars] for x in shown]
+    per_input = sum(_tokens(x) for x in shown) / max(1, len(shown))
+    if cfg.similar_demos and cfg.demos:
+        per_demo = sum(_tokens(d.input + d.answer) + 4 for d in cfg.demos) / len(cfg.demos)
+        per_input += cfg.similar_demos * per_demo
+    if cfg.mode == "score" and cfg.labels:
+        words = [cfg.label_words.get(label, label) for label in cfg.labels]
+        return (1 + len(cfg.ensemble)) * (per_input + sum(_tokens(w) + 1 for w in words))
+    return per_input + cfg.votes * cfg.max_tokens / 2 + (per_input / 2 if cfg.retry else 0)
 
 
 def weights_cost(wp: WeightPlan, s: AgentState, distill: bool = False) -> float:
