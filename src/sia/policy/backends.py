@@ -67,6 +67,10 @@ class HTTPError(Exception):
         self.status, self.message, self.kind = status, message, kind
 
 
+SCORED_KEPT = 256
+"""Scoring requests the local backend keeps (see `LocalBackend._score`)."""
+
+
 class LocalBackend:
     """The in-process model behind a batcher."""
 
@@ -183,9 +187,11 @@ class LocalBackend:
         """Per-token logprobs of `prompts` under `model`, and whether this call computed them.
 
         A calibrating harness scores the same content-free prompts for every example, often from several rollouts at
-        once, so results are kept per (model, prompts), the most recent 4096 requests, and a request already being
-        computed is waited for. Scoring is deterministic and an adapter's name is never reused for other weights, so a
-        kept result is the one a new computation would give."""
+        once, so results are kept per (model, prompts), the most recent `SCORED_KEPT` requests, and a request already
+        being computed is waited for. Content-free prompts are asked for by every example, so they stay among the most
+        recent; each example's own prompts pass through (a LawBench request holds ~100 KB of logprobs). Scoring is
+        deterministic and an adapter's name is never reused for other weights, so a kept result is the one a new
+        computation would give."""
         key = (model, prompts)
         if key not in self._scored and key in self._scoring:
             await asyncio.shield(self._scoring[key])
@@ -197,7 +203,7 @@ class LocalBackend:
         try:
             scored = (await self._submit("score", model, [encoded]))[0]
             self._scored[key] = scored
-            while len(self._scored) > 4096:
+            while len(self._scored) > SCORED_KEPT:
                 self._scored.popitem(last=False)
             return scored, True
         finally:
