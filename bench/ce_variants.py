@@ -34,13 +34,10 @@ def accuracy(trainer, samples) -> float:
     """Share of label groups whose best-rewarded candidate is the one the adapter scores highest (calibrated)."""
     import torch
 
-    from sia.weights.grpo import shared_prompt_logprobs
-
     groups, right = _groups(samples), 0
     with torch.no_grad():
         for ss in groups.values():
-            lp, _, mask = shared_prompt_logprobs(trainer.model, [(s.prompt_ids, s.completion_ids) for s in ss], trainer.pad_id)
-            seq = (lp * mask).sum(-1)
+            seq = trainer._pair_scores([(s.prompt_ids, s.completion_ids) for s in ss])
             bias = trainer._bias(ss)
             if bias is not None:
                 seq = seq - bias
