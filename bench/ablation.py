@@ -131,11 +131,14 @@ def main() -> None:
         print(f"{arm:10s} {mean:7.3f}   ({lo:.3f}, {hi:.3f})   {len(s)}")
     result = {"task": args.task, "budget": args.budget, "seeds": args.seeds, "extra": args.extra,
               "means": means, "scores": scores, "runs": runs}
-    if {"harness", "weights", "both"} <= set(arms) and all(scores[a] for a in ("harness", "weights", "both")):
-        better = max(("harness", "weights"), key=lambda a: means[a])
+    singles = [a for a in ("harness", "weights") if scores.get(a)]
+    if scores.get("both") and singles:
+        better = max(singles, key=lambda a: means[a])
         v = compare(scores[better], scores["both"], binary=binary)
-        result["both_vs_better"] = {"lever": better, "delta": v.delta, "p_value": v.p_value, "method": v.method, "n": v.n}
-        print(f"\nboth vs {better} (the better single lever): delta {v.delta:+.3f}, paired one-sided p = {v.p_value:.4g} "
+        result["both_vs_better"] = {"lever": better, "delta": v.delta, "p_value": v.p_value, "method": v.method, "n": v.n,
+                                    "singles_run": singles}
+        which = "the better single lever" if len(singles) == 2 else "the only single lever in this table"
+        print(f"\nboth vs {better} ({which}): delta {v.delta:+.3f}, paired one-sided p = {v.p_value:.4g} "
               f"({v.method}, n={v.n})")
     print("\nlever chosen per generation (expected -> realised gain, * accepted):")
     for name, r in runs.items():
