@@ -48,6 +48,7 @@ def run_arm(task: str, arm: str, seed: int, budget: str, out: Path, extra: list[
     run_dir = out / f"{arm}-seed{seed}"
     done = run_dir / "summary.json"
     if done.is_file():
+        report(arm, seed, json.loads(done.read_text()), "finished earlier")
         return run_dir
     sia = str(Path(sys.executable).parent / "sia")
     t0 = time.monotonic()
@@ -67,9 +68,13 @@ def run_arm(task: str, arm: str, seed: int, budget: str, out: Path, extra: list[
     summary = json.loads(r.stdout)
     summary["bench_seconds"] = round(time.monotonic() - t0, 1)
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=1))
-    print(f"  {arm:8s} seed {seed}: test {summary['baseline']['test']:.3f} -> {summary['final']['test']:.3f} "
-          f"({summary['accepted']} accepted, {summary['bench_seconds']:.0f}s): {choices(summary)}", flush=True)
+    report(arm, seed, summary, f"{summary['bench_seconds']:.0f}s")
     return run_dir
+
+
+def report(arm: str, seed: int, summary: dict, when: str) -> None:
+    print(f"  {arm:8s} seed {seed}: test {summary['baseline']['test']:.3f} -> {summary['final']['test']:.3f} "
+          f"({summary['accepted']} accepted, {when}): {choices(summary)}", flush=True)
 
 
 def choices(summary: dict) -> str:
