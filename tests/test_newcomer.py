@@ -63,6 +63,22 @@ def test_a_run_where_every_rollout_times_out_stops_with_one_message_and_no_lesso
     assert set(INFRA) >= {"timeout"}
 
 
+def test_a_harness_that_spins_in_its_own_code_is_scored_not_taken_for_a_slow_machine(tmp_path, runtime, tiny_task):
+    """A timeout counts as the machine's when the rollout was starting or waiting for the policy; a harness that runs
+    out the clock in its own code, after it began and before asking, is the harness's failure and is scored 0."""
+    from sia.evaluation.executor import EvalConfig, execute
+    from sia.harness.sandbox import SandboxLimits
+    from sia.store.store import Store
+    from sia.task.loading import load_task
+
+    config = EvalConfig(split="val", limit=4, concurrency=2, limits=SandboxLimits(timeout_s=1.5))
+    with Store(tmp_path / "run") as store:
+        result = execute(load_task(tiny_task), "def solve(example, ctx):\n    while True:\n        pass\n", store=store,
+                         runtime=runtime, config=config)
+        rows = store.rollouts(result.evaluation_id)
+    assert len(rows) == 4 and {r.error_type for r in rows} == {"timeout"} and result.score == 0.0
+
+
 def test_a_run_whose_baseline_does_not_fit_is_limited_ends_in_budget_and_logs_progress_without_a_terminal(tmp_path):
     r = subprocess.run([SIA, "run", "sentiment", "--budget", "45s", "--levers", "harness", "--analysis-examples", "8",
                         "--run-dir", tmp_path / "run", "--json"], capture_output=True, text=True, timeout=600,

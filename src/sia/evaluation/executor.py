@@ -96,10 +96,12 @@ class InfraWatch:
         self.total, self.timeout_s, self.share, self.at_least, self.counted = total, timeout_s, share, at_least, kinds
         self.done, self.kinds, self.first = 0, Counter(), ""
 
-    def add(self, record: NewRollout, asked_policy: bool = True) -> None:
-        """Count a finished rollout; a timeout counts as the machine's only if the rollout had asked the policy."""
+    def add(self, record: NewRollout, machine_time: bool = True) -> None:
+        """Count a finished rollout; a timeout counts as the machine's only if the rollout's time went to the machine
+        (`machine_time`): it had asked the policy, or its sandbox had not yet started the harness. A rollout that timed
+        out in between spent its time in the harness's own code."""
         self.done += 1
-        if record.error_type in self.counted and (record.error_type != "timeout" or asked_policy):
+        if record.error_type in self.counted and (record.error_type != "timeout" or machine_time):
             self.kinds[record.error_type] += 1
             self.first = self.first or (record.error or record.error_type)
 
@@ -178,7 +180,8 @@ def execute(task: Task, source: str, *, store: Store, runtime: PolicyRuntime, co
             calls = runtime.service.close_door(door)
         grade, error_type, error = _grade(task, ex, res)
         now = time.time()
-        events = sorted(_llm_events(calls) + res.events, key=lambda e: e.get("t", 0.0))
+        began = any(e["kind"] == "start" for e in res.events)  # the sandbox got as far as loading the harness
+        events = sorted(_llm_events(calls) + [e for e in res.events if e["kind"] != "start"], key=lambda e: e.get("t", 0.0))
         if res.ok:  # the output itself is stored once, on the rollout
             events.append({"kind": "output", "t": now, "data": {"type": type(res.output).__name__, "chars": len(json.dumps(res.output))}})
         else:
@@ -189,7 +192,7 @@ def execute(task: Task, source: str, *, store: Store, runtime: PolicyRuntime, co
         events.append({"kind": "grade", "t": now, "data": grade.to_dict()})
         return NewRollout(rid, evaluation_id, candidate_id, ex.id, ex.split, sample, seed, "ok" if res.ok else "error", error_type,
                           error, res.output if res.ok else None, grade.score, grade.passed, grade.feedback, res.duration_s,
-                          events), asked
+                          events), asked or not began
 
     watch = InfraWatch(len(jobs), config.limits.timeout_s, config.infra)
     with ThreadPoolExecutor(max_workers=max(1, config.concurrency), thread_name_prefix="sia-rollout") as pool:
@@ -203,9 +206,9 @@ def execute(task: Task, source: str, *, store: Store, runtime: PolicyRuntime, co
                 break
             finished, pending = wait(pending, return_when=FIRST_COMPLETED)
             for fut in finished:
-                record, asked = fut.result()
+                record, machine_time = fut.result()
                 store.add_rollout(record)
-                watch.add(record, asked)
+                watch.add(record, machine_time)
                 if on_rollout:
                     on_rollout(record)
     watch.raise_if_failing()

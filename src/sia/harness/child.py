@@ -125,6 +125,8 @@ def run(job: dict[str, Any], out) -> None:
     except Exception as e:
         return _result(out, "error", error_type="sandbox", message=f"{type(e).__name__}: {e}")
     namespace: dict[str, Any] = {"__name__": "harness", "__file__": "harness.py"}
+    # before any harness code: a rollout that times out without this line spent its time starting (the machine's fault)
+    _write(out, {"kind": "start", "t": time.time(), "data": {}})
     try:
         code = compile(job["source"], "harness.py", "exec")
     except SyntaxError as e:

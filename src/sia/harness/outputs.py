@@ -1,7 +1,7 @@
 """What comes out of a sandbox is data, checked: sizes, depth and a schema, or a typed rollout error.
 
-The rollout process writes JSON lines to a pipe: events (`log`, `tool_call`)
-and one `result`. The harness runs in that process, so every line is
+The rollout process writes JSON lines to a pipe: events (`start`, written
+before the harness is loaded; `log`, `tool_call`) and one `result`. The harness runs in that process, so every line is
 untrusted: the parent reads at most `limits.events_mb` of it, parses each line
 with a depth limit, and accepts only the kinds and fields below. A line of any
 other kind (a forged `llm_call`, say) or a second result makes the rollout a
@@ -16,7 +16,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-EVENT_KINDS = ("log", "tool_call")
+EVENT_KINDS = ("start", "log", "tool_call")
 CHILD_ERRORS = ("harness_syntax", "harness_interface", "harness_exit", "harness_exception", "harness_output", "memory", "policy",
                 "policy_request", "sandbox")
 MAX_DEPTH = 64

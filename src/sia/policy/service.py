@@ -100,7 +100,8 @@ class PolicyService:
 
     def asked(self, rollout: str) -> bool:
         """Whether the rollout has sent the policy a request (answered or not) through its open door: a rollout that
-        timed out without ever asking spent its time in its own code, which is not the machine's fault."""
+        timed out after its harness began (`sia.evaluation.executor.InfraWatch`) and without ever asking spent its time in its own
+        code, which is not the machine's fault."""
         with self._lock:
             return rollout in self._asked
 
