@@ -62,3 +62,34 @@ def test_a_run_whose_builtin_task_folder_moved_still_opens(tmp_path):
     assert _recorded_task({"name": "sentiment", "folder": str(tmp_path / "gone" / "sentiment")}).name == "sentiment"
     with pytest.raises(TaskError, match="not found"):
         _recorded_task({"name": "my-task", "folder": str(tmp_path / "gone" / "my-task")})
+
+
+def test_the_test_reserve_counts_only_work_the_policy_service_computed(tmp_path):
+    """A champion whose validation the policy service answered from its memo of the parent's scorings (a calibration
+    edit keeps each example's prompts) ran fast on validation only: the final test's inputs are new, so the time kept
+    for the test comes from the parent's computed pass, not from the memo-fed one."""
+    from conftest import new_run
+    from sia.loop.budget import Budget
+    from sia.loop.config import from_flat
+
+    def evaluate(store, cid, seconds, computed):
+        eid = store.evaluation_for(cid, "val", lambda: store.add_evaluation(cid, "val", 0, 1, 10, {"purpose": "val"}))
+        for i in range(10):
+            call = {"kind": "llm_call", "t": 1.0, "data": {"kind": "score", "computed": computed}}
+            store.add_rollout(NewRollout(f"{eid}:x{i}:0", eid, cid, f"x{i}", "val", 0, 1, "ok", None, None, "a", 1.0, True,
+                                         None, seconds, [call]))
+
+    with new_run(tmp_path / "run", from_flat(task="sentiment")) as run:
+        store = run.store
+        parent = store.add_candidate(store.add_harness_version("def solve(e, ctx):\n    return 'a'\n", "baseline"), None, "harness", "")
+        evaluate(store, parent, 10.0, True)  # ~1 rollout/s, computed
+        store.push_champion(parent, "baseline")
+        child = store.add_candidate(store.add_harness_version("def solve(e, ctx):\n    return 'b'\n", "recalibrated"), None,
+                                    "harness", "", parent=parent)
+        evaluate(store, child, 0.2, False)  # ~50 rollouts/s, every call served from the memo
+        store.push_champion(child, "accepted")
+        assert store.served_from_memo(store.evaluation_id(child, "val")) == 10
+        budget = Budget(run, 600, None, None, 10)
+        assert budget.rate(child) > 20, "the gate's own pace stays the measured one"
+        assert 1.2 * 10 / 1.1 + 5 < budget.test_reserve(child) < 1.2 * 10 / 0.9 + 5, budget.test_reserve(child)
+        assert budget.test_reserve(parent) == pytest.approx(1.2 * 10 / (10 / 10.0) + 5, rel=0.1)

@@ -20,6 +20,7 @@ class Budget:
         self._t0 = started_at if started_at is not None else time.monotonic()
         self._elapsed0 = float(run.store.get_meta("elapsed_s", 0.0))
         self._saved_at = self._t0
+        self._reserve: tuple[tuple[str, int] | None, float] = (None, 0.0)
 
     def elapsed(self) -> float:
         return self._elapsed0 + time.monotonic() - self._t0
@@ -33,23 +34,28 @@ class Budget:
         if time.monotonic() - self._saved_at >= 5.0:
             self.save()
 
-    def rate(self, cid: str, purpose: str = "val") -> float | None:
-        """Rollouts per second measured on `cid`'s evaluation for `purpose`, else the run's throughput probe, else None."""
-        span, n = self.run.seconds_of(cid, purpose)
+    def rate(self, cid: str, purpose: str = "val", fresh: bool = False) -> float | None:
+        """Rollouts per second measured on `cid`'s evaluation for `purpose`, else the run's throughput probe, else None.
+        `fresh`: on inputs the policy service has not scored before (`Run.fresh_seconds_of`), for work on new inputs."""
+        span, n = (self.run.fresh_seconds_of if fresh else self.run.seconds_of)(cid, purpose)
         if n >= 2 and span > 0:
             return n / span
         probe = (self.run.store.get_meta("limits") or {}).get("rate")
         return float(probe) if probe else None
 
-    def seconds_for(self, n: int, cid: str, purpose: str = "val") -> float:
+    def seconds_for(self, n: int, cid: str, purpose: str = "val", fresh: bool = False) -> float:
         """Seconds `n` rollouts of `cid` should take at its measured rate (1 rollout/s when nothing is measured yet)."""
-        return n / max(self.rate(cid, purpose) or 1.0, 1e-3)
+        return n / max(self.rate(cid, purpose, fresh) or 1.0, 1e-3)
 
     def test_reserve(self, cid: str) -> float:
-        """Seconds the final test evaluation of `cid` should take, from its measured val throughput."""
+        """Seconds the final test evaluation of `cid` should take, from its measured val throughput on fresh inputs (the
+        test's inputs are new to the policy service, so validation rollouts it answered from its memo do not count)."""
         if self.run.seconds_of(cid, "val")[1] == 0 or self.run.finished(cid, "test"):
             return 0.0
-        return 1.2 * self.seconds_for(self.test_n, cid) + 5
+        key = (cid, self.run.store.count_rollouts())
+        if self._reserve[0] != key:  # the reserve is asked for often; it changes only when rollouts are added
+            self._reserve = (key, 1.2 * self.seconds_for(self.test_n, cid, fresh=True) + 5)
+        return self._reserve[1]
 
     def left(self, cid: str) -> float:
         """Seconds left for work other than `cid`'s final test evaluation."""

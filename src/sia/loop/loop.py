@@ -208,10 +208,10 @@ class Loop:
         ana_eid = self._eval(champion, "train", "train", self.task.split("train")[: self._analysis_size(champion)],
                              "analysis (train)").evaluation_id
         adapter = self.records.adapter(champion)
-        span, n = self.records.seconds_of(champion, "val")
+        span, n = self.records.fresh_seconds_of(champion, "val")  # a change's evaluation scores prompts new to the service
         return AgentState(self.task, self.records.source(champion), analyse(self.task, self.store, ana_eid), self.records.memory(),
                           self.task.split("train"), {sha for sha, a in self.store.tried_pairs() if a == adapter}, gen,
-                          tuple(self.config.levers), self.config.seed, adapter, (span if n > 1 else 60.0) / max(1, len(self.val)),
+                          tuple(self.config.levers), self.config.seed, adapter, span / n if n > 1 else 60.0 / max(1, len(self.val)),
                           len(self.val), self.budget.left(champion), self.records.mean_of(champion, "val"), ana_eid)
 
     def _analysis_size(self, champion: str) -> int:

@@ -110,7 +110,7 @@ class WeightLever:
             if wp.train.algorithm == "ce":  # a generating harness's prompts, each with the task's label set
                 label_set = ce_label_set(task, pool, policy.encode, policy.tokenizer.eos_token_id,
                                          store.harness_source(harness_version))
-            gate_s = ctx.run.seconds_of(champion, "val")[0]  # the gate's worst case: one validation pass of the champion
+            gate_s = ctx.run.fresh_seconds_of(champion, "val")[0]  # the gate's worst case: one validation pass of the champion
             for r in range(wp.rounds):
                 started = time.monotonic()
                 examples = rng.sample(pool, min(wp.examples, len(pool)))

@@ -107,6 +107,27 @@ class Run:
             return 0.0, 0
         return max(r.created for r in rows) - min(r.created - (r.duration_s or 0.0) for r in rows), len(rows)
 
+    def fresh_seconds_of(self, cid: str, purpose: str = "val") -> tuple[float, int]:
+        """`seconds_of`, counting only the rollouts that computed something: what `cid` costs on inputs the policy
+        service has not scored before (a test set, the next harness edit's prompts).
+
+        A harness edit that keeps each example's prompts (a calibration change) has its evaluation served almost whole
+        from the service's memo of its parent's scorings: on LawBench such a champion measured 1.7 rollouts/s on
+        validation and ran its test at 0.72/s, so a test reserve taken from validation overran the budget by 105 s.
+        Rollouts served from the memo count as free; when they are the majority the evaluation says little about fresh
+        work, and the champion before `cid` (whose prompts those were) answers instead."""
+        eid = self.store.evaluation_id(cid, purpose)
+        span, n = self.seconds_of(cid, purpose)
+        fresh = n - (self.store.served_from_memo(eid) if eid else 0)
+        if n == 0 or fresh >= max(2, n / 2):
+            return span, fresh
+        before = [c.candidate_id for c in self.store.champions()]
+        before = before[: before.index(cid)] if cid in before else before
+        for earlier in reversed(before):
+            if earlier != cid and (got := self.fresh_seconds_of(earlier, purpose))[1]:
+                return got
+        return span, n
+
     def finished(self, cid: str, purpose: str) -> bool:
         eid = self.store.evaluation_id(cid, purpose)
         ev = self.store.evaluation(eid) if eid else None

@@ -275,6 +275,15 @@ class Store:
             sql += f" LIMIT {int(limit)}"
         return [Rollout.from_row(r) for r in self.db.execute(sql, args)]
 
+    def served_from_memo(self, eid: str) -> int:
+        """Rollouts of evaluation `eid` that called the policy and had every call answered from the policy service's
+        memo of earlier scorings (records with `"computed": false`): they cost the machine almost nothing."""
+        return self.db.execute(
+            "SELECT COUNT(*) FROM rollouts r WHERE r.evaluation_id = ? "
+            "AND EXISTS (SELECT 1 FROM events e WHERE e.rollout_id = r.id AND e.kind = 'llm_call') "
+            "AND NOT EXISTS (SELECT 1 FROM events e WHERE e.rollout_id = r.id AND e.kind = 'llm_call' "
+            "AND COALESCE(json_extract(e.data, '$.computed'), 1) != 0)", (eid,)).fetchone()[0]
+
     def events(self, rollout_id: str) -> list[Event]:
         return [Event.from_row(r) for r in self.db.execute("SELECT * FROM events WHERE rollout_id = ? ORDER BY seq", (rollout_id,))]
 
