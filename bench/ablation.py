@@ -15,7 +15,9 @@ for binary tasks, a permutation test otherwise: sia's gate statistics).
     python bench/ablation.py --task sentiment --budget 10m --seeds 3
     python bench/ablation.py --arms weights --out bench/results/weights-hf -- --policy-backend hf
 
-`--arms` runs a subset; arguments after `--` go to every `sia run`. The
+`--arms` runs a subset; arguments after `--` go to every `sia run`.
+`--earlier TABLE` completes this table with the runs of an earlier one (an
+arm run on an older commit), each marked with the table it came from. The
 table, with every run's per-example test scores (so anyone can recompute the
 p-values) and the lever each generation chose with its expected and realised
 gain, is written to bench/results/ablation_<task>.json (`--table`).
@@ -87,6 +89,13 @@ def choices(summary: dict) -> str:
     return "; ".join(out) or "no generation"
 
 
+def _commit() -> str:
+    """The sia commit the runs of this table used (the checkout the bench ran from; runs kept from an --earlier table
+    say where they came from)."""
+    r = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True)
+    return r.stdout.strip() or "unknown"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--task", default="sentiment")
@@ -96,6 +105,8 @@ def main() -> None:
     ap.add_argument("--arms", default=",".join(ARMS), help="comma-separated subset of " + ", ".join(ARMS))
     ap.add_argument("--table", type=Path, default=None, help="where the table goes (default bench/results/ablation_<task>.json)")
     ap.add_argument("--finished-only", action="store_true", help="tabulate the finished runs; start or resume none")
+    ap.add_argument("--earlier", type=Path, default=None,
+                    help="an earlier table (its JSON): an (arm, seed) with no run in --out is taken from it, marked so")
     ap.add_argument("extra", nargs="*", help="after --: options for every sia run")
     args = ap.parse_args()
     arms = [a for a in args.arms.split(",") if a]
@@ -110,9 +121,20 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     scores: dict[str, dict[str, float]] = {arm: {} for arm in ("baseline", *arms)}
     runs: dict[str, dict] = {}
+    earlier = json.loads(args.earlier.read_text()) if args.earlier else {"runs": {}, "scores": {}}
     for seed in range(args.seeds):
         for arm in arms:
-            if args.finished_only and not (out / f"{arm}-seed{seed}" / "summary.json").is_file():
+            name, mine = f"{arm}-seed{seed}", (out / f"{arm}-seed{seed}" / "summary.json").is_file()
+            if not mine and name in earlier["runs"]:  # kept from the earlier table with its per-example scores
+                for which in (arm, "baseline"):
+                    if which == arm or not any(k.startswith(f"{seed}:") for k in scores["baseline"]):
+                        scores[which].update({k: v for k, v in earlier["scores"][which].items() if k.startswith(f"{seed}:")})
+                runs[name] = {**earlier["runs"][name], "from": earlier["runs"][name].get("from", args.earlier.name)}
+                report(arm, seed, {"baseline": {"test": runs[name]["baseline_test"]}, "final": {"test": runs[name]["final_test"]},
+                                   "accepted": runs[name]["accepted"], "generations": runs[name]["generations"]},
+                       f"from {runs[name]['from']}")
+                continue
+            if args.finished_only and not mine:
                 continue
             run_dir = run_arm(args.task, arm, seed, args.budget, out, args.extra)
             scores[arm].update({f"{seed}:{k}": v for k, v in test_scores(run_dir, "final").items()})
@@ -134,7 +156,7 @@ def main() -> None:
         mean, (lo, hi) = mean_ci(list(s.values()), binary)
         means[arm] = mean
         print(f"{arm:10s} {mean:7.3f}   ({lo:.3f}, {hi:.3f})   {len(s)}")
-    result = {"task": args.task, "budget": args.budget, "seeds": args.seeds, "extra": args.extra,
+    result = {"task": args.task, "budget": args.budget, "seeds": args.seeds, "extra": args.extra, "commit": _commit(),
               "means": means, "scores": scores, "runs": runs}
     singles = [a for a in ("harness", "weights") if scores.get(a)]
     if scores.get("both") and singles:
