@@ -178,6 +178,9 @@ def test_ce_makes_the_gold_label_the_models_choice_on_every_prompt_in_passes(tmp
     gold = torch.tensor([[s.reward for s in groups[2 * g: 2 * g + 2]] for g in range(8)]).argmax(-1)
     assert torch.equal(seq.argmax(-1), gold), "every prompt's gold label is now the likelier one"
     assert t.log[-1]["label_accuracy"] == 1.0
+    clock = iter([100.0, 100.0, 0.0])  # seconds left after each step: room for two more, then none
+    assert t.round(groups, 10, time_left=lambda: next(clock)) == 3, "a round stops when the budget left holds no more steps"
+    assert "budget left held no more steps (3 of 10 taken" in t.stopped
 
 
 def test_collapse_is_judged_on_the_models_preferred_answers_not_on_the_data(tmp_path):

@@ -120,8 +120,9 @@ class WeightLever:
                                   samples=wp.samples, seed=ctx.seed + gen, model=behaviour, temperature=wp.temperature)
                 collected.append(eid)
                 samples = samples_from_store(store, eid, grade=grade, **label_set)
-                taken += trainer.round(samples, wp.train.steps, on_step=lambda e: ctx.report("train_step", **e))
-                if trainer.stopped and trainer.log and "collapsed" in trainer.stopped:
+                taken += trainer.round(samples, wp.train.steps, on_step=lambda e: ctx.report("train_step", **e),
+                                       time_left=lambda: ctx.seconds_left() - gate_s)  # keep the time to gate what was trained
+                if trainer.stopped and trainer.log and ("collapsed" in trainer.stopped or "budget left" in trainer.stopped):
                     break
                 if r + 1 == wp.rounds:
                     break

@@ -130,8 +130,10 @@ class Trainer:
         best = max((s.reward for s in samples), default=0.0)
         return {g: ss for g, ss in groups.items() if any(s.reward >= best and s.reward > 0 for s in ss)}
 
-    def round(self, samples: list[Sample], steps: int, on_step: Callable[[dict[str, Any]], None] | None = None) -> int:
-        """Train `steps` steps on `samples`; returns the steps taken (fewer when nothing is usable or outputs collapse)."""
+    def round(self, samples: list[Sample], steps: int, on_step: Callable[[dict[str, Any]], None] | None = None,
+              time_left: Callable[[], float] | None = None) -> int:
+        """Train `steps` steps on `samples`; returns the steps taken (fewer when nothing is usable, outputs collapse, or
+        `time_left()` seconds no longer hold another step as long as the last: a slower CPU than the costs assumed)."""
         groups = self.usable_groups(samples)
         if self.config.algorithm == "ce" and self.config.negatives:
             groups = {g: self._hardest(ss) for g, ss in groups.items()}
@@ -152,7 +154,10 @@ class Trainer:
                 chosen, order = order[:k], order[k:]
             else:
                 chosen = self.rng.sample(sorted(groups), k)
+            t0 = time.monotonic()
             self._step(groups, chosen, on_step)
+            if not self.stopped and time_left is not None and done < steps and time_left() < time.monotonic() - t0:
+                self.stopped = f"the budget left held no more steps ({done} of {steps} taken, {time.monotonic() - t0:.0f}s a step)"
             if self.stopped:
                 return done
         return steps
