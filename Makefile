@@ -67,7 +67,7 @@ chromium:
 	  echo "note: chromium not installed; the report screenshot test will be skipped"; }
 
 test: setup chromium
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=15
 
 bench: setup
 	$(BIN)/pip install -q -r requirements-bench.txt torch==2.13.0 -c requirements.lock
