@@ -124,7 +124,7 @@ class Run:
         before = [c.candidate_id for c in self.store.champions()]
         before = before[: before.index(cid)] if cid in before else before
         for earlier in reversed(before):
-            if earlier != cid and (got := self.fresh_seconds_of(earlier, purpose))[1]:
+            if (got := self.fresh_seconds_of(earlier, purpose))[1]:
                 return got
         return span, n
 
