@@ -25,8 +25,10 @@ def own_runtime():
 
 def test_weight_update_trains_on_policy_through_the_harness_and_becomes_a_gated_adapter_version(tmp_path, own_runtime):
     small = {"rounds": 2, "examples": 4, "samples": 4, "steps": 1, "prompts_per_step": 2}
+    ce = {"examples": 6, "samples": 1, "steps": 1, "prompts_per_step": 4}
     agent = ScriptedAgent([WeightUpdate("ppo", {}, rationale="an algorithm sia does not have"),
-                           WeightUpdate("grpo", small, rationale="scripted GRPO", kind="grpo")])
+                           WeightUpdate("grpo", small, rationale="scripted GRPO", kind="grpo"),
+                           WeightUpdate("ce", ce, rationale="scripted ce", kind="ce")])
     # a gate that accepts anything, so the adapter becomes the champion and rollback can be exercised
     # (built without validation: a negative tau and an alpha above 1 are refused from users)
     config = RunConfig(task="sentiment", budget=900, val_limit=16, test_limit=8, analysis_examples=4, levers=["weights"],
@@ -37,7 +39,7 @@ def test_weight_update_trains_on_policy_through_the_harness_and_becomes_a_gated_
         summary = Loop(run, own_runtime, config, agent=agent).run()
         gens = summary["generations"]
         assert not gens[0]["accepted"] and "weight update refused: unknown training algorithm 'ppo'" in gens[0]["reason"]
-        assert gens[1]["accepted"] and summary["final"]["adapter"] == "a2"
+        assert gens[1]["accepted"] and gens[2]["accepted"] and summary["final"]["adapter"] == "a3"
         # the adapter is an immutable version folder in PEFT's layout, with its lineage and training log
         path = store.adapter_path("a2")
         assert path == run_dir / "adapters" / "a2" and (path / "adapter_config.json").is_file()
@@ -63,6 +65,13 @@ def test_weight_update_trains_on_policy_through_the_harness_and_becomes_a_gated_
         val_calls = [e for r in store.rollouts(store.evaluation_id(cand.id, "val"))[:2] for e in store.events(r.id)
                      if e.kind == "llm_call"]
         assert val_calls and all(c.data["model"] == "a2" for c in val_calls)
+        # ce takes prompts, not sampled replies: the new champion's train analysis (4 examples, same harness and
+        # adapter) counts towards the update's 6 examples, and only the 2 others are collected
+        lineage = json.loads((store.adapter_path("a3") / "sia_training.json").read_text())["lineage"]
+        analysis, collect = lineage["collected_from"]
+        assert analysis == store.evaluation_id(gens[1]["candidate"], "train") and lineage["parent"] == "a2"
+        seen = [{r.example_id for r in store.rollouts(eid)} for eid in (analysis, collect)]
+        assert len(seen[0]) == 4 and len(seen[1]) == 2 and not seen[0] & seen[1]
     # rollback works for adapters as for harnesses
     s = rollback(run_dir, "h0")
     assert s["final"]["adapter"] is None
