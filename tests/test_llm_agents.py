@@ -38,7 +38,7 @@ def test_openai_feedback_agent_rewrite_accepted_fuzzy_edit_guard_and_exact_repla
         ("feedback", openai_reply(f"DECISION: harness\nRATIONALE: look the answers up.\n```python\n{cheat}```\n")),
         ("feedback", openai_reply("DECISION: stop\nRATIONALE: the remaining ideas are not supported by the evidence.")),
     ])
-    opts = dict(levers="harness", feedback="llm", feedback_model="openai:gpt-4.1", max_generations=6, **SMALL)
+    opts = dict(levers="harness", feedback="llm", feedback_model="openai:gpt-4.1", max_generations=6, **{**SMALL, "val_limit": 16})
     first = run("sentiment", budget="20m", run_dir=tmp_path / "a", replay=recording, **opts)
     gens = first["generations"]
     assert [g["kind"] for g in gens] == ["llm_rewrite", "llm_edit", "llm_rewrite", "stop"]

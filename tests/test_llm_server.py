@@ -18,7 +18,7 @@ def test_sia_run_with_an_llm_feedback_agent_on_a_local_openai_compatible_server(
     run_dir = tmp_path / "run"
     r = subprocess.run([SIA, "run", "sentiment", "--feedback", "llm", "--feedback-model", spec, "--levers", "harness",
                         "--max-generations", "1", "--val-limit", "8", "--test-limit", "4", "--analysis-examples", "4",
-                        "--agent-max-tokens", "64", "--agent-context-tokens", "1000", "--agent-repairs", "1",
+                        "--agent-max-tokens", "64", "--agent-context-tokens", "1000", "--agent-repairs", "0",
                         "--meta-attempts", "1", "--run-dir", str(run_dir), "--json"], capture_output=True, text=True, timeout=900,
                        env={**os.environ, "OPENAI_API_KEY": runtime.service.api_key})
     assert r.returncode == 0, r.stderr[-3000:]

@@ -52,7 +52,7 @@ def test_kill_at_several_points_then_resume(tmp_path):
     run = tmp_path / "run"
     db = run / "sia.db"
     args = ["run", "sentiment", "--budget", "15m", "--val-limit", "24", "--test-limit", "8", "--analysis-examples", "8",
-            "--max-generations", "2", "--run-dir", run]
+            "--max-generations", "1", "--run-dir", run]
     # 1: during the baseline validation evaluation
     snap1 = _kill_when(_start(*args), db, lambda: len(_rollouts(db)) >= 6)
     assert len(snap1) >= 6
@@ -86,7 +86,7 @@ def test_kill_during_weight_training_then_resume(tmp_path):
     """SIGKILL between training rounds: resume retrains the generation (a new attempt) and keeps every recorded rollout."""
     from agent_recordings import openai_reply, write
 
-    small = {"rounds": 2, "examples": 4, "samples": 4, "steps": 1, "prompts_per_step": 2}
+    small = {"rounds": 2, "examples": 2, "samples": 4, "steps": 1, "prompts_per_step": 2}
     recording = write(tmp_path / "rec.jsonl", [("feedback", openai_reply(
         f"DECISION: weights\nRATIONALE: scripted.\n```json\n{json.dumps({'algorithm': 'grpo', 'config': small})}\n```"))])
     run = tmp_path / "run"
@@ -96,7 +96,7 @@ def test_kill_during_weight_training_then_resume(tmp_path):
             "--analysis-examples", "4", "--max-generations", "1", "--run-dir", run]
     rounds = run / "adapters" / ".rounds"
     snap = _kill_when(_start(*args), db, lambda: rounds.is_dir() and any(rounds.iterdir()), timeout=600)
-    assert len(_query(db, "SELECT id FROM rollouts WHERE evaluation_id IN (SELECT id FROM evaluations WHERE config LIKE '%collect%')")) >= 16
+    assert len(_query(db, "SELECT id FROM rollouts WHERE evaluation_id IN (SELECT id FROM evaluations WHERE config LIKE '%collect%')")) >= 8
     done = subprocess.run([SIA, "resume", str(run), "--json"], capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
     summary = json.loads(done.stdout)
