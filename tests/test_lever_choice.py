@@ -262,3 +262,23 @@ def test_no_ce_update_is_proposed_when_the_budget_holds_only_one_too_small_to_pa
     assert weight_candidates(cfg, tight) == []
     decision = BuiltinFeedbackAgent().decide(replace(tight, levers=("weights",), seconds_left=200))
     assert not isinstance(decision.proposal, WeightUpdate), "nothing worth its gate is left"
+
+
+def test_training_is_priced_at_this_machines_speed_and_a_slow_machine_gets_a_smaller_update():
+    from dataclasses import replace
+
+    from sia.agents.builtin import fit_to_budget
+    from sia.agents.costs import ce_group_seconds, machine_slowdown, weights_cost
+    from sia.weights.config import LABEL_PRESET, plan
+
+    assert 0.1 <= machine_slowdown() <= 20 and machine_slowdown() == machine_slowdown(), "measured once per process"
+    task = load_task("sentiment")
+    fast = replace(_state(task, render(make_config(task.public_info(), mode="score")), _analysis()), rollout_s=0.4, val_n=200,
+                   seconds_left=900)
+    slow = replace(fast, train_slowdown=4.0)
+    wp = plan("ce", dict(LABEL_PRESET))
+    train_s = wp.train.steps_for(wp.examples) * wp.train.prompts_per_step * ce_group_seconds(fast)
+    assert (weights_cost(wp, slow) - weights_cost(wp, fast)) * 60 == pytest.approx(3 * train_s), \
+        "only training is scaled: collection and the gate are measured rollout rates already"
+    steps = [plan("ce", fit_to_budget(dict(LABEL_PRESET), s, "ce")).train.steps_for(128) for s in (fast, slow)]
+    assert steps[0] == 16 and 8 <= steps[1] < 16, steps

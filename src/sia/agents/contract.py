@@ -44,6 +44,9 @@ class AgentState:
     """The champion's validation score (what the gate compares against)."""
     analysis_eval: str | None = None
     """The evaluation id of the champion's train rollouts that `analysis` summarises."""
+    train_slowdown: float = 1.0
+    """How many times longer a training step takes on this machine than the cost model's constants say
+    (`sia.agents.costs.machine_slowdown`)."""
 
 
 @dataclass(frozen=True)

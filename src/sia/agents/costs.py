@@ -9,6 +9,9 @@ more than the budget left is not proposed.
 
 from __future__ import annotations
 
+import functools
+import time
+
 from sia.agents.contract import AgentState
 from sia.harness.template import TemplateConfig, show
 from sia.weights.config import WeightPlan
@@ -22,6 +25,30 @@ CE_GROUP_S = 0.55
 prompts on a 2-core CPU (measured: 16 groups a step in 8.3 s)."""
 CE_GROUP_TOKENS = 90
 """The tokens of such a group: its prompt, and each of its two labels with the end of the turn."""
+
+
+REFERENCE_GFLOPS = 120.0
+"""The fp32 matrix-multiply rate (GFLOP/s, torch's default threads) at which `TRAIN_STEP_S` and `CE_GROUP_S` hold: training
+is matrix multiplies, so its time scales with this rate. Fitted on a 2-core AMD EPYC with AVX2 where the probe measured 62-64
+GFLOP/s and a sentiment ce step of 16 groups took 15-17 s, 1.0 s a group against `CE_GROUP_S` (1.8x; 120 / 63 = 1.9x)."""
+
+
+@functools.lru_cache(maxsize=1)
+def machine_slowdown() -> float:
+    """`REFERENCE_GFLOPS` over the rate this machine multiplies fp32 matrices at (the best of 5 products of the sizes a
+    SmolLM2 layer multiplies, about 0.3 s in all, once per process); between 0.1 and 20."""
+    import torch
+
+    a, b = torch.randn(1024, 576), torch.randn(576, 1536)
+    a @ b  # the first product pays for thread start-up
+    best = float("inf")
+    for _ in range(5):
+        t0 = time.perf_counter()
+        for _ in range(4):
+            a @ b
+        best = min(best, (time.perf_counter() - t0) / 4)
+    gflops = 2 * 1024 * 576 * 1536 / best / 1e9
+    return min(20.0, max(0.1, REFERENCE_GFLOPS / gflops))
 
 
 def ce_group_seconds(s: AgentState) -> float:
@@ -92,10 +119,11 @@ def reading(cfg: TemplateConfig, s: AgentState) -> float:
 def weights_cost(wp: WeightPlan, s: AgentState, distill: bool = False) -> float:
     """Minutes a weight update costs: the plan's collection + training + a gate, or past tries when they took longer
     (a try that found nothing to train on ends in seconds and says nothing of what a full update costs). A distillation
-    collects twice: the teacher's answers, then the student's prompts."""
+    collects twice: the teacher's answers, then the student's prompts. Training is scaled by the machine's
+    `train_slowdown` (collection and gate are measured rollout rates already)."""
     measured = s.memory.seconds_per_try("weights") or 0.0
     collect = wp.rounds * wp.examples * wp.samples * s.rollout_s * (1.5 if wp.samples > 1 else 1.0) * (2 if distill else 1)
     train = wp.rounds * wp.train.steps * TRAIN_STEP_S * wp.train.prompts_per_step / 4
     if wp.train.algorithm == "ce":
         train = wp.rounds * wp.train.steps_for(wp.examples) * wp.train.prompts_per_step * ce_group_seconds(s)
-    return max(measured, collect + train + gate_seconds(s)) / 60
+    return max(measured, collect + train * s.train_slowdown + gate_seconds(s)) / 60

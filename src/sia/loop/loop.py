@@ -22,6 +22,7 @@ from typing import Any, Callable, Mapping
 from sia.agents.builtin import BuiltinFeedbackAgent
 from sia.agents.clients import AgentModelError
 from sia.agents.contract import AgentState, FeedbackAgent
+from sia.agents.costs import machine_slowdown
 from sia.agents.meta import initial_harness, llm_initial_harness
 from sia.agents.proposal import Invalid, Stop, from_dict, to_dict
 from sia.evaluation.analysis import analyse, calls_per_example
@@ -212,7 +213,8 @@ class Loop:
         return AgentState(self.task, self.records.source(champion), analyse(self.task, self.store, ana_eid), self.records.memory(),
                           self.task.split("train"), {sha for sha, a in self.store.tried_pairs() if a == adapter}, gen,
                           tuple(self.config.levers), self.config.seed, adapter, span / n if n > 1 else 60.0 / max(1, len(self.val)),
-                          len(self.val), self.budget.left(champion), self.records.mean_of(champion, "val"), ana_eid)
+                          len(self.val), self.budget.left(champion), self.records.mean_of(champion, "val"), ana_eid,
+                          machine_slowdown() if "weights" in self.config.levers else 1.0)
 
     def _analysis_size(self, champion: str) -> int:
         """Train examples the analysis runs on: the configured number, or what a fifth of the time left buys (at least 4)."""
