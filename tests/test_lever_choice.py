@@ -110,6 +110,12 @@ def test_the_plan_keeps_the_budget_for_the_more_relevant_lever_when_it_cannot_ho
     assert first is edit and "leaving room for ce" in why
     then, why = plan_next([edit, weights], seconds_left=3.5 * 60)
     assert then is weights and "not both" in why
+    # the edit and the update add up to 4 of 6.5 minutes, but the update only gets half of what the edit leaves (2.75),
+    # less than its smallest version (3): trying the edit first would lose the update altogether
+    assert plan_next([edit, weights], seconds_left=6.5 * 60)[0] is weights
+    shrunk = Ranked(0.3, 0.6, 2.0, 0.5, Option("ce", "labels", 0.6, algorithm="ce"), None, floor=1.5)
+    assert plan_next([edit, shrunk], seconds_left=4.5 * 60)[0] is edit, "its smallest version still fits after the edit"
+    assert plan_next([edit, shrunk], seconds_left=3.9 * 60)[0] is shrunk
     weak = Ranked(0.05, 0.15, 3.0, 0.5, Option("ce", "labels", 0.15, algorithm="ce"), None)
     assert plan_next([edit, weak], seconds_left=3.5 * 60)[0] is edit, "a weight update the evidence hardly supports waits"
     assert plan_next([edit, weights], seconds_left=None)[0] is edit
@@ -248,8 +254,11 @@ def test_a_weight_update_gets_most_of_the_budget_when_no_harness_edit_waits_for_
 def test_no_ce_update_is_proposed_when_the_budget_holds_only_one_too_small_to_pass_the_gate():
     from dataclasses import replace
 
-    from sia.agents.builtin import CE_MIN_STEPS, fit_to_budget, weight_candidates
+    from sia.agents.builtin import CE_MIN_STEPS, fit_to_budget, smallest, weight_candidates
     from sia.weights.config import LABEL_PRESET, plan
+
+    least = plan("ce", smallest(dict(LABEL_PRESET), "ce"))
+    assert least.train.steps_for(least.examples) == CE_MIN_STEPS and least.train.epochs == 1, "the smallest one still proposed"
 
     task = load_task("lawbench-topics")
     cfg = make_config(task.public_info(), mode="score")

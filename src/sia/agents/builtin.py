@@ -41,6 +41,9 @@ class Ranked:
     tiebreak: float
     option: Option
     source: str | None
+    floor: float | None = None
+    """Minutes of the smallest version of this option still worth proposing (a weight update shrinks to fit the budget
+    left, down to `smallest`); None: its cost."""
 
 
 FIX_SHARE = 0.5
@@ -56,7 +59,8 @@ def expected_gain(relevance: float, s: AgentState) -> float:
 
 def plan_next(ranked: list[Ranked], seconds_left: float | None) -> tuple[Ranked, str]:
     """The option to try now, with why: the best relevance per minute, unless trying it would leave no room for the best
-    option of the other lever and that one is the more relevant. Then the budget goes where the larger gain is expected.
+    option of the other lever (for a weight update: for its smallest version, see `_room_after`) and that one is the more
+    relevant. Then the budget goes where the larger gain is expected.
 
     This is the whole switch rule: harness edits first while they are cheap and relevant; the weights once harness edits
     stall (their relevance decays with rejections) or once the budget can no longer hold both; harness edits again after
@@ -66,12 +70,23 @@ def plan_next(ranked: list[Ranked], seconds_left: float | None) -> tuple[Ranked,
     other = next((r for r in ranked if (r.source is None) != (first.source is None)), None)
     if other is None or seconds_left is None:
         return first, "best per minute"
-    if (first.cost + other.cost) * 60 <= seconds_left:
+    if _room_after(first, other, seconds_left):
         return first, f"best per minute, leaving room for {other.option.kind} (~{other.cost:.1f} min)"
     if other.relevance > first.relevance:
         return other, (f"the budget left ({seconds_left / 60:.1f} min) holds {first.option.kind} or {other.option.kind}, not both: "
                        f"the more relevant")
     return first, f"the budget left holds {first.option.kind} or {other.option.kind}, not both: the more relevant"
+
+
+def _room_after(first: Ranked, other: Ranked, seconds_left: float) -> bool:
+    """Whether `other` can still be proposed once `first` has been tried: a harness edit needs its cost; a weight update
+    needs its smallest version within the share of the budget `fit_to_budget` gives it (a weight update's cost is
+    already shrunk to the budget left, so its own cost says nothing about whether it survives another edit: on sentiment,
+    harness edits at a minute each went on until the ce update no longer fitted at all)."""
+    left = seconds_left - first.cost * 60
+    if other.source is None:
+        return (other.cost if other.floor is None else other.floor) * 60 <= WEIGHT_SHARE * left
+    return other.cost * 60 <= left
 
 
 class BuiltinFeedbackAgent:
@@ -104,7 +119,8 @@ class BuiltinFeedbackAgent:
                 cost = weights_cost(plan(w.algorithm, w.settings), state, distill=w.kind == "distill")
                 if affordable(cost, state):
                     rel = self._with_memory(w.relevance, w.kind, state) * 0.7 ** state.memory.lever_stalled("weights")
-                    ranked.append(Ranked(rel / cost, rel, cost, rng.random(), w, None))
+                    floor = weights_cost(plan(w.algorithm, smallest(w.settings, w.algorithm)), state, distill=w.kind == "distill")
+                    ranked.append(Ranked(rel / cost, rel, cost, rng.random(), w, None, min(cost, floor)))
                 else:
                     what = w.algorithm if w.kind == w.algorithm else f"{w.algorithm} ({w.kind})"
                     notes.append(f"a weight update by {what} (~{cost:.1f} min) does not fit the budget left")
@@ -141,6 +157,30 @@ on LawBench's topics no validation answer moved, or the gate ran out of budget).
 minutes and a gate and is not proposed."""
 
 
+WEIGHT_SHARE = 0.5
+"""The share of the budget left a weight update may take while harness edits may follow."""
+_SHRINK = {"ce": [("epochs", 1), ("examples", 32)], "other": [("rounds", 1), ("examples", 4), ("samples", 4)]}
+"""What `fit_to_budget` halves, in order, down to what floor: a ce preset's passes, then examples (long prompts times many
+labels make a full ce update long); a sampling preset's rounds, then examples, then samples."""
+
+
+def _shrinks(algorithm: str) -> list[tuple[str, int]]:
+    return _SHRINK["ce" if algorithm == "ce" else "other"]
+
+
+def smallest(settings: dict, algorithm: str = "grpo") -> dict:
+    """The smallest version of a preset that `fit_to_budget` may shrink it to and still propose."""
+    small = dict(settings)
+    for key, floor in _shrinks(algorithm):
+        while small.get(key, floor) > floor:
+            nxt = {**small, key: max(floor, small[key] // 2)}
+            wp = plan(algorithm, nxt)
+            if algorithm == "ce" and wp.train.steps_for(wp.examples) < CE_MIN_STEPS:
+                return small
+            small = nxt
+    return small
+
+
 def fit_to_budget(settings: dict, s: AgentState, algorithm: str = "grpo") -> dict | None:
     """Shrink a preset until its estimated cost fits its share of the budget left: a sampling preset's rounds, then
     examples, then samples; a ce preset's passes, then examples (long prompts times many labels make a full ce update
@@ -150,10 +190,9 @@ def fit_to_budget(settings: dict, s: AgentState, algorithm: str = "grpo") -> dic
     `CE_MIN_STEPS` steps."""
     if s.seconds_left is None:
         return settings
-    share = 0.5 if "harness" in s.levers else 0.9
-    shrink = [("epochs", 1), ("examples", 32)] if algorithm == "ce" else [("rounds", 1), ("examples", 4), ("samples", 4)]
+    share = WEIGHT_SHARE if "harness" in s.levers else 0.9
     while weights_cost(plan(algorithm, settings), s) * 60 > share * s.seconds_left:
-        for key, floor in shrink:
+        for key, floor in _shrinks(algorithm):
             if settings[key] > floor:
                 settings[key] = max(floor, settings[key] // 2)
                 break
