@@ -97,7 +97,7 @@ def scripted_run(tmp_path_factory, runtime):
         HarnessEdit("def solve(example, ctx):\n    raise RuntimeError('always broken')\n", "crashes on every example", "rewrite"),
         HarnessEdit(good, "calibrated label scoring", "score_labels"),
     ])
-    config = RunConfig(task="sentiment", budget=900, val_limit=40, test_limit=16, analysis_examples=8, patience=5)
+    config = RunConfig(task="sentiment", budget=900, val_limit=60, test_limit=16, analysis_examples=8, patience=5)
     run_dir = tmp_path_factory.mktemp("scripted") / "run"
     with new_run(run_dir, config) as run:
         summary = Loop(run, runtime, config, agent=agent).run()
