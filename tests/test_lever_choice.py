@@ -110,12 +110,12 @@ def test_the_plan_keeps_the_budget_for_the_more_relevant_lever_when_it_cannot_ho
     assert first is edit and "leaving room for ce" in why
     then, why = plan_next([edit, weights], seconds_left=3.5 * 60)
     assert then is weights and "not both" in why
-    # the edit and the update add up to 4 of 6.5 minutes, but the update only gets half of what the edit leaves (2.75),
+    # the edit and the update add up to 4 of 4.2 minutes, but an update may take only 90% of what the edit leaves (2.88),
     # less than its smallest version (3): trying the edit first would lose the update altogether
-    assert plan_next([edit, weights], seconds_left=6.5 * 60)[0] is weights
+    assert plan_next([edit, weights], seconds_left=4.2 * 60)[0] is weights
     shrunk = Ranked(0.3, 0.6, 2.0, 0.5, Option("ce", "labels", 0.6, algorithm="ce"), None, floor=1.5)
-    assert plan_next([edit, shrunk], seconds_left=4.5 * 60)[0] is edit, "its smallest version still fits after the edit"
-    assert plan_next([edit, shrunk], seconds_left=3.9 * 60)[0] is shrunk
+    assert plan_next([edit, shrunk], seconds_left=2.7 * 60)[0] is edit, "its smallest version still fits after the edit"
+    assert plan_next([edit, shrunk], seconds_left=2.5 * 60)[0] is shrunk
     weak = Ranked(0.05, 0.15, 3.0, 0.5, Option("ce", "labels", 0.15, algorithm="ce"), None)
     assert plan_next([edit, weak], seconds_left=3.5 * 60)[0] is edit, "a weight update the evidence hardly supports waits"
     assert plan_next([edit, weights], seconds_left=None)[0] is edit
@@ -268,6 +268,13 @@ def test_no_ce_update_is_proposed_when_the_budget_holds_only_one_too_small_to_pa
     assert wp.train.steps_for(wp.examples) >= CE_MIN_STEPS
     assert [o.kind for o in weight_candidates(cfg, roomy)] == ["ce"]
     assert fit_to_budget(dict(LABEL_PRESET), tight, "ce") is None
+    # half the budget is what an update is sized to, not what it must fit: its smallest version within 90% is proposed
+    from sia.agents.costs import weights_cost
+
+    need = weights_cost(least, roomy) * 60
+    just = replace(roomy, seconds_left=need / 0.9 + 1)
+    assert fit_to_budget(dict(LABEL_PRESET), just, "ce") == smallest(dict(LABEL_PRESET), "ce") and need > 0.5 * just.seconds_left
+    assert fit_to_budget(dict(LABEL_PRESET), replace(roomy, seconds_left=need / 0.9 - 1), "ce") is None
     assert weight_candidates(cfg, tight) == []
     decision = BuiltinFeedbackAgent().decide(replace(tight, levers=("weights",), seconds_left=200))
     assert not isinstance(decision.proposal, WeightUpdate), "nothing worth its gate is left"

@@ -80,12 +80,12 @@ def plan_next(ranked: list[Ranked], seconds_left: float | None) -> tuple[Ranked,
 
 def _room_after(first: Ranked, other: Ranked, seconds_left: float) -> bool:
     """Whether `other` can still be proposed once `first` has been tried: a harness edit needs its cost; a weight update
-    needs its smallest version within the share of the budget `fit_to_budget` gives it (a weight update's cost is
+    needs its smallest version within `WEIGHT_MOST` of what is left, as `fit_to_budget` asks (a weight update's cost is
     already shrunk to the budget left, so its own cost says nothing about whether it survives another edit: on sentiment,
     harness edits at a minute each went on until the ce update no longer fitted at all)."""
     left = seconds_left - first.cost * 60
     if other.source is None:
-        return (other.cost if other.floor is None else other.floor) * 60 <= WEIGHT_SHARE * left
+        return (other.cost if other.floor is None else other.floor) * 60 <= WEIGHT_MOST * left
     return other.cost * 60 <= left
 
 
@@ -158,7 +158,10 @@ minutes and a gate and is not proposed."""
 
 
 WEIGHT_SHARE = 0.5
-"""The share of the budget left a weight update may take while harness edits may follow."""
+"""The share of the budget left a weight update is sized to while harness edits may follow."""
+WEIGHT_MOST = 0.9
+"""The most of the budget left a weight update may take: what it is sized to when it is the only lever, and what its
+smallest version must fit to be proposed at all (10% kept for estimates that run short)."""
 _SHRINK = {"ce": [("epochs", 1), ("examples", 32)], "other": [("rounds", 1), ("examples", 4), ("samples", 4)]}
 """What `fit_to_budget` halves, in order, down to what floor: a ce preset's passes, then examples (long prompts times many
 labels make a full ce update long); a sampling preset's rounds, then examples, then samples."""
@@ -186,11 +189,14 @@ def fit_to_budget(settings: dict, s: AgentState, algorithm: str = "grpo") -> dic
     examples, then samples; a ce preset's passes, then examples (long prompts times many labels make a full ce update
     long). The share is half while harness edits may follow; with the weights the only lever nothing else waits for
     the budget, and an update shrunk to half of it may be too small to pass the gate (ce on LawBench's 20 topics got 4
-    steps of the 16 it asks for, and moved no validation answer). None: a ce update that fits has fewer than
-    `CE_MIN_STEPS` steps."""
+    steps of the 16 it asks for, and moved no validation answer). A ce update is never shrunk below `CE_MIN_STEPS`
+    steps: when that does not fit the share, its `smallest` version is proposed if it fits `WEIGHT_MOST` of the budget,
+    else None (half the budget is a size, not a condition: on a CPU where 8 sentiment steps cost 2.2 minutes, a 10-minute
+    run never had half its budget left for them, and never tried the weights)."""
     if s.seconds_left is None:
         return settings
-    share = WEIGHT_SHARE if "harness" in s.levers else 0.9
+    original = dict(settings)
+    share = WEIGHT_SHARE if "harness" in s.levers else WEIGHT_MOST
     while weights_cost(plan(algorithm, settings), s) * 60 > share * s.seconds_left:
         for key, floor in _shrinks(algorithm):
             if settings[key] > floor:
@@ -201,7 +207,8 @@ def fit_to_budget(settings: dict, s: AgentState, algorithm: str = "grpo") -> dic
     if algorithm == "ce":
         wp = plan(algorithm, settings)
         if wp.train.steps_for(wp.examples) < CE_MIN_STEPS:
-            return None
+            least = smallest(original, "ce")
+            return least if weights_cost(plan("ce", least), s) * 60 <= WEIGHT_MOST * s.seconds_left else None
     return settings
 
 
