@@ -195,20 +195,14 @@ def fit_to_budget(settings: dict, s: AgentState, algorithm: str = "grpo") -> dic
     run never had half its budget left for them, and never tried the weights)."""
     if s.seconds_left is None:
         return settings
-    original = dict(settings)
     share = WEIGHT_SHARE if "harness" in s.levers else WEIGHT_MOST
-    while weights_cost(plan(algorithm, settings), s) * 60 > share * s.seconds_left:
-        for key, floor in _shrinks(algorithm):
-            if settings[key] > floor:
-                settings[key] = max(floor, settings[key] // 2)
-                break
-        else:
-            break
-    if algorithm == "ce":
-        wp = plan(algorithm, settings)
-        if wp.train.steps_for(wp.examples) < CE_MIN_STEPS:
-            least = smallest(original, "ce")
-            return least if weights_cost(plan("ce", least), s) * 60 <= WEIGHT_MOST * s.seconds_left else None
+    least = smallest(settings, algorithm)
+    cost = lambda: weights_cost(plan(algorithm, settings), s) * 60  # noqa: E731
+    while cost() > share * s.seconds_left and settings != least:
+        key = next(k for k, _ in _shrinks(algorithm) if settings[k] > least[k])
+        settings[key] = max(least[key], settings[key] // 2)
+    if algorithm == "ce" and cost() > WEIGHT_MOST * s.seconds_left:
+        return None
     return settings
 
 

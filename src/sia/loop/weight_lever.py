@@ -115,8 +115,7 @@ class WeightLever:
             gate_s = ctx.run.fresh_seconds_of(champion, "val")[0]  # the gate's worst case: one validation pass of the champion
             for r in range(wp.rounds):
                 started = time.monotonic()
-                reused = self._analysed(ctx, champion, wp) if r == 0 and proposal.data != "distill" else None
-                have = {x.example_id for x in store.rollouts(reused)} if reused else set()
+                reused, have = self._analysed(ctx, champion, wp) if r == 0 and proposal.data != "distill" else (None, set())
                 examples = rng.sample([e for e in pool if e.id not in have], max(0, min(wp.examples, len(pool)) - len(have)))
                 if proposal.data == "distill":  # the champion answers as it always does; the student learns those answers
                     grade = self._teacher(ctx, gen, attempt, champion, examples, parent)
@@ -157,16 +156,14 @@ class WeightLever:
         return version, _training_summary(store, version)
 
     @staticmethod
-    def _analysed(ctx: LeverContext, champion: str, wp) -> str | None:
+    def _analysed(ctx: LeverContext, champion: str, wp) -> tuple[str | None, set[str]]:
         """The champion's train analysis, when its rollouts are what this update would collect anyway: ce takes only the
         prompts the harness builds (no sampled replies), one rollout per example, and the analysis ran the same harness on
-        the same adapter. Its examples then count towards the round's (sentiment: 48 of 128, 20 s of a 47-s collection)."""
-        if wp.train.algorithm != "ce" or wp.samples != 1:
-            return None
-        eid = ctx.store.evaluation_id(champion, "train")
-        if eid is None or len(ctx.store.rollouts(eid)) > wp.examples:
-            return None
-        return eid
+        the same adapter. Its examples then count towards the round's (sentiment: 48 of 128, 20 s of a 47-s collection).
+        Returns the evaluation and its example ids, or (None, empty set)."""
+        eid = ctx.store.evaluation_id(champion, "train") if wp.train.algorithm == "ce" and wp.samples == 1 else None
+        ids = {r.example_id for r in ctx.store.rollouts(eid)} if eid else set()
+        return (eid, ids) if eid and len(ids) <= wp.examples else (None, set())
 
     @staticmethod
     def _teacher(ctx: LeverContext, gen: int, attempt: int, champion: str, examples, parent: str | None):
