@@ -180,7 +180,8 @@ def test_ce_makes_the_gold_label_the_models_choice_on_every_prompt_in_passes(tmp
     assert t.log[-1]["label_accuracy"] == 1.0
     clock = iter([100.0, 100.0, 0.0])  # seconds left after each step: room for two more, then none
     assert t.round(groups, 10, time_left=lambda: next(clock)) == 3, "a round stops when the budget left holds no more steps"
-    assert "budget left held no more steps (3 of 10 taken" in t.stopped
+    assert "budget left held no more steps (3 of 10 taken" in t.stopped and t.halted, "the update ends there"
+    assert t.round([], 10) == 0 and not t.halted, "a round with nothing usable leaves the next round free to go on"
 
 
 def test_collapse_is_judged_on_the_models_preferred_answers_not_on_the_data(tmp_path):

@@ -128,7 +128,7 @@ class WeightLever:
                     samples += samples_from_store(store, eid, grade=grade, **label_set)
                 taken += trainer.round(samples, wp.train.steps, on_step=lambda e: ctx.report("train_step", **e),
                                        time_left=lambda: ctx.seconds_left() - gate_s)  # keep the time to gate what was trained
-                if trainer.stopped and trainer.log and ("collapsed" in trainer.stopped or "budget left" in trainer.stopped):
+                if trainer.halted:
                     break
                 if r + 1 == wp.rounds:
                     break

@@ -113,10 +113,10 @@ class Trainer:
         self.opt = torch.optim.AdamW(self.params, lr=config.lr)
         self.log: list[dict[str, Any]] = []
         self.window: list[tuple[str, str]] = []  # (answer the model now prefers, best-rewarded answer) per group seen
-        self.stopped: str | None = None
+        self.stopped: str | None = None  # why the last round stopped; `halted` when that ends the update (collapse, budget)
+        self.halted = False
         self.started_collapsed: str | None = None
-        self.samples_seen = 0
-        self.groups_used = 0
+        self.samples_seen = self.groups_used = 0
         self._old: dict[int, Any] = {}
         self.behaviour_gap = 0.0
 
@@ -139,10 +139,10 @@ class Trainer:
             groups = {g: self._hardest(ss) for g, ss in groups.items()}
         self.samples_seen += len(samples)
         self.groups_used += len(groups)
+        self.stopped, self.halted = None, False
         if not groups:
             self.stopped = "no usable groups (no reward spread)" if self.config.algorithm != "sft" else "no successful samples"
             return 0
-        self.stopped = None
         self._behaviour_gap(groups)
         k = min(self.config.prompts_per_step, len(groups))
         steps = min(steps, self.config.steps_for(len(groups)))
@@ -158,7 +158,8 @@ class Trainer:
             self._step(groups, chosen, on_step)
             if not self.stopped and time_left is not None and done < steps and time_left() < time.monotonic() - t0:
                 self.stopped = f"the budget left held no more steps ({done} of {steps} taken, {time.monotonic() - t0:.0f}s a step)"
-            if self.stopped:
+            if self.stopped:  # steps were taken: a collapse or the budget ends the update, not a want of data
+                self.halted = True
                 return done
         return steps
 
