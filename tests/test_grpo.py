@@ -332,8 +332,9 @@ def test_content_free_scores_shared_by_every_part_carry_the_gradient_of_the_whol
     assert torch.allclose(g_whole, g_ref, atol=1e-6) and torch.allclose(g_parts, g_ref, atol=1e-6)
     loss = float(loss.detach())
     assert whole["loss"] == pytest.approx(loss, abs=1e-5) and parts["loss"] == pytest.approx(loss, abs=1e-5)
-    assert calls_whole == [6, 6] and sum(calls_parts[:1]) == 6 and sum(calls_parts[1:]) == 6, \
-        "the 6 content-free candidates: once without gradient, once with it (in parts when they are large)"
+    assert calls_whole == [6], "the 6 content-free candidates fit one part: scored once, the gradient flows through that pass"
+    assert sum(calls_parts[:1]) == 6 and sum(calls_parts[1:]) == 6, \
+        "larger than a part: scored once without gradient, then again with it, in parts"
     plain = {g: [replace(x, bias=()) for x in ss] for g, ss in groups.items()}
     t = tr.Trainer(base_dir, TrainConfig(algorithm="ce", steps=1, prompts_per_step=6, rank=4))
     t._pair_scores = lambda ps: pytest.fail("no content-free scores without a calibrating harness")
@@ -357,28 +358,49 @@ def test_the_collapse_watch_sees_the_calibrated_choice_on_a_calibrating_harness(
     raw = (lp * mask).sum(-1).view(4, 3)
     bias = torch.zeros(4, 3)
     bias[torch.arange(4), raw.argmax(-1)] = 1000.0  # each group's raw favourite is the content-free favourite by far
-    t._bias = lambda samples: bias.flatten()
+    t._bias = lambda samples, keep_graph=False: bias.flatten()
     t._step(groups, sorted(groups), None)
     calibrated = (raw - bias).argmax(-1)
     assert [p for p, _ in t.window] == [f"l{int(k)}" for k in calibrated]
     assert all(int(c) != int(r) for c, r in zip(calibrated, raw.argmax(-1)))
 
 
+def test_a_ce_step_scores_a_random_few_content_free_inputs_the_same_for_every_sample():
+    """`calibration_inputs` of a calibrating harness's content-free inputs a step: drawn at random, at the same positions for
+    every sample (a label group's candidates stay calibrated against the same inputs); all when there are no more."""
+    import random
+
+    from sia.weights.samples import Sample, calibration_subset
+
+    free = [((1, 100 + i), (20 + k, 2)) for i in range(8) for k in range(2)]
+    batch = [Sample(f"g{g}", [1, g], [20 + k, 2], [], float(k == 0), f"l{k}", bias=tuple(free[2 * i + k] for i in range(8)))
+             for g in range(3) for k in range(2)]
+    rng = random.Random(0)
+    steps = [calibration_subset(batch, 4, rng) for _ in range(5)]
+    for sub in steps:
+        inputs = {tuple(p[1] for p, _ in s.bias) for s in sub}
+        assert len(inputs) == 1 and len(next(iter(inputs))) == 4, "the same 4 inputs for every sample"
+        assert all(c[0] == 20 + int(s.output[1]) for s in sub for _, c in s.bias), "each candidate keeps its own label"
+    assert len({tuple(p for p, _ in sub[0].bias) for sub in steps}) > 1, "drawn anew each step"
+    assert calibration_subset(batch, 0, rng) is batch and calibration_subset(batch, 8, rng) is batch
+
+
 def test_ce_negatives_keep_the_gold_candidates_and_the_wrong_ones_scored_highest(tmp_path):
     """With `negatives`, a ce group is its gold candidates and the wrong ones the harness scored highest when collecting
     (random ones when it recorded no scores); a group with no more wrong candidates than that is whole."""
     from sia.weights.config import TrainConfig
+    from sia.weights.samples import hardest
     from sia.weights.trainer import Sample, Trainer
 
     base_dir = _tiny_model_dir(tmp_path)
     scores = [-1.0, -9.0, -2.0, -5.0, -0.5, -7.0]  # candidate 4 (the likeliest) is gold
     group = [Sample("g", [1, 2, 3], [10 + k, 2], [s, 0.0], float(k == 4), f"l{k}") for k, s in enumerate(scores)]
     t = Trainer(base_dir, TrainConfig(algorithm="ce", negatives=2, rank=4))
-    assert [s.output for s in t._hardest(group)] == ["l0", "l2", "l4"]
+    assert [s.output for s in hardest(group, 2, t.rng)] == ["l0", "l2", "l4"]
     unscored = [Sample("g", [1, 2, 3], [10 + k, 2], [], float(k == 0), f"l{k}", absolute=True) for k in range(6)]
-    kept = t._hardest(unscored)
+    kept = hardest(unscored, 2, t.rng)
     assert len(kept) == 3 and kept[0].output == "l0"
-    assert t._hardest(group[3:]) == group[3:]
+    assert hardest(group[3:], 2, t.rng) == group[3:]
     t.round(group + [Sample("h", [1, 5, 3], s.completion_ids, s.old_logprobs, s.reward, s.output) for s in group], 1)
     assert t.log[0]["tokens"] == 2 * 3 * 2, "each step trains on the kept candidates only"
 

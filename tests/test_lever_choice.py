@@ -236,6 +236,24 @@ def test_a_ce_update_costs_more_where_prompts_and_label_sets_are_longer():
     assert ce_group_seconds(SimpleNamespace(task=long, train=long.split("train"))) > 3 * CE_GROUP_S, "20 labels after long prompts"
 
 
+def test_a_ce_update_on_a_calibrating_champion_is_priced_with_the_content_free_inputs_its_steps_score():
+    from dataclasses import replace
+
+    from sia.agents.costs import ce_group_seconds, content_free_inputs, weights_cost
+    from sia.weights.config import LABEL_PRESET, plan
+
+    task = load_task("sentiment")
+    plain = make_config(task.public_info(), mode="score")
+    calibrated = replace(plain, calibrate=True, calibrate_inputs=tuple(f"words {i}" for i in range(8)))
+    s = replace(_state(task, render(plain), _analysis()), rollout_s=0.3, val_n=200, seconds_left=900)
+    c = replace(s, champion_source=render(calibrated))
+    assert content_free_inputs(s, 4) == 0 and content_free_inputs(c, 4) == 4 and content_free_inputs(c, 0) == 8
+    wp = plan("ce", dict(LABEL_PRESET))
+    extra = wp.train.steps_for(wp.examples) * 4 * ce_group_seconds(s) * s.train_slowdown / 60
+    assert weights_cost(wp, c) == pytest.approx(weights_cost(wp, s) + extra)
+    assert weights_cost(wp, c, distill=True) == weights_cost(wp, s, distill=True), "the student harness calibrates nothing"
+
+
 def test_a_weight_update_gets_most_of_the_budget_when_no_harness_edit_waits_for_it():
     from dataclasses import replace
 

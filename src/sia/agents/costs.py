@@ -13,7 +13,7 @@ import functools
 import time
 
 from sia.agents.contract import AgentState
-from sia.harness.template import TemplateConfig, show
+from sia.harness.template import TemplateConfig, read_config, show
 from sia.weights.config import WeightPlan
 
 TRAIN_STEP_S = 7.0
@@ -116,6 +116,17 @@ def reading(cfg: TemplateConfig, s: AgentState) -> float:
     return per_input + cfg.votes * cfg.max_tokens / 2 + (per_input / 2 if cfg.retry else 0)
 
 
+def content_free_inputs(s: AgentState, most: int) -> int:
+    """Content-free inputs a ce step on the champion scores besides its groups: `most` (`TrainConfig.calibration_inputs`)
+    of a calibrating harness's, or all when `most` is 0. Each is a prompt with the label set, priced as a group (on
+    sentiment, 16 groups and 4 inputs a step price 25% over label scoring; measured in runs on this CPU: ~14 s a step on
+    label scoring, ~20 s with a domain-calibrated champion's 8 inputs, and 4 save 14% of that, bench/ce_variants.py)."""
+    cfg = read_config(s.champion_source)
+    if cfg is None or cfg.mode != "score" or not cfg.calibrate:
+        return 0
+    return min(len(cfg.calibrate_inputs), most) if most else len(cfg.calibrate_inputs)
+
+
 def weights_cost(wp: WeightPlan, s: AgentState, distill: bool = False) -> float:
     """Minutes a weight update costs: the plan's collection + training + a gate, or past tries when they took longer
     (a try that found nothing to train on ends in seconds and says nothing of what a full update costs). A distillation
@@ -125,5 +136,6 @@ def weights_cost(wp: WeightPlan, s: AgentState, distill: bool = False) -> float:
     collect = wp.rounds * wp.examples * wp.samples * s.rollout_s * (1.5 if wp.samples > 1 else 1.0) * (2 if distill else 1)
     train = wp.rounds * wp.train.steps * TRAIN_STEP_S * wp.train.prompts_per_step / 4
     if wp.train.algorithm == "ce":
-        train = wp.rounds * wp.train.steps_for(wp.examples) * wp.train.prompts_per_step * ce_group_seconds(s)
+        per_step = wp.train.prompts_per_step + (0 if distill else content_free_inputs(s, wp.train.calibration_inputs))
+        train = wp.rounds * wp.train.steps_for(wp.examples) * per_step * ce_group_seconds(s)
     return max(measured, collect + train * s.train_slowdown + gate_seconds(s)) / 60

@@ -33,6 +33,7 @@ says nothing about the model's replies.
 from __future__ import annotations
 
 import json
+import random
 from dataclasses import dataclass, replace
 from typing import Any, Callable
 
@@ -170,3 +171,27 @@ def samples_from_store(store, evaluation_id: str, grade: Grade | None = None, *,
             gen += [replace(x, bias=tuple((tuple(b[i].prompt_ids), tuple(b[i].completion_ids)) for b in free))
                     for i, x in enumerate(ss)] if free else ss
     return gen
+
+
+def hardest(group: list[Sample], negatives: int, rng: random.Random) -> list[Sample]:
+    """A ce group's gold candidates and its `negatives` wrong ones that the harness scored highest when collecting
+    (random ones when no scores were recorded, as for a generating harness), in the group's order."""
+    best = max(s.reward for s in group)
+    wrong = [i for i, s in enumerate(group) if s.reward < best]
+    if len(wrong) <= negatives:
+        return group
+    if all(group[i].old_logprobs for i in wrong):
+        keep = set(sorted(wrong, key=lambda i: -sum(group[i].old_logprobs))[:negatives])
+    else:
+        keep = set(rng.sample(wrong, negatives))
+    return [s for i, s in enumerate(group) if s.reward >= best or i in keep]
+
+
+def calibration_subset(samples: list[Sample], k: int, rng: random.Random) -> list[Sample]:
+    """`samples` with `k` of their content-free inputs (`Sample.bias`), drawn at random (the same ones for every sample),
+    or all of them when `k` is 0 or they have no more; see `TrainConfig.calibration_inputs`."""
+    n = max((len(s.bias) for s in samples), default=0)
+    if not k or n <= k:
+        return samples
+    keep = sorted(rng.sample(range(n), k))
+    return [replace(s, bias=tuple(s.bias[i] for i in keep if i < len(s.bias)) or s.bias) for s in samples]

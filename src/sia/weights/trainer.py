@@ -49,7 +49,7 @@ from typing import Any, Callable
 
 from sia.task.graders import first_line, normalise_label
 from sia.weights.config import TrainConfig
-from sia.weights.samples import Sample, samples_from_store  # noqa: F401 (the trainer's input types)
+from sia.weights.samples import Sample, calibration_subset, hardest, samples_from_store  # noqa: F401 (samples_from_store: the trainer's input)
 from sia.weights.grpo import (gmts_scores, group_advantages, has_spread, importance_weights, policy_loss, shared_prompt_logprobs,
                               token_entropy)
 
@@ -136,7 +136,7 @@ class Trainer:
         `time_left()` seconds no longer hold another step as long as the last: a slower CPU than the costs assumed)."""
         groups = self.usable_groups(samples)
         if self.config.algorithm == "ce" and self.config.negatives:
-            groups = {g: self._hardest(ss) for g, ss in groups.items()}
+            groups = {g: hardest(ss, self.config.negatives, self.rng) for g, ss in groups.items()}
         self.samples_seen += len(samples)
         self.groups_used += len(groups)
         self.stopped, self.halted = None, False
@@ -162,20 +162,6 @@ class Trainer:
                 self.halted = True
                 return done
         return steps
-
-    def _hardest(self, group: list[Sample]) -> list[Sample]:
-        """A ce group's gold candidates and its `negatives` wrong ones that the harness scored highest when collecting
-        (random ones when no scores were recorded, as for a generating harness), in the group's order."""
-        best = max(s.reward for s in group)
-        wrong = [i for i, s in enumerate(group) if s.reward < best]
-        if len(wrong) <= self.config.negatives:
-            return group
-        if all(group[i].old_logprobs for i in wrong):
-            keep = sorted(wrong, key=lambda i: -sum(group[i].old_logprobs))[: self.config.negatives]
-        else:
-            keep = self.rng.sample(wrong, self.config.negatives)
-        keep = set(keep)
-        return [s for i, s in enumerate(group) if s.reward >= best or i in keep]
 
     def _behaviour_gap(self, groups: dict[str, list[Sample]]) -> None:
         """The trainer's own logprobs of this round's samples before any step: the "old" policy of the clipped ratio, and,
@@ -248,14 +234,16 @@ class Trainer:
         (candidates x their prompt and completion). Each candidate row keeps its prompt's keys and values for the
         backward pass: 16 prompts of 200 tokens with 20 labels each held more than 24 GB at once; in parts the peak is
         one part's. The loss is a mean over groups, so the parts' losses, weighted by their share of groups, add up to
-        the step's loss and gradient. A calibrating harness's content-free scores are shared by every part: they are
-        computed once without gradient, the parts' gradients with respect to them are summed, and one more pass carries
-        that sum into the weights (`_bias_backward`). The gradient is the same as computing them with each part, which
-        cost a pass per part and per content-free input (LawBench: 4 parts a step)."""
+        the step's loss and gradient. A calibrating harness's content-free scores (of `calibration_subset`) are shared
+        by every part: computed once, the parts' gradients with respect to them are summed and carried into the weights
+        in one backward pass, through the graph of that first pass when they fit one part, else by a pass with gradient
+        in parts (`_bias_backward`). The gradient is the same as computing them with each part, which cost a pass per part
+        and per content-free input (LawBench: 4 parts a step)."""
         torch = self.torch
         self.opt.zero_grad()
         parts = _in_parts(chosen, lambda g: sum(len(x.prompt_ids) + len(x.completion_ids) for x in groups[g]))
-        bias = self._bias(batch_samples)
+        batch_samples = calibration_subset(batch_samples, self.config.calibration_inputs, self.rng)
+        bias = kept = self._bias(batch_samples, keep_graph=True)
         if bias is not None:
             bias = bias.detach().clone().requires_grad_(True)
         news, comps, seqs, totals, start = [], [], [], Counter(), 0
@@ -274,7 +262,9 @@ class Trainer:
             seqs.append((new.detach() * comp).sum(-1) - (0 if b is None else b.detach()))
             for k, v in stats.items():
                 totals[k] += v * (1 if k == "tokens" else len(part) / len(chosen))
-        if bias is not None and bias.grad is not None:
+        if bias is not None and bias.grad is not None and kept.requires_grad:
+            kept.backward(bias.grad)
+        elif bias is not None and bias.grad is not None:
             self._bias_backward(batch_samples, bias.grad)
         width = max(n.shape[1] for n in news)
         pad = torch.nn.functional.pad
@@ -313,12 +303,14 @@ class Trainer:
             elif label != self.started_collapsed:
                 self.stopped = f"the model's preferred answers collapsed onto {label!r} over the last {config.collapse_patience} steps"
 
-    def _bias(self, batch_samples: list[Sample]):
-        """Each sample's mean score on the content-free inputs of its calibrating harness (no gradient), or None."""
+    def _bias(self, batch_samples: list[Sample], keep_graph: bool = False):
+        """Each sample's mean score on the content-free inputs of its calibrating harness, or None; with `keep_graph`, and
+        when those inputs fit one part (`CE_PART_TOKENS`), with the graph their gradient can flow back through."""
         if not any(s.bias for s in batch_samples):
             return None
         pairs = sorted({pair for s in batch_samples for pair in s.bias})
-        with self.torch.no_grad():  # one content-free prompt serves every example: computed once
+        keep = keep_graph and sum(len(p) + len(c) for p, c in pairs) <= CE_PART_TOKENS
+        with self.torch.set_grad_enabled(keep):  # one content-free prompt serves every example: computed once
             seq = dict(zip(pairs, self._pair_scores(pairs)))
         return self.torch.stack([self.torch.stack([seq[p] for p in s.bias]).mean() if s.bias else self.torch.zeros(())
                                  for s in batch_samples])
