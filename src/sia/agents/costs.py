@@ -118,9 +118,9 @@ def reading(cfg: TemplateConfig, s: AgentState) -> float:
 
 def content_free_inputs(s: AgentState, most: int) -> int:
     """Content-free inputs a ce step on the champion scores besides its groups: `most` (`TrainConfig.calibration_inputs`)
-    of a calibrating harness's, or all when `most` is 0. Each is a prompt with the label set, priced as a group (on
-    sentiment, 16 groups and 4 inputs a step price 25% over label scoring; measured in runs on this CPU: ~14 s a step on
-    label scoring, ~20 s with a domain-calibrated champion's 8 inputs, and 4 save 14% of that, bench/ce_variants.py)."""
+    of a calibrating harness's, or all when `most` is 0. Each is a prompt with the label set, priced as a group: 4 inputs
+    with 16 groups price a step 25% over label scoring. Measured on sentiment in runs on this CPU: ~14 s a step on label
+    scoring, ~20 s with a domain-calibrated champion's 8 inputs; 4 of them take 14% off that (bench/ce_variants.py), ~17 s."""
     cfg = read_config(s.champion_source)
     if cfg is None or cfg.mode != "score" or not cfg.calibrate:
         return 0
