@@ -68,7 +68,7 @@ def ce_adapter(run: Path, version: str | None) -> tuple[str, dict]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--run", type=Path, required=True, help="a finished weights_on_champion run directory")
+    ap.add_argument("--run", type=Path, required=True, help="a finished run directory with an adapter trained by ce")
     ap.add_argument("--adapter", default=None, help="the adapter whose training to vary (default: the run's first ce adapter)")
     ap.add_argument("variants", nargs="+", help="preset, or KEY=VALUE[,KEY=VALUE...] on top of it")
     ap.add_argument("--out", type=Path, default=None, help="write the table as JSON here")

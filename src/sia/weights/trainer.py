@@ -262,10 +262,11 @@ class Trainer:
             seqs.append((new.detach() * comp).sum(-1) - (0 if b is None else b.detach()))
             for k, v in stats.items():
                 totals[k] += v * (1 if k == "tokens" else len(part) / len(chosen))
-        if bias is not None and bias.grad is not None and kept.requires_grad:
-            kept.backward(bias.grad)
-        elif bias is not None and bias.grad is not None:
-            self._bias_backward(batch_samples, bias.grad)
+        if bias is not None and bias.grad is not None:
+            if kept.requires_grad:
+                kept.backward(bias.grad)
+            else:
+                self._bias_backward(batch_samples, bias.grad)
         width = max(n.shape[1] for n in news)
         pad = torch.nn.functional.pad
         new = torch.cat([pad(n, (0, width - n.shape[1])) for n in news])
