@@ -298,14 +298,19 @@ def test_no_ce_update_is_proposed_when_the_budget_holds_only_one_too_small_to_pa
     assert not isinstance(decision.proposal, WeightUpdate), "nothing worth its gate is left"
 
 
-def test_training_is_priced_at_this_machines_speed_and_a_slow_machine_gets_a_smaller_update():
+def test_training_is_priced_at_this_machines_speed_and_a_slow_machine_gets_a_smaller_update(monkeypatch):
     from dataclasses import replace
 
     from sia.agents.builtin import fit_to_budget
     from sia.agents.costs import ce_group_seconds, machine_slowdown, weights_cost
     from sia.weights.config import LABEL_PRESET, plan
 
-    assert 0.1 <= machine_slowdown() <= 20 and machine_slowdown() == machine_slowdown(), "measured once per process"
+    import sia.agents.costs as costs
+
+    first = machine_slowdown()
+    assert 0.1 <= first <= 20 and machine_slowdown() == first, "a probe is reused while it is fresh"
+    monkeypatch.setattr(costs, "_probe", (costs._probe[0] - costs.PROBE_TTL_S, -1.0))
+    assert 0.1 <= machine_slowdown() <= 20, "an old probe is measured again (a machine's speed moves between sittings)"
     task = load_task("sentiment")
     fast = replace(_state(task, render(make_config(task.public_info(), mode="score")), _analysis()), rollout_s=0.4, val_n=200,
                    seconds_left=900)

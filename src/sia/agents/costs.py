@@ -9,7 +9,6 @@ more than the budget left is not proposed.
 
 from __future__ import annotations
 
-import functools
 import time
 
 from sia.agents.contract import AgentState
@@ -33,10 +32,19 @@ is matrix multiplies, so its time scales with this rate. Fitted on a 2-core AMD 
 GFLOP/s and a sentiment ce step of 16 groups took 15-17 s, 1.0 s a group against `CE_GROUP_S` (1.8x; 120 / 63 = 1.9x)."""
 
 
-@functools.lru_cache(maxsize=1)
+PROBE_TTL_S = 120.0
+"""Seconds a speed probe is trusted. This machine's rate moved from 62-64 to 35-47 GFLOP/s between sittings of one day, so
+a run probes again at its next generation once this has passed (0.3 s a probe) rather than once per process."""
+_probe: tuple[float, float] | None = None
+"""The last probe: when (`time.monotonic`) and the slowdown it measured."""
+
+
 def machine_slowdown() -> float:
     """`REFERENCE_GFLOPS` over the rate this machine multiplies fp32 matrices at (the best of 5 products of the sizes a
-    SmolLM2 layer multiplies, about 0.3 s in all, once per process); between 0.1 and 20."""
+    SmolLM2 layer multiplies, about 0.3 s in all), between 0.1 and 20; measured again once `PROBE_TTL_S` has passed."""
+    global _probe
+    if _probe is not None and time.monotonic() - _probe[0] < PROBE_TTL_S:
+        return _probe[1]
     import torch
 
     a, b = torch.randn(1024, 576), torch.randn(576, 1536)
@@ -48,7 +56,8 @@ def machine_slowdown() -> float:
             a @ b
         best = min(best, (time.perf_counter() - t0) / 4)
     gflops = 2 * 1024 * 576 * 1536 / best / 1e9
-    return min(20.0, max(0.1, REFERENCE_GFLOPS / gflops))
+    _probe = (time.monotonic(), min(20.0, max(0.1, REFERENCE_GFLOPS / gflops)))
+    return _probe[1]
 
 
 def ce_group_seconds(s: AgentState) -> float:
