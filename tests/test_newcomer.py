@@ -109,6 +109,32 @@ def test_without_a_terminal_a_line_is_printed_even_while_nothing_finishes():
     assert "working: generation 1" in lines[-1]
 
 
+def test_the_heartbeat_names_the_training_step_once_a_weight_updates_collection_is_done():
+    import io
+    import time
+    from types import SimpleNamespace
+
+    from sia.cli.live import PlainView
+
+    stream = io.StringIO()
+    with PlainView(stream, budget_s=60, every_s=0.4) as view:
+        view("phase", text="generation 1: training a1 by ce")
+        view("train_start", steps=16)
+        view("eval_start", label="collect round 1/1")
+        view("eval_total", total=2, done=0)
+        for _ in range(2):
+            view("rollout", record=SimpleNamespace(score=1.0, error_type=None))
+        view("train_step", reward_mean=0.5, loss=1.0)
+        time.sleep(1.0)  # the second step runs: no event
+        view("phase", text="generation 1: gate on validation")
+        time.sleep(1.0)
+    lines = stream.getvalue().splitlines()
+    during = [x for x in lines if "working: training step 2/16" in x]
+    assert during, lines
+    assert "collect round" not in " ".join(x for x in lines if "working:" in x), lines
+    assert "working: generation 1" in lines[-1], "a new phase ends the update's heartbeat"
+
+
 def test_without_timeout_the_rollout_limit_is_fitted_to_what_the_probe_measured(tmp_path, runtime, tiny_task):
     from conftest import ScriptedAgent, new_run
     from sia.evaluation.executor import InfraFailure

@@ -167,14 +167,21 @@ class PlainView:
     def _beat(self) -> None:
         while not self._stop.wait(min(1.0, self.every_s / 2)):
             if time.monotonic() - self.last >= self.every_s:
-                self._say(self._status() if self.total and self.done < self.total else f"working: {self.label}")
+                self._say(self._status() if self.total and self.done < self.total else f"working: {self._doing()}")
+
+    def _doing(self) -> str:
+        """What runs between events: a weight update's next step once its collection is done, else the last label."""
+        if self.steps and self.step < self.steps and self.total and self.done >= self.total:
+            return f"training step {self.step + 1}/{self.steps}"
+        return self.label
 
     def __call__(self, event: str, **d: Any) -> None:
         if event == "phase":
             self.label = d["text"].split(":")[0]
+            self.steps = self.step = 0  # a weight update announces its steps after its phase (train_start)
             self._say(d["text"])
         elif event == "eval_start":
-            self.label = d["label"]
+            self.label, self.total = d["label"], 0
         elif event == "eval_total":
             self.total, self.done, self.timeouts, self.errors, self.score = d["total"] - d["done"], 0, 0, 0, 0.0
             self.started = time.monotonic()
