@@ -135,6 +135,29 @@ def test_the_heartbeat_names_the_training_step_once_a_weight_updates_collection_
     assert "working: generation 1" in lines[-1], "a new phase ends the update's heartbeat"
 
 
+def test_a_gate_in_chunks_counts_up_to_its_whole_evaluation():
+    import io
+    from types import SimpleNamespace
+
+    from sia.cli.live import PlainView
+
+    stream = io.StringIO()
+    view = PlainView(stream, budget_s=60, every_s=60)
+    view("eval_start", label="gate gen 2")
+    view("eval_total", total=4, done=1)  # a resumed evaluation: one rollout was scored before
+    view("rollout", record=SimpleNamespace(score=1.0, error_type=None))
+    for _ in range(2):  # the gate's next chunks start where the last one stopped
+        view("eval_start", label="gate gen 2")
+        view("eval_total", total=4, done=view.before + view.done)
+        view("rollout", record=SimpleNamespace(score=0.0, error_type="timeout"))
+    lines = stream.getvalue().splitlines()
+    assert "gate gen 2: 4/4 done" in lines[-1] and "1 timeouts" not in lines[-1] and "2 timeouts" in lines[-1], lines
+    assert "score so far 0.333" in lines[-1], "the running score covers the rollouts this view saw"
+    view("eval_start", label="new champion val")
+    view("eval_total", total=10, done=4)
+    assert view.before == 4 and view.done == 0, "another evaluation starts its own count"
+
+
 def test_without_timeout_the_rollout_limit_is_fitted_to_what_the_probe_measured(tmp_path, runtime, tiny_task):
     from conftest import ScriptedAgent, new_run
     from sia.evaluation.executor import InfraFailure

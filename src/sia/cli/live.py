@@ -133,6 +133,7 @@ class PlainView:
         self.stream, self.budget_s, self.every_s = stream, budget_s, every_s
         self.t0 = time.monotonic() - elapsed0
         self.label, self.total, self.done, self.timeouts, self.errors, self.score = "starting", 0, 0, 0, 0, 0.0
+        self.before, self.counted = 0, ""  # rollouts of the evaluation `counted` done before this view counted them (a resume)
         self.steps, self.step = 0, 0
         self.started = time.monotonic()
         self.last = 0.0
@@ -161,17 +162,17 @@ class PlainView:
         dt = time.monotonic() - self.started
         rate = self.done / dt if dt > 0 else 0.0
         mean = self.score / self.done if self.done else 0.0
-        return (f"{self.label}: {self.done}/{self.total or '?'} done, {rate:.2f} rollouts/s, {self.timeouts} timeouts, "
+        return (f"{self.label}: {self.before + self.done}/{self.total or '?'} done, {rate:.2f} rollouts/s, {self.timeouts} timeouts, "
                 f"{self.errors} errors, score so far {mean:.3f}")
 
     def _beat(self) -> None:
         while not self._stop.wait(min(1.0, self.every_s / 2)):
             if time.monotonic() - self.last >= self.every_s:
-                self._say(self._status() if self.total and self.done < self.total else f"working: {self._doing()}")
+                self._say(self._status() if self.total and self.before + self.done < self.total else f"working: {self._doing()}")
 
     def _doing(self) -> str:
         """What runs between events: a weight update's next step once its collection is done, else the last label."""
-        if self.steps and self.step < self.steps and self.total and self.done >= self.total:
+        if self.steps and self.step < self.steps and self.total and self.before + self.done >= self.total:
             return f"training step {self.step + 1}/{self.steps}"
         return self.label
 
@@ -183,15 +184,17 @@ class PlainView:
         elif event == "eval_start":
             self.label, self.total = d["label"], 0
         elif event == "eval_total":
-            self.total, self.done, self.timeouts, self.errors, self.score = d["total"] - d["done"], 0, 0, 0, 0.0
-            self.started = time.monotonic()
+            if not (d["done"] and d["done"] == self.before + self.done and self.label == self.counted):  # else a gate's next chunk
+                self.before, self.done, self.timeouts, self.errors, self.score = d["done"], 0, 0, 0, 0.0
+                self.started = time.monotonic()
+            self.total, self.counted = d["total"], self.label
         elif event == "rollout":
             r = d["record"]
             self.done += 1
             self.score += r.score
             self.timeouts += r.error_type == "timeout"
             self.errors += bool(r.error_type) and r.error_type != "timeout"
-            if time.monotonic() - self.last >= self.every_s or self.done == self.total:
+            if time.monotonic() - self.last >= self.every_s or self.before + self.done == self.total:
                 self._say(self._status())
         elif event == "train_start":  # counted apart from rollouts: collection rounds run between training steps
             self.label, self.steps, self.step = "training", d["steps"], 0
