@@ -119,6 +119,34 @@ def test_the_plan_keeps_the_budget_for_the_more_relevant_lever_when_it_cannot_ho
     weak = Ranked(0.05, 0.15, 3.0, 0.5, Option("ce", "labels", 0.15, algorithm="ce"), None)
     assert plan_next([edit, weak], seconds_left=3.5 * 60)[0] is edit, "a weight update the evidence hardly supports waits"
     assert plan_next([edit, weights], seconds_left=None)[0] is edit
+    # room is kept for the worst case: the edit's gate may run to the end of validation, and an edit that makes the
+    # harness calibrate makes the update's smallest version dearer
+    from dataclasses import replace
+
+    assert plan_next([replace(edit, most=2.0), shrunk], seconds_left=2.7 * 60)[0] is shrunk, "a full gate leaves no room"
+    assert plan_next([replace(edit, floor_after=2.0), shrunk], seconds_left=2.7 * 60)[0] is shrunk
+    assert plan_next([replace(edit, most=1.1, floor_after=1.6), shrunk], seconds_left=2.9 * 60)[0].source == "src"
+
+
+def test_an_edit_is_weighed_at_its_full_gate_and_at_the_update_it_leaves_behind(monkeypatch):
+    from dataclasses import replace
+
+    from sia.agents import builtin
+    from sia.agents.costs import harness_cost, harness_most
+
+    task = load_task("sentiment")
+    cfg = make_config(task.public_info(), mode="score")
+    s = replace(_state(task, render(cfg), _analysis()), rollout_s=0.5, val_n=200, seconds_left=900)
+    assert harness_most(s, cfg, cfg) * 60 == pytest.approx(10 + (200 + s.analysis.n) * 0.5), "a full gate, then an analysis"
+    assert harness_most(s, cfg, cfg) > harness_cost(s, cfg, cfg), "a gate stops early on average, at the end at most"
+    ranked, real = [], builtin.plan_next
+    monkeypatch.setattr(builtin, "plan_next", lambda r, left: (ranked.extend(r), real(r, left))[1])
+    builtin.BuiltinFeedbackAgent().decide(s)
+    edits = {r.option.kind: r for r in ranked if r.source is not None}
+    update = next(r for r in ranked if r.source is None)
+    assert all(r.most is not None and r.most >= r.cost for r in edits.values())
+    assert edits["domain_calibration"].floor_after > edits["instruction"].floor_after >= update.floor * 0.99, \
+        "on a calibrating harness each ce step also scores content-free inputs"
 
 
 def test_the_decision_carries_an_expected_gain_that_the_report_shows_beside_the_realised_one():

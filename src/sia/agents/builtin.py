@@ -24,7 +24,7 @@ from dataclasses import dataclass, replace
 
 from sia.agents.builtin_edits import EDITS, Option, evidence
 from sia.agents.contract import AgentState, Decision
-from sia.agents.costs import affordable, harness_cost, weights_cost
+from sia.agents.costs import affordable, harness_cost, harness_most, weights_cost
 from sia.agents.program_edits import PROGRAM_EDITS
 from sia.agents.proposal import HarnessEdit, Stop, WeightUpdate
 from sia.harness.template import TemplateConfig, read_config, render
@@ -44,6 +44,11 @@ class Ranked:
     floor: float | None = None
     """Minutes of the smallest version of this option still worth proposing (a weight update shrinks to fit the budget
     left, down to `smallest`); None: its cost."""
+    most: float | None = None
+    """For a harness edit: the minutes it may take at most (`harness_most`); None: its cost."""
+    floor_after: float | None = None
+    """For a harness edit: the floor of the best weight update on the harness the edit makes (a calibrating harness makes
+    each ce step score its content-free inputs too); None: unknown."""
 
 
 FIX_SHARE = 0.5
@@ -82,11 +87,25 @@ def _room_after(first: Ranked, other: Ranked, seconds_left: float) -> bool:
     """Whether `other` can still be proposed once `first` has been tried: a harness edit needs its cost; a weight update
     needs its smallest version within `WEIGHT_MOST` of what is left, as `fit_to_budget` asks (a weight update's cost is
     already shrunk to the budget left, so its own cost says nothing about whether it survives another edit: on sentiment,
-    harness edits at a minute each went on until the ce update no longer fitted at all)."""
-    left = seconds_left - first.cost * 60
+    harness edits at a minute each went on until the ce update no longer fitted at all). A harness edit counts at the most
+    it may take, and the update at its floor on the harness the edit makes (`Ranked.most`, `Ranked.floor_after`)."""
     if other.source is None:
-        return (other.cost if other.floor is None else other.floor) * 60 <= WEIGHT_MOST * left
-    return other.cost * 60 <= left
+        left = seconds_left - (first.cost if first.most is None else first.most) * 60
+        need = max(other.cost if other.floor is None else other.floor, first.floor_after or 0.0)
+        return need * 60 <= WEIGHT_MOST * left
+    return other.cost * 60 <= seconds_left - first.cost * 60
+
+
+def _with_floor_after(ranked: list[Ranked], s: AgentState) -> list[Ranked]:
+    """Each harness edit with the floor of the best weight update (the one `plan_next` keeps room for) as it would be on
+    the harness the edit makes."""
+    w = next((r for r in ranked if r.source is None), None)
+    if w is None:
+        return ranked
+    small = plan(w.option.algorithm, smallest(dict(w.option.settings), w.option.algorithm))
+    return [r if r.source is None else replace(r, floor_after=weights_cost(small, replace(s, champion_source=r.source),
+                                                                           distill=w.option.kind == "distill"))
+            for r in ranked]
 
 
 class BuiltinFeedbackAgent:
@@ -113,7 +132,8 @@ class BuiltinFeedbackAgent:
                         rel = self._with_memory(c.relevance, c.kind, state) * lever_factor
                         cost = harness_cost(state, cfg, c.harness)
                         if affordable(cost, state):
-                            ranked.append(Ranked(rel / cost, rel, cost, rng.random(), c, source))
+                            ranked.append(Ranked(rel / cost, rel, cost, rng.random(), c, source,
+                                                 most=harness_most(state, cfg, c.harness)))
         if "weights" in state.levers:
             for w in weight_candidates(cfg, state) + distillation(cfg, state):
                 cost = weights_cost(plan(w.algorithm, w.settings), state, distill=w.kind == "distill")
@@ -126,6 +146,7 @@ class BuiltinFeedbackAgent:
                     notes.append(f"a weight update by {what} (~{cost:.1f} min) does not fit the budget left")
         ranked = [r for r in ranked if r.relevance >= self.min_relevance]
         ranked.sort(key=lambda r: (r.per_minute, r.tiebreak), reverse=True)
+        ranked = _with_floor_after(ranked, state)
         ranking = tuple((r.option.kind, round(r.relevance, 3), round(r.per_minute, 3), r.option.rationale) for r in ranked)
         if not ranked:
             return Decision(Stop("; ".join(notes + ["no untried change is supported by the evidence"])), ranking)

@@ -101,6 +101,17 @@ def harness_cost(s: AgentState, old: TemplateConfig | None = None, new: Template
     return (measured or gate_seconds(s)) * factor / 60
 
 
+def harness_most(s: AgentState, old: TemplateConfig | None = None, new: TemplateConfig | None = None) -> float:
+    """Minutes a harness edit may take at most: its gate run to the end of validation (a close call is decided only
+    there) and, once accepted, the next generation's analysis of the new champion on train, scaled as in `harness_cost`;
+    or its typical cost when past tries took longer. What a weight update waiting behind the edit must survive: on
+    sentiment domain calibration was priced at 1.2 minutes; its gate ran all 200 examples (+0.095, p 0.045), and 2.2
+    minutes later no ce update worth a gate fitted the budget left."""
+    typical = harness_cost(s, old, new)
+    factor = typical * 60 / (s.memory.seconds_per_try("harness") or gate_seconds(s))
+    return max(typical, (10 + (s.val_n + s.analysis.n) * s.rollout_s) * factor / 60)
+
+
 ROLLOUT_TOKENS = 30
 """A rollout's fixed cost (its sandboxed process, its HTTP calls) in tokens computed: fitted to one measured pair of
 sentiment gates in a 15-minute run: demonstrations chosen per input took 3.5 min for 120 examples, fixed ones 1.1 min for
