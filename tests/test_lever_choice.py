@@ -322,6 +322,8 @@ def test_no_ce_update_is_proposed_when_the_budget_holds_only_one_too_small_to_pa
     assert fit_to_budget(dict(LABEL_PRESET), just, "ce") == smallest(dict(LABEL_PRESET), "ce") and need > 0.5 * just.seconds_left
     assert fit_to_budget(dict(LABEL_PRESET), replace(roomy, seconds_left=need / 0.9 - 1), "ce") is None
     assert weight_candidates(cfg, tight) == []
+    said = BuiltinFeedbackAgent().decide(replace(tight, seconds_left=need / 0.9 - 1))
+    assert "no ce update: the smallest worth a gate" in said.proposal.rationale, "a run that never trains says why"
     decision = BuiltinFeedbackAgent().decide(replace(tight, levers=("weights",), seconds_left=200))
     assert not isinstance(decision.proposal, WeightUpdate), "nothing worth its gate is left"
 

@@ -144,6 +144,7 @@ class BuiltinFeedbackAgent:
                 else:
                     what = w.algorithm if w.kind == w.algorithm else f"{w.algorithm} ({w.kind})"
                     notes.append(f"a weight update by {what} (~{cost:.1f} min) does not fit the budget left")
+            notes += _ce_left_out(cfg, state)
         ranked = [r for r in ranked if r.relevance >= self.min_relevance]
         ranked.sort(key=lambda r: (r.per_minute, r.tiebreak), reverse=True)
         ranked = _with_floor_after(ranked, state)
@@ -154,7 +155,7 @@ class BuiltinFeedbackAgent:
         others = ", ".join(f"{r.option.kind} {r.per_minute:.2f}/min" for r in ranked if r is not best)
         gain = 0.0 if best.option.kind == "distill" else expected_gain(best.relevance, state)
         rationale = (f"{best.option.rationale} [relevance {best.relevance:.2f}, {best.per_minute:.2f} per minute of compute, expected "
-                     f"gain {gain:+.3f}; {why_first}; next: {others[:200] or 'none'}]")
+                     f"gain {gain:+.3f}; {why_first}; next: {others[:200] or 'none'}{''.join('; ' + n for n in notes)}]")
         if best.source is None:
             student = render(best.option.harness) if best.option.harness is not None else None
             return Decision(WeightUpdate(algorithm=best.option.algorithm, config=dict(best.option.settings),
@@ -238,8 +239,7 @@ def weight_candidates(cfg: TemplateConfig | None, s: AgentState) -> list[Option]
     (`weight_candidate`) takes its place.
     """
     alt = weight_candidate(cfg, s)
-    labelled = cfg is not None and cfg.output == "text" and bool(s.task.labels) and not cfg.multi_label
-    if s.analysis.n == 0 or not labelled or s.memory.rejections("ce", s.champion_adapter):
+    if s.analysis.n == 0 or not _labelled(cfg, s) or s.memory.rejections("ce", s.champion_adapter):
         return [alt] if alt is not None else []
     rel, why = _weights_evidence(s)
     if cfg.mode != "score" and s.analysis.rate("unparseable"):
@@ -254,6 +254,22 @@ def weight_candidates(cfg: TemplateConfig | None, s: AgentState) -> list[Option]
     return [Option("ce", f"train the weights ({_where(s)}): {why}; the task has a closed label set that the harness {how}: "
                          "cross-entropy of the gold label against the others on the harness's own prompts, no sampling",
                    rel, algorithm="ce", settings=settings)]
+
+
+def _labelled(cfg: TemplateConfig | None, s: AgentState) -> bool:
+    return cfg is not None and cfg.output == "text" and bool(s.task.labels) and not cfg.multi_label
+
+
+def _ce_left_out(cfg: TemplateConfig | None, s: AgentState) -> list[str]:
+    """Why no ce update was weighed although the task has a closed label set, when the budget is the reason: said in
+    the rationale, so that a run which never trains shows why (training is priced at this machine's speed)."""
+    if s.seconds_left is None or s.analysis.n == 0 or not _labelled(cfg, s) or s.memory.rejections("ce", s.champion_adapter):
+        return []
+    least = weights_cost(plan("ce", smallest(dict(LABEL_PRESET), "ce")), s)
+    if least * 60 <= WEIGHT_MOST * s.seconds_left:
+        return []
+    return [f"no ce update: the smallest worth a gate (~{least:.1f} min, training priced at {s.train_slowdown:.1f}x) does not "
+            f"fit {WEIGHT_MOST:.0%} of the {s.seconds_left / 60:.1f} min left"]
 
 
 DISTILL_CALLS = 1.5
