@@ -239,7 +239,7 @@ def weight_candidates(cfg: TemplateConfig | None, s: AgentState) -> list[Option]
     (`weight_candidate`) takes its place.
     """
     alt = weight_candidate(cfg, s)
-    if s.analysis.n == 0 or not _labelled(cfg, s) or s.memory.rejections("ce", s.champion_adapter):
+    if not _ce_applies(cfg, s):
         return [alt] if alt is not None else []
     rel, why = _weights_evidence(s)
     if cfg.mode != "score" and s.analysis.rate("unparseable"):
@@ -256,14 +256,17 @@ def weight_candidates(cfg: TemplateConfig | None, s: AgentState) -> list[Option]
                    rel, algorithm="ce", settings=settings)]
 
 
-def _labelled(cfg: TemplateConfig | None, s: AgentState) -> bool:
-    return cfg is not None and cfg.output == "text" and bool(s.task.labels) and not cfg.multi_label
+def _ce_applies(cfg: TemplateConfig | None, s: AgentState) -> bool:
+    """A ce update is the weight option: a closed label set, a sia-generated harness, an analysis, and no ce turned down
+    on the champion's adapter."""
+    labelled = cfg is not None and cfg.output == "text" and bool(s.task.labels) and not cfg.multi_label
+    return labelled and s.analysis.n > 0 and not s.memory.rejections("ce", s.champion_adapter)
 
 
 def _ce_left_out(cfg: TemplateConfig | None, s: AgentState) -> list[str]:
     """Why no ce update was weighed although the task has a closed label set, when the budget is the reason: said in
     the rationale, so that a run which never trains shows why (training is priced at this machine's speed)."""
-    if s.seconds_left is None or s.analysis.n == 0 or not _labelled(cfg, s) or s.memory.rejections("ce", s.champion_adapter):
+    if s.seconds_left is None or not _ce_applies(cfg, s):
         return []
     least = weights_cost(plan("ce", smallest(dict(LABEL_PRESET), "ce")), s)
     if least * 60 <= WEIGHT_MOST * s.seconds_left:

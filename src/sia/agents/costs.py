@@ -94,11 +94,14 @@ def harness_cost(s: AgentState, old: TemplateConfig | None = None, new: Template
     makes the policy read per example (`reading`). A switch between scoring and generating is not scaled: reading a
     prompt and decoding a reply cost differently per token (on LawBench the token count priced label scoring at 2.6x a
     gate, and the builtin agent then took a longer reply, +0.000, before label scoring, +0.175)."""
-    measured = s.memory.seconds_per_try("harness")
-    factor = 1.0
-    if old is not None and new is not None and old.mode == new.mode and s.train:
-        factor = min(10.0, max(0.25, (ROLLOUT_TOKENS + reading(new, s)) / (ROLLOUT_TOKENS + reading(old, s))))
-    return (measured or gate_seconds(s)) * factor / 60
+    return (s.memory.seconds_per_try("harness") or gate_seconds(s)) * _reading_factor(s, old, new) / 60
+
+
+def _reading_factor(s: AgentState, old: TemplateConfig | None, new: TemplateConfig | None) -> float:
+    """How much more (or less) `new` makes the policy read per example than `old`, when both ask the same way."""
+    if old is None or new is None or old.mode != new.mode or not s.train:
+        return 1.0
+    return min(10.0, max(0.25, (ROLLOUT_TOKENS + reading(new, s)) / (ROLLOUT_TOKENS + reading(old, s))))
 
 
 def harness_most(s: AgentState, old: TemplateConfig | None = None, new: TemplateConfig | None = None) -> float:
@@ -107,9 +110,8 @@ def harness_most(s: AgentState, old: TemplateConfig | None = None, new: Template
     or its typical cost when past tries took longer. What a weight update waiting behind the edit must survive: on
     sentiment domain calibration was priced at 1.2 minutes; its gate ran all 200 examples (+0.095, p 0.045), and 2.2
     minutes later no ce update worth a gate fitted the budget left."""
-    typical = harness_cost(s, old, new)
-    factor = typical * 60 / (s.memory.seconds_per_try("harness") or gate_seconds(s))
-    return max(typical, (10 + (s.val_n + s.analysis.n) * s.rollout_s) * factor / 60)
+    full = (10 + (s.val_n + s.analysis.n) * s.rollout_s) * _reading_factor(s, old, new) / 60
+    return max(harness_cost(s, old, new), full)
 
 
 ROLLOUT_TOKENS = 30
