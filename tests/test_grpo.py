@@ -175,11 +175,16 @@ def test_collapse_is_judged_on_the_models_preferred_answers_not_on_the_data(tmp_
     assert all(sum(e["predicted"].values()) == 2 for e in r.log)
 
 
-def test_shared_prompt_forward_equals_the_full_sequence_forward_in_value_and_gradient(tmp_path):
+@pytest.mark.parametrize("batch_cost", [48, 0])  # 0: every prompt length its own batch on the shared opening's cache
+def test_shared_prompt_forward_equals_the_full_sequence_forward_in_value_and_gradient(tmp_path, monkeypatch, batch_cost):
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
+    import sia.weights.grpo as grpo
     from sia.weights.grpo import completion_logprobs, shared_prompt_logprobs
+
+    monkeypatch.setattr(grpo, "SUBBATCH_POSITIONS", batch_cost)
+    assert len(grpo._by_length([(1, 2, 3), (1, 2, 3, 4, 5, 6, 7)], 2)) == (1 if batch_cost else 2)
 
     base = AutoModelForCausalLM.from_pretrained(_tiny_model_dir(tmp_path))
     model = get_peft_model(base, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
@@ -187,7 +192,9 @@ def test_shared_prompt_forward_equals_the_full_sequence_forward_in_value_and_gra
                      ([1, 2, 3, 4, 5], [6, 20, 21, 22])]
     left_padded = [([1, 2, 3, 4, 5], [6, 7]), ([11, 12, 13], [14]), ([1, 2, 3, 4, 5], [9, 10, 2]), ([11, 12, 13], [15, 16]),
                    ([30, 31, 32, 33], [6, 7])]  # prompts of different lengths with the same group size run as one batch
-    for pairs in (one_at_a_time, left_padded):
+    opening = [([1, 2, 3, 4, 5], [6, 7]), ([1, 2, 3, 9], [14]), ([1, 2, 3, 4, 5, 6, 7], [9, 10, 2]), ([1, 2, 3, 9], [15, 16]),
+               ([1, 2, 3], [6, 7]), ([1, 2, 3, 4, 5, 6, 7], [8])]  # a batch opening alike: [1, 2] runs once, [1, 2, 3] is a whole prompt
+    for pairs in (one_at_a_time, left_padded, opening):
         shared, logits, mask = shared_prompt_logprobs(model, pairs)
         L = max(len(p) + len(c) for p, c in pairs)
         ids = torch.zeros((len(pairs), L), dtype=torch.long)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import torch
 
+from sia.policy.local import common_prefix
 from sia.weights.config import GRPOConfig
 
 
@@ -127,6 +128,11 @@ def completion_logprobs(model, input_ids: torch.Tensor, attention_mask: torch.Te
     return logp * completion_mask, shifted
 
 
+SHARED_OPENING_MIN = 1
+"""Tokens a batch's prompts must open with in common for `shared_prompt_logprobs` to run them once (bench/shared_prefix.py
+sets a huge value to time the batch without it)."""
+
+
 def shared_prompt_logprobs(model, pairs: list[tuple[list[int], list[int]]], pad_id: int = 0, batch: int = 16
                            ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Per-token logprobs (and logits) of each completion given its prompt, computing each distinct prompt once.
@@ -136,10 +142,14 @@ def shared_prompt_logprobs(model, pairs: list[tuple[list[int], list[int]]], pad_
     The G samples of a GRPO group (or the labels of a label group) share their
     prompt, so the prompt runs once with gradients, its key/value cache is
     repeated G times, and only the completions run per sample. Up to `batch`
-    distinct prompts with the same G run as one left-padded batch (measured on
+    distinct prompts with the same G run together (measured on
     sentiment's label groups: 16 prompts a step in 4.6 s batched against 8.3 s one
-    prompt at a time). The result and its gradient equal a forward pass over the
-    full sequences (tested).
+    prompt at a time). The prompts of a batch share their template's opening (chat
+    markup, system prompt, instruction: 47 of sentiment's ~75 tokens), so that
+    common prefix runs once too, and their own tokens run in batches cut by length
+    (`_by_length`) on its cache. bench/shared_prefix.py times a ce step each way:
+    1.86x faster on sentiment, 1.28x on LawBench's topics. The result and its
+    gradient equal a forward pass over the full sequences (tested).
     """
     from transformers import DynamicCache
 
@@ -153,37 +163,81 @@ def shared_prompt_logprobs(model, pairs: list[tuple[list[int], list[int]]], pad_
     rows_lp: list[torch.Tensor | None] = [None] * len(pairs)
     rows_logits: list[torch.Tensor | None] = [None] * len(pairs)
     for G, prompts in by_size.items():
+        prompts.sort()  # prompts that open alike fall into one batch
         for k in range(0, len(prompts), batch):
             chunk = prompts[k: k + batch]
-            B, P = len(chunk), max(len(p) for p in chunk)
-            ids = torch.full((B, P), pad_id, dtype=torch.long)
-            pmask = torch.zeros((B, P), dtype=torch.long)
-            for b, prompt in enumerate(chunk):  # left padding: every prompt's last token is in the last column
-                ids[b, P - len(prompt):] = torch.tensor(prompt, dtype=torch.long)
-                pmask[b, P - len(prompt):] = 1
-            cache = DynamicCache(config=model.config)
-            first = model(input_ids=ids, attention_mask=pmask, position_ids=(pmask.cumsum(-1) - 1).clamp(min=0),
-                          past_key_values=cache, use_cache=True, logits_to_keep=1).logits[:, -1].float()
-            if G > 1:
-                cache.batch_repeat_interleave(G)
-            idx = [i for prompt in chunk for i in buckets[prompt]]
-            C_b = max(len(pairs[i][1]) for i in idx)
-            cids = torch.full((B * G, C_b), pad_id, dtype=torch.long)
-            cmask = torch.zeros((B * G, C_b), dtype=torch.long)
-            for r, i in enumerate(idx):
-                c = pairs[i][1]
-                cids[r, : len(c)] = torch.tensor(c, dtype=torch.long)
-                cmask[r, : len(c)] = 1
-            attn = torch.cat([pmask.repeat_interleave(G, 0), cmask], dim=1)
-            lens = torch.tensor([len(p) for p in chunk]).repeat_interleave(G)
-            rest = model(input_ids=cids, attention_mask=attn, position_ids=lens[:, None] + torch.arange(C_b),
-                         past_key_values=cache, use_cache=True).logits.float()
-            logits = torch.cat([first.repeat_interleave(G, 0)[:, None, :], rest[:, :-1]], dim=1)
-            lp = torch.log_softmax(logits, dim=-1).gather(-1, cids[..., None])[..., 0]
-            for r, i in enumerate(idx):  # pad to the batch's longest completion
-                rows_lp[i] = torch.nn.functional.pad(lp[r], (0, C - C_b))
-                rows_logits[i] = torch.nn.functional.pad(logits[r], (0, 0, 0, C - C_b))
+            opening = DynamicCache(config=model.config)
+            L0 = min(common_prefix(chunk), min(len(p) for p in chunk) - 1) if len(chunk) > 1 else 0  # each keeps a token
+            L0 = L0 if L0 >= SHARED_OPENING_MIN else 0
+            if L0:
+                model(input_ids=torch.tensor([chunk[0][:L0]], dtype=torch.long), past_key_values=opening, use_cache=True,
+                      logits_to_keep=1)
+            for sub in _by_length(chunk, L0):
+                _run_batch(model, sub, L0, opening, G, buckets, pairs, pad_id, C, rows_lp, rows_logits)
     mask = torch.zeros((len(pairs), C))
     for i, (_, c) in enumerate(pairs):
         mask[i, : len(c)] = 1
     return torch.stack(rows_lp) * mask, torch.stack(rows_logits), mask
+
+
+SUBBATCH_POSITIONS = 48
+"""What running one more batch costs, in token positions (its two forward passes' fixed work); see `_by_length`."""
+
+
+def _by_length(chunk: list[tuple[int, ...]], opening: int) -> list[list[tuple[int, ...]]]:
+    """`chunk`'s prompts sorted by length, cut into consecutive batches so that the positions run (each prompt's own
+    tokens left-padded to its batch's longest, plus `SUBBATCH_POSITIONS` a batch) are fewest. Sentiment's 16 prompts of
+    a ce step have 11-60 tokens after their shared opening: padded to the longest they double the positions run."""
+    order = sorted(chunk, key=len)
+    best, cut = [0.0] + [float("inf")] * len(order), [0] * (len(order) + 1)
+    for j in range(1, len(order) + 1):
+        for i in range(j):
+            cost = best[i] + (j - i) * (len(order[j - 1]) - opening) + SUBBATCH_POSITIONS
+            if cost < best[j]:
+                best[j], cut[j] = cost, i
+    out, j = [], len(order)
+    while j:
+        out.append(order[cut[j]: j])
+        j = cut[j]
+    return out[::-1]
+
+
+def _run_batch(model, chunk, L0: int, opening, G: int, buckets, pairs, pad_id: int, C: int, rows_lp, rows_logits) -> None:
+    """The prompts of `chunk` (each with its G completions in `pairs`) after the `L0` tokens of `opening` they share:
+    their own tokens left-padded in one pass, then the completions on the cache, repeated G times; fills their rows."""
+    from transformers import DynamicCache
+
+    B = len(chunk)
+    cache = DynamicCache(config=model.config)
+    if L0:
+        for layer_idx, layer in enumerate(opening.layers):
+            cache.update(layer.keys.expand(B, -1, -1, -1), layer.values.expand(B, -1, -1, -1), layer_idx)
+    P = max(len(p) for p in chunk) - L0
+    ids = torch.full((B, P), pad_id, dtype=torch.long)
+    pmask = torch.zeros((B, P), dtype=torch.long)
+    for b, prompt in enumerate(chunk):  # left padding: every prompt's last token is in the last column
+        ids[b, P - len(prompt) + L0:] = torch.tensor(prompt[L0:], dtype=torch.long)
+        pmask[b, P - len(prompt) + L0:] = 1
+    position_ids = L0 + (pmask.cumsum(-1) - 1).clamp(min=0)
+    pmask = torch.cat([torch.ones((B, L0), dtype=torch.long), pmask], dim=1)
+    first = model(input_ids=ids, attention_mask=pmask, position_ids=position_ids, past_key_values=cache, use_cache=True,
+                  logits_to_keep=1).logits[:, -1].float()
+    if G > 1:
+        cache.batch_repeat_interleave(G)
+    idx = [i for prompt in chunk for i in buckets[prompt]]
+    C_b = max(len(pairs[i][1]) for i in idx)
+    cids = torch.full((B * G, C_b), pad_id, dtype=torch.long)
+    cmask = torch.zeros((B * G, C_b), dtype=torch.long)
+    for r, i in enumerate(idx):
+        c = pairs[i][1]
+        cids[r, : len(c)] = torch.tensor(c, dtype=torch.long)
+        cmask[r, : len(c)] = 1
+    attn = torch.cat([pmask.repeat_interleave(G, 0), cmask], dim=1)
+    lens = torch.tensor([len(p) for p in chunk]).repeat_interleave(G)
+    rest = model(input_ids=cids, attention_mask=attn, position_ids=lens[:, None] + torch.arange(C_b),
+                 past_key_values=cache, use_cache=True).logits.float()
+    logits = torch.cat([first.repeat_interleave(G, 0)[:, None, :], rest[:, :-1]], dim=1)
+    lp = torch.log_softmax(logits, dim=-1).gather(-1, cids[..., None])[..., 0]
+    for r, i in enumerate(idx):  # pad to the batch's longest completion
+        rows_lp[i] = torch.nn.functional.pad(lp[r], (0, C - C_b))
+        rows_logits[i] = torch.nn.functional.pad(logits[r], (0, 0, 0, C - C_b))
