@@ -19,29 +19,45 @@ TRAIN_STEP_S = 7.0
 """Seconds per training step of 4 groups x 8 samples of sentiment on a 2-core CPU (bench/grpo_step.py measures it)."""
 
 
-CE_GROUP_S = 0.55
-"""Seconds per label group (prompt forward and backward, the labels on its cache) of ce training on sentiment's ~80-token
-prompts on a 2-core CPU (measured: 16 groups a step in 8.3 s)."""
-CE_GROUP_TOKENS = 90
-"""The tokens of such a group: its prompt, and each of its two labels with the end of the turn."""
+CE_GROUP_S = 0.32
+"""Seconds per label group of ce training on sentiment at `REFERENCE_GFLOPS`: its own prompt tokens forward and
+backward, its share of the opening the step's prompts share, its labels on its cache. bench/shared_prefix.py measured 16
+groups a step in 9.7 s where the speed probe read 62-64 GFLOP/s (1.9x slower than the reference)."""
+CE_GROUP_TOKENS = 37
+"""The tokens of such a group as `ce_group_seconds` counts them: a 16th of the opening (58), the input (26), and the
+labels' tokens with the end of the turn (6) at `CE_LABEL_WEIGHT`."""
+CE_LABEL_WEIGHT = 1.2
+"""A label token counts this many prompt tokens: it also computes the whole vocabulary's logits (a quarter of a token's
+pass through SmolLM2's layers) and their log-softmax. Fitted to the ce steps bench/shared_prefix.py measured on sentiment
+(2 labels, 9.7 s) and on LawBench's topics (20 labels of ~9 tokens, 74.7 s, the probe not read alongside): 1.1-1.2
+prices both at one rate per token."""
+CE_SHARED_BY = 16
+"""Prompts a ce step runs as one batch, whose common opening runs once (`sia.weights.grpo.shared_prompt_logprobs`)."""
 
 
 REFERENCE_GFLOPS = 120.0
 """The fp32 matrix-multiply rate (GFLOP/s, torch's default threads) at which `TRAIN_STEP_S` and `CE_GROUP_S` hold: training
 is matrix multiplies, so its time scales with this rate. Fitted on a 2-core AMD EPYC with AVX2 where the probe measured 62-64
-GFLOP/s and a sentiment ce step of 16 groups took 15-17 s, 1.0 s a group against `CE_GROUP_S` (1.8x; 120 / 63 = 1.9x)."""
+GFLOP/s and a sentiment ce step of 16 groups (each prompt run whole then) took 15-17 s, 1.8x its price at the reference
+rate (120 / 63 = 1.9x)."""
 
 
 PROBE_TTL_S = 120.0
 """Seconds a speed probe is trusted. This machine's rate moved from 62-64 to 35-47 GFLOP/s between sittings of one day, so
-a run probes again at its next generation once this has passed (0.3 s a probe) rather than once per process."""
+a run probes again at its next generation once this has passed rather than once per process."""
+PROBE_ROUNDS = 5
+"""Rounds of a probe, `PROBE_GAP_S` apart; the probe keeps the best. Back to back (0.3 s in all) one probe read 39 GFLOP/s,
+yet the ce steps right after it took only 17% longer than when probes read 62-64 (a moment's slowness, not the
+machine's); twelve probes two seconds apart read 45-67, mostly 60-65."""
+PROBE_GAP_S = 0.2
 _probe: tuple[float, float] | None = None
 """The last probe: when (`time.monotonic`) and the slowdown it measured."""
 
 
 def machine_slowdown() -> float:
-    """`REFERENCE_GFLOPS` over the rate this machine multiplies fp32 matrices at (the best of 5 products of the sizes a
-    SmolLM2 layer multiplies, about 0.3 s in all), between 0.1 and 20; measured again once `PROBE_TTL_S` has passed."""
+    """`REFERENCE_GFLOPS` over the rate this machine multiplies fp32 matrices at (the best of `PROBE_ROUNDS` rounds of
+    4 products of the sizes a SmolLM2 layer multiplies: 0.3 s of work over about 1 s), between 0.1 and 20; measured again
+    once `PROBE_TTL_S` has passed."""
     global _probe
     if _probe is not None and time.monotonic() - _probe[0] < PROBE_TTL_S:
         return _probe[1]
@@ -50,7 +66,9 @@ def machine_slowdown() -> float:
     a, b = torch.randn(1024, 576), torch.randn(576, 1536)
     a @ b  # the first product pays for thread start-up
     best = float("inf")
-    for _ in range(5):
+    for round_ in range(PROBE_ROUNDS):
+        if round_:
+            time.sleep(PROBE_GAP_S)
         t0 = time.perf_counter()
         for _ in range(4):
             a @ b
@@ -61,14 +79,14 @@ def machine_slowdown() -> float:
 
 
 def ce_group_seconds(s: AgentState) -> float:
-    """Seconds per ce label group on this task: `CE_GROUP_S` scaled by the tokens a group computes (the prompt once, each
-    label on its cache; see `_tokens`). On LawBench's 20 topics this gives 2.0 s a group; measured: 1.8-2.0 s."""
+    """Seconds per ce label group on this task at `REFERENCE_GFLOPS`: `CE_GROUP_S` scaled by the tokens a group computes
+    (a `CE_SHARED_BY`th of the instruction and chat template, its input, its labels on the prompt's cache; see `_tokens`)."""
     labels = s.task.labels or []
     if not labels or not s.train:
         return CE_GROUP_S
     head = _tokens(s.task.public_info().get("instruction") or "") + 30  # the instruction and the chat template
     shown = [_tokens(" ".join(str(v) for v in ex.inputs.values())) for ex in s.train[:50]]
-    tokens = head + sum(shown) / len(shown) + sum(_tokens(x) + 1 for x in labels)
+    tokens = head / CE_SHARED_BY + sum(shown) / len(shown) + CE_LABEL_WEIGHT * sum(_tokens(x) + 1 for x in labels)
     return CE_GROUP_S * max(1.0, tokens / CE_GROUP_TOKENS)
 
 
