@@ -282,6 +282,29 @@ def test_a_ce_update_on_a_calibrating_champion_is_priced_with_the_content_free_i
     assert weights_cost(wp, c, distill=True) == weights_cost(wp, s, distill=True), "the student harness calibrates nothing"
 
 
+def test_a_weight_update_is_priced_by_how_much_longer_this_runs_past_updates_took_than_their_own_plans_priced():
+    from dataclasses import replace
+
+    from sia.agents.builtin import smallest
+    from sia.agents.costs import weights_cost
+    from sia.weights.config import LABEL_PRESET, plan
+
+    task = load_task("sentiment")
+    s = replace(_state(task, render(make_config(task.public_info(), mode="score")), _analysis()), rollout_s=0.4, val_n=200,
+                seconds_left=300)
+    full, least = plan("ce", dict(LABEL_PRESET)), plan("ce", smallest(dict(LABEL_PRESET), "ce"))
+    took = 1.2 * weights_cost(full, s) * 60
+    tried = {"algorithm": "ce", "config": dict(LABEL_PRESET), "data": "train"}
+    measured = replace(s, memory=Memory([Entry(1, "weights", "ce", True, 0.38, 0.0004, 300, took, "", None, tried),
+                                         Entry(2, "weights", "ce", False, 0.0, 1.0, 0, 5.0, "", "a1", tried)]))
+    assert weights_cost(full, measured) == pytest.approx(took / 60), "the update measured: its measured minutes"
+    assert weights_cost(least, measured) == pytest.approx(1.2 * weights_cost(least, s)), \
+        "a smaller update: its own price, 20% over as measured (a try that ended in 5 s lowers nothing)"
+    assert weights_cost(least, measured) < took / 60
+    legacy = replace(s, memory=Memory([Entry(1, "weights", "ce", True, 0.38, 0.0004, 300, took, "", None)]))
+    assert weights_cost(least, legacy) == pytest.approx(took / 60), "no plan on record: compared with the update priced"
+
+
 def test_a_weight_update_gets_most_of_the_budget_when_no_harness_edit_waits_for_it():
     from dataclasses import replace
 

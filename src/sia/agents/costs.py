@@ -1,10 +1,11 @@
 """The cost model both Feedback-Agents use: minutes a change of each lever costs, measured where possible.
 
-A lever's cost is measured from its past tries in this run (design memory
-keeps the seconds of every generation); before the first try it is
-estimated from the champion's measured seconds per validation rollout and, for
-weights, from the plan's collection and training steps. A change that costs
-more than the budget left is not proposed.
+A harness edit's cost is measured from its past tries in this run (design
+memory keeps the seconds of every generation); before the first try it is
+estimated from the champion's measured seconds per validation rollout. A
+weight update is priced from its plan's collection and training steps, scaled
+by how much longer this run's past updates took than their own plans priced. A
+change that costs more than the budget left is not proposed.
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ import time
 
 from sia.agents.contract import AgentState
 from sia.harness.template import TemplateConfig, read_config, show
-from sia.weights.config import WeightPlan
+from sia.errors import SiaError
+from sia.weights.config import WeightPlan, plan
 
 TRAIN_STEP_S = 7.0
 """Seconds per training step of 4 groups x 8 samples of sentiment on a 2-core CPU (bench/grpo_step.py measures it)."""
@@ -168,14 +170,39 @@ def content_free_inputs(s: AgentState, most: int) -> int:
 
 
 def weights_cost(wp: WeightPlan, s: AgentState, distill: bool = False) -> float:
-    """Minutes a weight update costs: the plan's collection + training + a gate, or past tries when they took longer
-    (a try that found nothing to train on ends in seconds and says nothing of what a full update costs). A distillation
-    collects twice: the teacher's answers, then the student's prompts. Training is scaled by the machine's
-    `train_slowdown` (collection and gate are measured rollout rates already)."""
-    measured = s.memory.seconds_per_try("weights") or 0.0
+    """Minutes a weight update costs: the plan's collection + training + a gate (`_weights_seconds`), times how much
+    longer this run's past weight updates took than that sum prices them (`weights_overrun`). A distillation collects
+    twice: the teacher's answers, then the student's prompts. Training is scaled by the machine's `train_slowdown`
+    (collection and gate are measured rollout rates already)."""
+    return _weights_seconds(wp, s, distill) * weights_overrun(s, wp, distill) / 60
+
+
+def _weights_seconds(wp: WeightPlan, s: AgentState, distill: bool) -> float:
     collect = wp.rounds * wp.examples * wp.samples * s.rollout_s * (1.5 if wp.samples > 1 else 1.0) * (2 if distill else 1)
     train = wp.rounds * wp.train.steps * TRAIN_STEP_S * wp.train.prompts_per_step / 4
     if wp.train.algorithm == "ce":
         per_step = wp.train.prompts_per_step + (0 if distill else content_free_inputs(s, wp.train.calibration_inputs))
         train = wp.rounds * wp.train.steps_for(wp.examples) * per_step * ce_group_seconds(s)
-    return max(measured, collect + train * s.train_slowdown + gate_seconds(s)) / 60
+    return collect + train * s.train_slowdown + gate_seconds(s)
+
+
+def weights_overrun(s: AgentState, wp: WeightPlan, distill: bool = False) -> float:
+    """The most that a past weight update of this run took over its price (its measured seconds over what
+    `_weights_seconds` gives its own plan now), at least 1: a try that found nothing to train on ends in seconds and
+    says nothing of what a full update costs. Scaling by each try's own plan prices a smaller update below a larger
+    one that was measured: on sentiment a 16-step ce took 4.9 minutes with its gate, and taking that as the floor of
+    any update priced the 8-step one at 4.7 minutes, so a run with 4.9 minutes left stopped instead of training again.
+    A try with no plan on record (a run from before plans were kept) is compared with `wp`."""
+    worst = 1.0
+    for e in s.memory.entries:
+        if e.lever != "weights" or e.seconds <= 0:
+            continue
+        past, past_distill = wp, distill
+        if e.weight_plan and e.weight_plan.get("algorithm"):
+            try:
+                past = plan(e.weight_plan["algorithm"], e.weight_plan.get("config"), e.weight_plan.get("data") or "train")
+            except SiaError:
+                continue
+            past_distill = e.weight_plan.get("data") == "distill"
+        worst = max(worst, e.seconds / _weights_seconds(past, s, past_distill))
+    return worst

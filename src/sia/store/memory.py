@@ -24,6 +24,8 @@ class Entry:
     lesson: str
     base_adapter: str | None = None
     """The champion's adapter when the change was tried: a harness edit rejected on one adapter may pass on the next."""
+    weight_plan: dict[str, Any] | None = None
+    """A weight update's algorithm, settings and data as proposed: what its measured seconds bought (`sia.agents.costs`)."""
 
 
 class Memory:

@@ -145,8 +145,9 @@ class Run:
             if not g.decided or not g.verdict or g.proposal["lever"] == "stop":
                 continue
             v = g.verdict
+            update = {k: g.proposal.get(k) for k in ("algorithm", "config", "data")} if g.proposal["lever"] == "weights" else None
             entries.append(Entry(g.gen, g.proposal["lever"], g.proposal["kind"], v["accept"], v["delta"], v["p_value"],
-                                 g.rollouts or 0, g.seconds or 0.0, g.lesson or "", self.adapter(g.champion)))
+                                 g.rollouts or 0, g.seconds or 0.0, g.lesson or "", self.adapter(g.champion), update))
         return Memory(entries)
 
     def summary(self) -> dict[str, Any]:
