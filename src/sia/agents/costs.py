@@ -190,8 +190,9 @@ def weights_overrun(s: AgentState, wp: WeightPlan, distill: bool = False) -> flo
     """The most that a past weight update of this run took over its price (its measured seconds over what
     `_weights_seconds` gives its own plan now), at least 1: a try that found nothing to train on ends in seconds and
     says nothing of what a full update costs. Scaling by each try's own plan prices a smaller update below a larger
-    one that was measured: on sentiment a 16-step ce took 4.9 minutes with its gate, and taking that as the floor of
-    any update priced the 8-step one at 4.7 minutes, so a run with 4.9 minutes left stopped instead of training again.
+    one that was measured: on sentiment a 16-step ce took 4.7 minutes with its gate and the new champion's validation;
+    taken as the floor of any update, that priced the 8-step one at 4.7 minutes too, and a run with 4.9 minutes left
+    (90% of it: 4.4) stopped instead of training again.
     A try with no plan on record (a run from before plans were kept) is compared with `wp`."""
     worst = 1.0
     for e in s.memory.entries:
