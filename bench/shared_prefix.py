@@ -58,7 +58,6 @@ def main() -> None:
     ap.add_argument("--prompts", type=int, default=16, help="prompts a step (the builtin agent's ce preset: 16)")
     args = ap.parse_args()
     import sia.weights.grpo as grpo
-    from sia.policy.local import common_prefix
     from sia.weights.config import TrainConfig
     from sia.weights.trainer import Trainer
 
@@ -77,7 +76,7 @@ def main() -> None:
     for mode, trainer in trainers.items():
         trainer.model.get_input_embeddings().register_forward_hook(lambda m, i, o, mode=mode: positions[mode].append(i[0].numel()))
     chunks = [prompts[k: k + 16] for k in range(0, len(prompts), 16)]
-    opening = statistics.mean(min(common_prefix([list(p) for p in c]), min(map(len, c)) - 1) for c in chunks)
+    opening = statistics.mean(grpo.shared_opening(c) for c in chunks)
     groups = {}
     for s in samples:
         groups.setdefault(s.group, []).append(s)
@@ -111,6 +110,7 @@ def main() -> None:
         print(f"{mode:10s}{t:9.1f}{statistics.mean(run[mode]):16.0f}{first / t:9.2f}x")
     print(f"\nlargest loss difference between them {gap:.1e} over {args.steps + 1} steps; the speed probe read "
           f"{before:.0f} GFLOP/s before and {gflops():.0f} after (the cost model's reference: {costs.REFERENCE_GFLOPS:.0f})")
+
 
 if __name__ == "__main__":
     main()

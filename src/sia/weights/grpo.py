@@ -167,8 +167,7 @@ def shared_prompt_logprobs(model, pairs: list[tuple[list[int], list[int]]], pad_
         for k in range(0, len(prompts), batch):
             chunk = prompts[k: k + batch]
             opening = DynamicCache(config=model.config)
-            L0 = min(common_prefix(chunk), min(len(p) for p in chunk) - 1) if len(chunk) > 1 else 0  # each keeps a token
-            L0 = L0 if L0 >= SHARED_OPENING_MIN else 0
+            L0 = shared_opening(chunk)
             if L0:
                 model(input_ids=torch.tensor([chunk[0][:L0]], dtype=torch.long), past_key_values=opening, use_cache=True,
                       logits_to_keep=1)
@@ -178,6 +177,13 @@ def shared_prompt_logprobs(model, pairs: list[tuple[list[int], list[int]]], pad_
     for i, (_, c) in enumerate(pairs):
         mask[i, : len(c)] = 1
     return torch.stack(rows_lp) * mask, torch.stack(rows_logits), mask
+
+
+def shared_opening(chunk: list[tuple[int, ...]]) -> int:
+    """Tokens the prompts of a batch open with in common and run once, leaving each a token of its own (0 below
+    `SHARED_OPENING_MIN`, or for a batch of one)."""
+    n = min(common_prefix(chunk), min(len(p) for p in chunk) - 1) if len(chunk) > 1 else 0
+    return n if n >= SHARED_OPENING_MIN else 0
 
 
 SUBBATCH_POSITIONS = 48
