@@ -128,6 +128,42 @@ def test_the_plan_keeps_the_budget_for_the_more_relevant_lever_when_it_cannot_ho
     assert plan_next([replace(edit, most=1.1, floor_after=1.6), shrunk], seconds_left=2.9 * 60)[0].source == "src"
 
 
+def test_an_edit_that_would_cut_a_relevant_update_waits_for_it():
+    """The order of an edit and an update matters when the edit leaves the update fewer steps: then the more relevant
+    goes first."""
+    from dataclasses import replace
+
+    from sia.agents.builtin import Ranked, plan_next
+    from sia.agents.builtin_edits import Option
+
+    edit = Ranked(0.9, 0.9, 1.0, 0.5, Option("score_labels", "scores", 0.9), "src", most=1.5)
+    update = Ranked(0.25, 1.0, 4.0, 0.5, Option("ce", "labels", 1.0, algorithm="ce"), None, floor=2.5)
+    assert plan_next([edit, update], 12 * 60)[0] is edit, "no size known: the best per minute"
+    assert plan_next([replace(edit, size_after=1.0), update], 12 * 60)[0].source == "src", "the update keeps its size after the edit"
+    first, why = plan_next([replace(edit, size_after=0.5), update], 12 * 60)
+    assert first is update and "cut ce to 50% of its steps: the more relevant goes first" in why
+    weak = replace(update, relevance=0.4, per_minute=0.1)
+    assert plan_next([replace(edit, size_after=0.5), weak], 12 * 60)[0].source == "src", "a less relevant update is cut"
+
+
+def test_a_ce_update_counts_by_the_examples_it_sees_per_label():
+    task = load_task("sentiment")
+    src = render(make_config(task.public_info(), mode="score"))
+    rel = {}
+    for n in (128, 8):
+        s = replace_train(_state(task, src, _analysis(), levers=("weights",)), task.split("train")[:n])
+        d = BuiltinFeedbackAgent().decide(s)
+        rel[n] = next(r[1] for r in d.ranking if r[0] == "ce")
+        assert f"{n / 2:.1f} per label" in d.proposal.rationale
+    assert rel[128] == pytest.approx(4 * rel[8], rel=1e-2), "64 examples per label count 2x, 4 count 0.5x"
+
+
+def replace_train(state, train):
+    from dataclasses import replace
+
+    return replace(state, train=train)
+
+
 def test_an_edit_is_weighed_at_its_full_gate_and_at_the_update_it_leaves_behind(monkeypatch):
     from dataclasses import replace
 
@@ -147,6 +183,7 @@ def test_an_edit_is_weighed_at_its_full_gate_and_at_the_update_it_leaves_behind(
     assert all(r.most is not None and r.most >= r.cost for r in edits.values())
     assert edits["domain_calibration"].floor_after > edits["instruction"].floor_after >= update.floor * 0.99, \
         "on a calibrating harness each ce step also scores content-free inputs"
+    assert all(0 < r.size_after <= 1 for r in edits.values()), "the share of the update's steps left after each edit"
 
 
 def test_the_decision_carries_an_expected_gain_that_the_report_shows_beside_the_realised_one():

@@ -49,6 +49,9 @@ class Ranked:
     floor_after: float | None = None
     """For a harness edit: the floor of the best weight update on the harness the edit makes (a calibrating harness makes
     each ce step score its content-free inputs too); None: unknown."""
+    size_after: float | None = None
+    """For a harness edit: the share of the best weight update's training steps that the budget still holds once the edit
+    has been tried (at the most it may take); None: unknown."""
 
 
 FIX_SHARE = 0.5
@@ -65,17 +68,23 @@ def expected_gain(relevance: float, s: AgentState) -> float:
 def plan_next(ranked: list[Ranked], seconds_left: float | None) -> tuple[Ranked, str]:
     """The option to try now, with why: the best relevance per minute, unless trying it would leave no room for the best
     option of the other lever (for a weight update: for its smallest version, see `_room_after`) and that one is the more
-    relevant. Then the budget goes where the larger gain is expected.
+    relevant; or unless trying it would cut that weight update's steps (`Ranked.size_after`) and the update is the more
+    relevant. Then the budget goes where the larger gain is expected: on sentiment the 16-step ce update gained +0.35 to
+    +0.38 on validation, cut to 8 steps after label scoring +0.17 to +0.19.
 
     This is the whole switch rule: harness edits first while they are cheap and relevant; the weights once harness edits
-    stall (their relevance decays with rejections) or once the budget can no longer hold both; harness edits again after
-    a new adapter (rejections are counted per adapter).
+    stall (their relevance decays with rejections), or once the budget holds the update (at its smallest, or at its
+    size) only if it goes first; harness edits again after a new adapter (rejections are counted per adapter).
     """
     first = ranked[0]
     other = next((r for r in ranked if (r.source is None) != (first.source is None)), None)
     if other is None or seconds_left is None:
         return first, "best per minute"
     if _room_after(first, other, seconds_left):
+        cuts = other.source is None and first.size_after is not None and first.size_after < 1
+        if cuts and other.relevance > first.relevance:
+            return other, (f"{first.option.kind} first would cut {other.option.kind} to {first.size_after:.0%} of its steps: "
+                           f"the more relevant goes first")
         return first, f"best per minute, leaving room for {other.option.kind} (~{other.cost:.1f} min)"
     if other.relevance > first.relevance:
         return other, (f"the budget left ({seconds_left / 60:.1f} min) holds {first.option.kind} or {other.option.kind}, not both: "
@@ -96,16 +105,33 @@ def _room_after(first: Ranked, other: Ranked, seconds_left: float) -> bool:
     return other.cost * 60 <= seconds_left - first.cost * 60
 
 
-def _with_floor_after(ranked: list[Ranked], s: AgentState) -> list[Ranked]:
-    """Each harness edit with the floor of the best weight update (the one `plan_next` keeps room for) as it would be on
-    the harness the edit makes."""
+def _with_update_after(ranked: list[Ranked], s: AgentState) -> list[Ranked]:
+    """Each harness edit with what it leaves of the best weight update (the one `plan_next` keeps room for): its floor on
+    the harness the edit makes, and for a ce update (the one `fit_to_budget` sizes to the budget left) the share of its
+    steps that the budget still holds after the edit."""
     w = next((r for r in ranked if r.source is None), None)
     if w is None:
         return ranked
-    small = plan(w.option.algorithm, smallest(dict(w.option.settings), w.option.algorithm))
-    return [r if r.source is None else replace(r, floor_after=weights_cost(small, replace(s, champion_source=r.source),
-                                                                           distill=w.option.kind == "distill"))
-            for r in ranked]
+    distill, alg = w.option.kind == "distill", w.option.algorithm
+    small = plan(alg, smallest(dict(w.option.settings), alg))
+    steps = _steps(alg, w.option.settings)
+    out = []
+    for r in ranked:
+        if r.source is not None:
+            after = replace(s, champion_source=r.source)
+            r = replace(r, floor_after=weights_cost(small, after, distill=distill))
+            if w.option.kind == "ce" and s.seconds_left is not None:
+                left = replace(after, seconds_left=max(0.0, s.seconds_left - (r.most or r.cost) * 60))
+                fitted = fit_to_budget(dict(w.option.settings), left, alg)
+                r = replace(r, size_after=min(1.0, _steps(alg, fitted) / steps) if fitted else 0.0)
+        out.append(r)
+    return out
+
+
+def _steps(algorithm: str, settings: dict) -> int:
+    """Training steps of a weight update's plan, over all its rounds."""
+    wp = plan(algorithm, settings)
+    return wp.rounds * wp.train.steps_for(wp.examples)
 
 
 class BuiltinFeedbackAgent:
@@ -147,7 +173,7 @@ class BuiltinFeedbackAgent:
             notes += _ce_left_out(cfg, state)
         ranked = [r for r in ranked if r.relevance >= self.min_relevance]
         ranked.sort(key=lambda r: (r.per_minute, r.tiebreak), reverse=True)
-        ranked = _with_floor_after(ranked, state)
+        ranked = _with_update_after(ranked, state)
         ranking = tuple((r.option.kind, round(r.relevance, 3), round(r.per_minute, 3), r.option.rationale) for r in ranked)
         if not ranked:
             return Decision(Stop("; ".join(notes + ["no untried change is supported by the evidence"])), ranking)
@@ -242,6 +268,9 @@ def weight_candidates(cfg: TemplateConfig | None, s: AgentState) -> list[Option]
     if not _ce_applies(cfg, s):
         return [alt] if alt is not None else []
     rel, why = _weights_evidence(s)
+    per_label = min(LABEL_PRESET["examples"], len(s.train)) / max(1, len(s.task.labels))
+    rel *= min(CE_COVERAGE_MOST, max(CE_COVERAGE_LEAST, (per_label / CE_PER_LABEL) ** 0.5))
+    why += f"; a ce update's {min(LABEL_PRESET['examples'], len(s.train))} examples give {per_label:.1f} per label"
     if cfg.mode != "score" and s.analysis.rate("unparseable"):
         # ce on a generating harness also trains the gold label's own tokens, so replies that name no label are evidence
         # for it too (less than for label scoring, which makes them impossible)
@@ -254,6 +283,16 @@ def weight_candidates(cfg: TemplateConfig | None, s: AgentState) -> list[Option]
     return [Option("ce", f"train the weights ({_where(s)}): {why}; the task has a closed label set that the harness {how}: "
                          "cross-entropy of the gold label against the others on the harness's own prompts, no sampling",
                    rel, algorithm="ce", settings=settings)]
+
+
+CE_PER_LABEL = 16
+"""Train examples per label at which a ce update's relevance is the evidence's alone; with more it counts more, with fewer
+less, by the square root of the ratio within [`CE_COVERAGE_LEAST`, `CE_COVERAGE_MOST`]. A label seen in few examples is
+learnt little. Fitted on the two tasks measured (15-minute runs, 3 seeds each): on sentiment (128 examples, 64 per
+label) every ce realised +0.15 to +0.38 where the evidence alone estimated +0.09 to +0.13; on LawBench's 20 topics (6.4
+per label) +0.00 where it estimated +0.28 to +0.37. It scales the evidence of wrong answers; replies that name no label
+(which ce fixes by teaching the labels' words) count as they are."""
+CE_COVERAGE_LEAST, CE_COVERAGE_MOST = 0.5, 2.0
 
 
 def _ce_applies(cfg: TemplateConfig | None, s: AgentState) -> bool:
