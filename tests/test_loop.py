@@ -67,5 +67,12 @@ def test_a_long_generation_does_not_end_a_run_that_has_time_for_a_short_one():
     from types import SimpleNamespace
 
     gens = [SimpleNamespace(seconds=590.0), SimpleNamespace(seconds=60.0), SimpleNamespace(seconds=None)]
-    loop = SimpleNamespace(store=SimpleNamespace(generations=lambda: gens))
+    config = SimpleNamespace(levers=("weights",), smoke_examples=2, gate=SimpleNamespace(chunk=40))
+    loop = SimpleNamespace(store=SimpleNamespace(generations=lambda: gens), config=config, val=[0] * 200,
+                           _analysis_size=lambda c: 48, budget=SimpleNamespace(seconds_for=lambda n, c: 0.5 * n))
     assert Loop._generation_estimate(loop, "c0") == 60.0
+    # with the harness lever, a harness edit's least rollouts (48 + 2 + 40 at 0.5 s) bound it even when every
+    # generation so far was a long weight update
+    config.levers = ("harness", "weights")
+    gens[1].seconds = 356.0
+    assert Loop._generation_estimate(loop, "c0") == 45.0

@@ -225,16 +225,17 @@ class Loop:
         return max(min(4, self.config.analysis_examples), min(self.config.analysis_examples, fits))
 
     def _generation_estimate(self, champion: str) -> float:
-        """Seconds the cheapest generation should take: the shortest of those done, else the champion's rate times the
-        rollouts a harness edit needs at least (analysis, smoke test, a first gate chunk). The cheapest, not the mean:
-        the Feedback-Agent prices each change against the budget left and stops when none fits, so this check only asks
-        whether any generation could. With the mean, one 10-minute weight update ended a run that had 3 minutes left for
-        harness edits of one."""
+        """Seconds the cheapest generation should take: the shortest of those done, and with the harness lever at most
+        the champion's rate times the rollouts a harness edit needs at least (analysis, smoke test, a first gate chunk).
+        The cheapest, not the mean: the Feedback-Agent prices each change against the budget left and stops when none
+        fits, so this check only asks whether any generation could. With the mean, one 10-minute weight update ended a
+        run that had 3 minutes left for harness edits of one; with the shortest done alone, a run whose one generation
+        was a 6-minute weight update stopped with 5.6 minutes left, never trying a harness edit on the new adapter."""
         done = [g.seconds for g in self.store.generations() if g.seconds]
-        if done:
+        if done and "harness" not in self.config.levers:
             return min(done)
         n = self._analysis_size(champion) + self.config.smoke_examples + min(len(self.val), self.config.gate.chunk)
-        return self.budget.seconds_for(n, champion)
+        return min(done + [self.budget.seconds_for(n, champion)])
 
     def _generation(self) -> str | None:
         """One generation; returns a stop reason when the loop should end."""
