@@ -8,7 +8,7 @@ from conftest import ROOT
 
 SRC = ROOT / "src" / "sia"
 # lowest first; a module may import its own package and any package of a lower rank, never a sibling of its rank
-LAYERS = [("errors", "paths"), ("task",), ("harness", "policy", "store"), ("evaluation",), ("weights",), ("agents",), ("loop",),
+LAYERS = [("errors", "paths", "values"), ("task",), ("harness", "policy", "store"), ("evaluation",), ("weights",), ("agents",), ("loop",),
           ("api",), ("cli", "__init__")]
 RANK = {name: i for i, names in enumerate(LAYERS) for name in names}
 

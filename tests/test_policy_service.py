@@ -48,7 +48,7 @@ def test_calls_are_recorded_per_rollout_with_token_ids_and_logprobs(runtime):
     c = _door_client(runtime.service, door)
     reply = c.chat("Is 'a wonderful film' positive or negative?", max_tokens=5, temperature=0.0)
     scores = c.logprobs(c.render_chat([{"role": "user", "content": "Say yes."}]), ["Yes", "No"])
-    calls = runtime.service.close_door(door)
+    calls = runtime.service.close_door(door).calls
     assert [x["kind"] for x in calls] == ["chat", "score"]
     chat = calls[0]
     comp = chat["completions"][0]
@@ -56,8 +56,8 @@ def test_calls_are_recorded_per_rollout_with_token_ids_and_logprobs(runtime):
     assert len(comp["logprobs"]) == len(comp["token_ids"]) and all(lp <= 0 for lp in comp["logprobs"])
     assert comp["text"] == reply.text
     assert len(scores) == 2 and all(s < 0 for s in scores)
-    assert runtime.service.close_door(door) == []
-    with pytest.raises(LLMError, match="401"):
+    assert runtime.service.close_door(door).calls == []
+    with pytest.raises(LLMError, match="cannot reach"):  # the rollout's socket is gone with its door
         c.chat("the door is closed now", max_tokens=1)
 
 
@@ -72,7 +72,7 @@ def test_a_scored_request_is_computed_once_and_served_from_memory_after(runtime)
     assert again == first and runtime.service.backend.policy.forward_passes == passes
     other = _door_client(runtime.service, doors[1]).logprobs(prompt, [" neutral"])
     assert runtime.service.backend.policy.forward_passes > passes, "other continuations are computed"
-    records = [runtime.service.close_door(d) for d in doors]
+    records = [runtime.service.close_door(d).calls for d in doors]
     assert [r["computed"] for r in records[0]] == [True] and [r["computed"] for r in records[1]] == [False, True]
     assert records[1][0]["prompts"] == records[0][0]["prompts"] and len(other) == 1
 
@@ -136,7 +136,7 @@ def test_same_client_through_a_recording_proxy_to_an_external_endpoint(runtime):
         c = _door_client(proxy, door)
         assert c.chat("Say hi", max_tokens=3).text is not None
         assert len(c.logprobs("The sky is", [" blue", " green"])) == 2
-        calls = proxy.close_door(door)
+        calls = proxy.close_door(door).calls
         assert [x["kind"] for x in calls] == ["chat", "score"]
         assert calls[0]["completions"][0]["token_ids"]
     finally:
@@ -162,7 +162,7 @@ def test_embeddings_are_served_cached_per_model_and_recorded_per_rollout(hf_runt
     assert len(r.data[1].embedding) == hidden.numel()
     door = rt.service.open_door("r-embed", rt.model_name())
     again = _door_client(rt.service, door).embed([texts[1], "tax law"])
-    calls = rt.service.close_door(door)
+    calls = rt.service.close_door(door).calls
     assert again[0] == r.data[1].embedding
     assert [(c["kind"], c["inputs"], c["computed"]) for c in calls] == [("embed", 2, 1)], "the first text's vector was kept"
     doors = [rt.service.open_door(f"r-embed{i}", rt.model_name()) for i in range(4)]
@@ -172,7 +172,7 @@ def test_embeddings_are_served_cached_per_model_and_recorded_per_rollout(hf_runt
         t.start()
     for t in threads:
         t.join()
-    computed = [c["computed"] for d in doors for c in rt.service.close_door(d)]
+    computed = [c["computed"] for d in doors for c in rt.service.close_door(d).calls]
     assert len(computed) == 4 and sum(computed) == len(pool), "rollouts asking at once share one computation"
     h = {"Authorization": f"Bearer {rt.service.api_key}"}
     bad = httpx.post(rt.service.url + "/embeddings", json={"model": rt.model_name(), "input": [""]}, headers=h)

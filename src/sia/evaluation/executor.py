@@ -10,6 +10,13 @@ an interrupted evaluation resumes without redoing work.
 Seeds are derived from (evaluation seed, example id, sample index), so two
 candidates evaluated with the same seed see the same sampling seeds per
 example: the comparison is paired.
+
+Only sia decides that a rollout failed for the machine's reasons
+(`InfraWatch`): a `policy` error counts only when the policy service recorded
+a failure on the rollout's door (or stopped serving), and a timeout only when
+the service saw the rollout ask the policy or its harness had not yet started. A
+harness that reports a policy failure the service did not see gets a harness
+error: otherwise a proposer could veto any evaluation it is losing.
 """
 
 from __future__ import annotations
@@ -19,12 +26,13 @@ import time
 import zlib
 from collections import Counter
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable
 
 from sia.errors import HarnessError, SiaError
 from sia.harness.checks import check_harness_source, sandbox_refusal
 from sia.task.graders import Grade
+from sia.policy.door import DoorRecord
 from sia.policy.runtime import PolicyRuntime
 from sia.harness.sandbox import SandboxLimits, SandboxResult, run_in_sandbox
 from sia.evaluation.stats import mean_ci
@@ -126,6 +134,15 @@ def rollout_seed(seed: int, example_id: str, sample: int) -> int:
     return zlib.crc32(f"{seed}:{example_id}:{sample}".encode()) & 0x7FFFFFFF
 
 
+def verified(res: SandboxResult, record: DoorRecord, serving: bool) -> SandboxResult:
+    """`res`, with a `policy` error the policy service has no record of turned into the harness's own error."""
+    if res.ok or res.error_type != "policy" or record.failures or not serving:
+        return res
+    return replace(res, error_type="harness_exception",
+                   message="the harness reported a policy failure that the policy service did not record for this rollout: "
+                           + res.message)
+
+
 def _llm_events(calls: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [{"kind": "llm_call", "t": c.get("t", 0.0), "data": {k: v for k, v in c.items() if k != "t"}} for c in calls]
 
@@ -176,8 +193,9 @@ def execute(task: Task, source: str, *, store: Store, runtime: PolicyRuntime, co
             res = run_in_sandbox(source, ex.visible(), door=door, task_info=task_info, seed=seed, sample=sample,
                                  output_kind=task.spec.output, limits=config.limits)
         finally:
-            asked = runtime.service.asked(rid)
-            calls = runtime.service.close_door(door)
+            record = runtime.service.close_door(door)
+        res = verified(res, record, runtime.service.healthy())
+        calls = record.calls
         grade, error_type, error = _grade(task, ex, res)
         now = time.time()
         began = any(e["kind"] == "start" for e in res.events)  # the sandbox got as far as loading the harness
@@ -192,7 +210,7 @@ def execute(task: Task, source: str, *, store: Store, runtime: PolicyRuntime, co
         events.append({"kind": "grade", "t": now, "data": grade.to_dict()})
         return NewRollout(rid, evaluation_id, candidate_id, ex.id, ex.split, sample, seed, "ok" if res.ok else "error", error_type,
                           error, res.output if res.ok else None, grade.score, grade.passed, grade.feedback, res.duration_s,
-                          events), asked or not began
+                          events), record.asked or not began
 
     watch = InfraWatch(len(jobs), config.limits.timeout_s, config.infra)
     with ThreadPoolExecutor(max_workers=max(1, config.concurrency), thread_name_prefix="sia-rollout") as pool:

@@ -3,7 +3,13 @@
 `LocalBackend` serves `LocalPolicy` through the batcher (chat and completions,
 prompt scoring with echo, adapters by name). `RemoteBackend` forwards the same
 requests to an external OpenAI-compatible endpoint. Both return the response
-and the record the service stores for the rollout.
+and the record the service stores for the rollout, take the rollout a request
+belongs to (`owner`), and cancel what a rollout still has in flight.
+
+The request models validate every field a harness sends, with bounds (a seed
+is a non-negative 63-bit integer, a message's role and content are strings,
+lists are bounded), so that one malformed request fails at the door, alone,
+rather than inside a batch it shares with other rollouts.
 """
 
 from __future__ import annotations
@@ -12,49 +18,76 @@ import asyncio
 import secrets
 import time
 from collections import OrderedDict
-from typing import Any
+from typing import Annotated, Any
 
 import httpx
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from sia.policy.batcher import Batcher
 from sia.errors import PolicyError
+from sia.policy.batcher import Batcher, Cancelled
 from sia.policy.local import GenRequest, LocalPolicy
+
+SEED = Field(None, ge=0, le=2**63 - 1)
+STOP = Field(None, max_length=16)
+MAX_TOKENS = 1 << 20
+CANCELLED = 499
+"""The status of a request cancelled because its rollout ended (nginx's "client closed request")."""
 
 
 class ChatRequest(BaseModel):
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", allow_inf_nan=False)
     model: str
-    messages: list[dict[str, Any]] = Field(min_length=1)
+    messages: list[dict[str, Any]] = Field(min_length=1, max_length=1024)
     temperature: float = Field(1.0, ge=0, le=5)
     top_p: float = Field(1.0, gt=0, le=1)
-    max_tokens: int | None = Field(None, ge=0)
-    max_completion_tokens: int | None = Field(None, ge=0)
+    max_tokens: int | None = Field(None, ge=0, le=MAX_TOKENS)
+    max_completion_tokens: int | None = Field(None, ge=0, le=MAX_TOKENS)
     n: int = Field(1, ge=1, le=64)
-    stop: str | list[str] | None = None
-    seed: int | None = None
+    stop: str | list[str] | None = STOP
+    seed: int | None = SEED
     logprobs: bool = False
+
+    @field_validator("messages")
+    @classmethod
+    def _messages(cls, messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        for i, m in enumerate(messages):
+            if not isinstance(m.get("role"), str) or not isinstance(m.get("content"), str):
+                raise ValueError(f"message {i} needs a string 'role' and a string 'content'")
+        return messages
 
 
 class CompletionRequest(BaseModel):
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", allow_inf_nan=False)
     model: str
-    prompt: str | list[str]
+    prompt: str | Annotated[list[str], Field(max_length=1024)]
     temperature: float = Field(1.0, ge=0, le=5)
     top_p: float = Field(1.0, gt=0, le=1)
-    max_tokens: int = Field(16, ge=0)
+    max_tokens: int = Field(16, ge=0, le=MAX_TOKENS)
     n: int = Field(1, ge=1, le=64)
-    stop: str | list[str] | None = None
-    seed: int | None = None
+    stop: str | list[str] | None = STOP
+    seed: int | None = SEED
     logprobs: int | None = Field(None, ge=0, le=5)
     echo: bool = False
 
 
 class EmbeddingRequest(BaseModel):
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", allow_inf_nan=False)
     model: str
-    input: str | list[str] = Field(min_length=1)
+    input: str | Annotated[list[str], Field(min_length=1, max_length=8192)]
     encoding_format: str = "float"
+
+
+def within_tokens(req: BaseModel, left: int) -> None:
+    """Cut a generation request so that its `n` completions together stay within `left` tokens."""
+    n = int(getattr(req, "n", 1) or 1)
+    most = max(1, left // n)
+    if isinstance(req, ChatRequest):
+        if req.max_completion_tokens is not None:
+            req.max_completion_tokens = min(req.max_completion_tokens, most)
+        else:
+            req.max_tokens = most if req.max_tokens is None else min(req.max_tokens, most)
+    elif isinstance(req, CompletionRequest) and req.max_tokens > 0:
+        req.max_tokens = min(req.max_tokens, most)
 
 
 def _stops(stop: str | list[str] | None) -> list[str]:
@@ -97,8 +130,15 @@ class LocalBackend:
             raise HTTPError(404, f"model {model!r} not found; available: {self.model_names()}", "model_not_found")
         return model
 
-    async def _submit(self, kind: str, model: str, items: list[Any]) -> list[Any]:
-        return await asyncio.wrap_future(self.batcher.submit(kind, model, items))
+    async def _submit(self, kind: str, model: str, items: list[Any], owner: str = "") -> list[Any]:
+        try:
+            return await asyncio.wrap_future(self.batcher.submit(kind, model, items, owner))
+        except Cancelled as e:
+            raise HTTPError(CANCELLED, str(e), "cancelled") from None
+
+    def cancel(self, owner: str) -> None:
+        """Cancel every request of rollout `owner` still queued or decoding."""
+        self.batcher.cancel(owner)
 
     def _budget(self, prompt_ids: list[int], max_tokens: int | None) -> int:
         room = self.policy.config.max_context - len(prompt_ids)
@@ -106,14 +146,14 @@ class LocalBackend:
             raise HTTPError(400, f"prompt has {len(prompt_ids)} tokens; the context holds {self.policy.config.max_context}", "context_length_exceeded")
         return min(max_tokens if max_tokens is not None else room, room)
 
-    async def chat(self, req: ChatRequest) -> tuple[dict, dict]:
+    async def chat(self, req: ChatRequest, owner: str = "") -> tuple[dict, dict]:
         model = self._check_model(req.model)
         prompt = self.policy.render_chat(req.messages)
         prompt_ids = self.policy.encode(prompt)
         max_tokens = self._budget(prompt_ids, req.max_completion_tokens if req.max_completion_tokens is not None else req.max_tokens)
         items = [GenRequest(prompt_ids, max_tokens, req.temperature, req.top_p, _stops(req.stop),
                             None if req.seed is None else req.seed + i) for i in range(req.n)]
-        results = await self._submit("generate", model, items)
+        results = await self._submit("generate", model, items, owner)
         choices = []
         for i, r in enumerate(results):
             choice: dict[str, Any] = {"index": i, "message": {"role": "assistant", "content": r.text},
@@ -131,7 +171,7 @@ class LocalBackend:
                   "params": _params(req), "completions": [_completion_record(r) for r in results]}
         return resp, record
 
-    async def completions(self, req: CompletionRequest) -> tuple[dict, dict]:
+    async def completions(self, req: CompletionRequest, owner: str = "") -> tuple[dict, dict]:
         model = self._check_model(req.model)
         prompts = [req.prompt] if isinstance(req.prompt, str) else req.prompt
         if not prompts:
@@ -145,7 +185,7 @@ class LocalBackend:
             for ids in encoded:
                 if not ids or len(ids) > self.policy.config.max_context:
                     raise HTTPError(400, f"a scored prompt must have 1 to {self.policy.config.max_context} tokens, not {len(ids)}")
-            scored, computed = await self._score(model, tuple(prompts), encoded)
+            scored, computed = await self._score(model, tuple(prompts), encoded, owner)
             for i, (p, ids, lps) in enumerate(zip(prompts, encoded, scored)):
                 toks = self.policy.token_strings(ids)
                 offsets, pos = [], 0
@@ -166,7 +206,7 @@ class LocalBackend:
             mt = self._budget(ids, req.max_tokens)
             items += [GenRequest(ids, mt, req.temperature, req.top_p, _stops(req.stop), None if req.seed is None else req.seed + k)
                       for k in range(req.n)]
-        results = await self._submit("generate", model, items)
+        results = await self._submit("generate", model, items, owner)
         for i, r in enumerate(results):
             p = prompts[i // req.n]
             choice = {"index": i, "text": (p if req.echo else "") + r.text, "finish_reason": r.finish_reason, "token_ids": r.token_ids}
@@ -183,7 +223,8 @@ class LocalBackend:
                   "completions": [_completion_record(r) for r in results]}
         return resp, record
 
-    async def _score(self, model: str, prompts: tuple[str, ...], encoded: list[list[int]]) -> tuple[list[list[float]], bool]:
+    async def _score(self, model: str, prompts: tuple[str, ...], encoded: list[list[int]],
+                     owner: str = "") -> tuple[list[list[float]], bool]:
         """Per-token logprobs of `prompts` under `model`, and whether this call computed them.
 
         A calibrating harness scores the same content-free prompts for every example, often from several rollouts at
@@ -201,7 +242,7 @@ class LocalBackend:
         done = asyncio.get_running_loop().create_future()
         self._scoring[key] = done
         try:
-            scored = (await self._submit("score", model, [encoded]))[0]
+            scored = (await self._submit("score", model, [encoded], owner))[0]
             self._scored[key] = scored
             while len(self._scored) > SCORED_KEPT:
                 self._scored.popitem(last=False)
@@ -210,7 +251,7 @@ class LocalBackend:
             self._scoring.pop(key, None)
             done.set_result(None)  # waiters find the result, or compute it themselves when this call failed
 
-    async def embeddings(self, req: EmbeddingRequest) -> tuple[dict, dict]:
+    async def embeddings(self, req: EmbeddingRequest, owner: str = "") -> tuple[dict, dict]:
         """OpenAI embeddings: each input's mean final hidden state under `model`.
 
         A harness embeds the same pool of demonstrations for every example, often from several rollouts at once, so
@@ -223,22 +264,22 @@ class LocalBackend:
         keys = list(dict.fromkeys((model, t) for t in texts))
         waits = {self._computing[k] for k in keys if k in self._computing and k not in self._embedded}
         todo = [k for k in keys if k not in self._embedded and k not in self._computing]
-        n_in = await self._embed(model, todo) if todo else 0
+        n_in = await self._embed(model, todo, owner) if todo else 0
         if waits:
             await asyncio.gather(*waits)
         if missing := [k for k in keys if k not in self._embedded]:  # evicted meanwhile, or computed by a failed call
-            n_in += await self._embed(model, missing)
+            n_in += await self._embed(model, missing, owner)
         data = [{"object": "embedding", "index": i, "embedding": self._embedded[(model, t)]} for i, t in enumerate(texts)]
         resp = {"object": "list", "data": data, "model": model, "usage": {"prompt_tokens": n_in, "total_tokens": n_in}}
         return resp, {"kind": "embed", "model": model, "inputs": len(texts), "computed": len(todo), "prompt_tokens": n_in}
 
-    async def _embed(self, model: str, keys: list[tuple[str, str]]) -> int:
+    async def _embed(self, model: str, keys: list[tuple[str, str]], owner: str = "") -> int:
         """Compute and keep the vectors of `keys`; tokens read."""
         done = asyncio.get_running_loop().create_future()
         self._computing.update({k: done for k in keys})
         try:
             encoded = [self.policy.encode(t)[: self.policy.config.max_context] for _, t in keys]
-            vectors = await self._submit("embed", model, encoded)
+            vectors = await self._submit("embed", model, encoded, owner)
             for k, v in zip(keys, vectors):
                 self._embedded[k] = v
                 self._embedded.move_to_end(k)
@@ -286,23 +327,41 @@ class RemoteBackend:
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self.client = httpx.AsyncClient(base_url=self.base_url, headers=headers, timeout=timeout_s)
         self.calls = 0
+        self._tasks: dict[str, set[asyncio.Task]] = {}  # touched on the service's event loop only
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     def model_names(self) -> list[str]:
         return [self.model, "base"]
 
-    async def _forward(self, path: str, body: dict) -> dict:
+    def cancel(self, owner: str) -> None:
+        """Cancel the upstream requests rollout `owner` still waits on (from any thread)."""
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(lambda: [t.cancel() for t in self._tasks.get(owner, ())])
+
+    async def _forward(self, path: str, body: dict, owner: str = "") -> dict:
         body = {**body, "model": self.model}
+        self._loop = asyncio.get_running_loop()
+        task = asyncio.ensure_future(self.client.post(path, json=body))
+        self._tasks.setdefault(owner, set()).add(task)
         try:
-            r = await self.client.post(path, json=body)
+            r = await task
         except httpx.HTTPError as e:
             raise HTTPError(502, f"upstream {self.base_url} unreachable: {e}", "upstream_error") from None
+        except asyncio.CancelledError:
+            if not task.cancelled():
+                raise
+            raise HTTPError(CANCELLED, "cancelled: the rollout ended", "cancelled") from None
+        finally:
+            self._tasks[owner].discard(task)
+            if not self._tasks[owner]:
+                del self._tasks[owner]
         if r.status_code >= 400:
             raise HTTPError(r.status_code, f"upstream error: {r.text[:500]}", "upstream_error")
         self.calls += 1
         return r.json()
 
-    async def chat(self, req: ChatRequest) -> tuple[dict, dict]:
-        resp = await self._forward("/chat/completions", req.model_dump(exclude_none=True))
+    async def chat(self, req: ChatRequest, owner: str = "") -> tuple[dict, dict]:
+        resp = await self._forward("/chat/completions", req.model_dump(exclude_none=True), owner)
         comps = []
         for ch in resp.get("choices", []):
             content = (ch.get("logprobs") or {}).get("content") or []
@@ -312,8 +371,8 @@ class RemoteBackend:
                   "params": _params(req), "completions": comps, "usage": resp.get("usage")}
         return resp, record
 
-    async def completions(self, req: CompletionRequest) -> tuple[dict, dict]:
-        resp = await self._forward("/completions", req.model_dump(exclude_none=True))
+    async def completions(self, req: CompletionRequest, owner: str = "") -> tuple[dict, dict]:
+        resp = await self._forward("/completions", req.model_dump(exclude_none=True), owner)
         comps = [{"text": ch.get("text", ""), "token_ids": ch.get("token_ids"),
                   "logprobs": (ch.get("logprobs") or {}).get("token_logprobs"), "finish_reason": ch.get("finish_reason")}
                  for ch in resp.get("choices", [])]
@@ -323,8 +382,8 @@ class RemoteBackend:
                   "completions": comps, "usage": resp.get("usage")}
         return resp, record
 
-    async def embeddings(self, req: EmbeddingRequest) -> tuple[dict, dict]:
-        resp = await self._forward("/embeddings", req.model_dump(exclude_none=True))
+    async def embeddings(self, req: EmbeddingRequest, owner: str = "") -> tuple[dict, dict]:
+        resp = await self._forward("/embeddings", req.model_dump(exclude_none=True), owner)
         n = len(resp.get("data") or [])
         return resp, {"kind": "embed", "model": self.model, "inputs": n, "usage": resp.get("usage")}
 

@@ -138,16 +138,23 @@ class DecodeSession:
 
     # -- rows ---------------------------------------------------------------------------------
     def add(self, requests: list, tags: list) -> list[tuple[Any, Any]]:
-        """Prefill new requests and merge them in; returns (tag, GenResult) of rows already finished."""
+        """Prefill new requests and merge them in; returns (tag, GenResult) of rows already finished, and (tag, exception)
+        of rows that could not be admitted (only their own request fails)."""
 
         p = self.policy
-        new = []
+        new, refused = [], []
         for r, tag in zip(requests, tags):
-            r.max_tokens = max(0, min(r.max_tokens, p.config.max_context - len(r.prompt_ids)))
-            g = torch.Generator()
-            g.manual_seed(r.seed if r.seed is not None else int.from_bytes(os.urandom(4), "little"))
+            try:
+                if not r.prompt_ids or len(r.prompt_ids) >= p.config.max_context:
+                    raise ValueError(f"a prompt of {len(r.prompt_ids)} tokens does not fit the context of {p.config.max_context}")
+                r.max_tokens = max(0, min(r.max_tokens, p.config.max_context - len(r.prompt_ids)))
+                g = torch.Generator()
+                g.manual_seed(r.seed if r.seed is not None else int.from_bytes(os.urandom(4), "little"))
+            except (ValueError, RuntimeError, OverflowError, TypeError) as e:
+                refused.append((tag, e))
+                continue
             new.append(Row(r, tag, g, done=r.max_tokens == 0))
-        finished = [(row.tag, p._result(row)) for row in new if row.done]
+        finished = refused + [(row.tag, p._result(row)) for row in new if row.done]
         new = [row for row in new if not row.done]
         if not new:
             return finished
@@ -188,6 +195,20 @@ class DecodeSession:
         first = len(self.rows)
         self.rows += new
         return finished + self._sample(logits, range(first, first + B))
+
+    def drop(self, gone) -> None:
+        """Remove the rows whose tag `gone(tag)` says were cancelled."""
+        keep = [i for i, row in enumerate(self.rows) if not gone(row.tag)]
+        if len(keep) == len(self.rows):
+            return
+        if keep:
+            self._select(keep)
+        else:
+            self.release()
+
+    def release(self) -> None:
+        """Forget every row and the cache (a failed step: nothing of the session is used again)."""
+        self.rows, self.cache, self.attn, self.pos, self.pending = [], None, None, None, None
 
     def step(self) -> list[tuple[Any, Any]]:
         """One decode step for every active row; returns (tag, GenResult) of rows that finished."""

@@ -224,6 +224,8 @@ class LlamaPolicy(TokenizerMethods):
         results = dict(session.add(requests, list(range(len(requests)))))
         while session.active:
             results.update(session.step())
+        if refused := next((r for r in results.values() if isinstance(r, Exception)), None):
+            raise refused
         return [results[i] for i in range(len(requests))]
 
     def session(self, model: str | None = None):

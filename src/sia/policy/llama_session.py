@@ -63,22 +63,45 @@ class LlamaSession:
         return (not self.pending and len(requests) <= len(p.free_seqs)
                 and p.cells + sum(self._need(r) for r in requests) <= p.config.n_ctx - 2 * p.config.max_context)
 
-    def add(self, requests: list[GenRequest], tags: list) -> list[tuple[Any, GenResult]]:
+    def add(self, requests: list[GenRequest], tags: list) -> list[tuple[Any, GenResult | Exception]]:
+        """Queue new rows and start those that fit; (tag, GenResult) of rows already finished, and (tag, exception) of rows
+        that cannot be admitted (only their own request fails)."""
         import os
 
         p = self.policy
-        finished = []
+        finished: list[tuple[Any, GenResult | Exception]] = []
         for r, tag in zip(requests, tags):
-            if len(r.prompt_ids) >= p.config.max_context or self._need(r) > p.config.n_ctx - 2 * p.config.max_context:
-                raise PolicyError(f"a prompt of {len(r.prompt_ids)} tokens does not fit the context of {p.config.max_context}",
-                                  "shorten the prompt")
-            r.max_tokens = max(0, min(r.max_tokens, p.config.max_context - len(r.prompt_ids)))
+            try:
+                if not r.prompt_ids or len(r.prompt_ids) >= p.config.max_context \
+                        or self._need(r) > p.config.n_ctx - 2 * p.config.max_context:
+                    raise PolicyError(f"a prompt of {len(r.prompt_ids)} tokens does not fit the context of {p.config.max_context}",
+                                      "shorten the prompt")
+                r.max_tokens = max(0, min(r.max_tokens, p.config.max_context - len(r.prompt_ids)))
+                seed = r.seed if r.seed is not None else int.from_bytes(os.urandom(4), "little")
+                rng = np.random.default_rng(seed)
+            except (PolicyError, ValueError, TypeError, OverflowError) as e:
+                finished.append((tag, e))
+                continue
             if r.max_tokens == 0:
                 finished.append((tag, GenResult([], [], "", "length")))
                 continue
-            seed = r.seed if r.seed is not None else int.from_bytes(os.urandom(4), "little")
-            self.pending.append(_Row(r, tag, -1, np.random.default_rng(seed), len(r.prompt_ids)))
+            self.pending.append(_Row(r, tag, -1, rng, len(r.prompt_ids)))
         return finished + self._admit()
+
+    def drop(self, gone) -> None:
+        """Remove the rows whose tag `gone(tag)` says were cancelled; their sequences and cells go back to the context."""
+        with self.policy._lock:
+            for row in [r for r in self.live if gone(r.tag)]:
+                self._free(row)
+            self.live = [r for r in self.live if not gone(r.tag)]
+            self.pending = [r for r in self.pending if not gone(r.tag)]
+
+    def release(self) -> None:
+        """Give back every sequence and cell the session holds (after a failed step)."""
+        with self.policy._lock:
+            for row in self.live:
+                self._free(row)
+            self.live, self.pending = [], []
 
     def _admit(self) -> list[tuple[Any, GenResult]]:
         """Start the waiting rows that fit: their prompts decoded together (each prefix a row of this session already
@@ -153,10 +176,14 @@ class LlamaSession:
                 raise
 
     def _free(self, row: _Row) -> None:
+        """Give row's sequence and cells back to the context (once: a freed row holds none)."""
+        if row.seq < 0:
+            return
         p = self.policy
         p._drop(row.seq)
         p.free_seqs.append(row.seq)
         p.cells -= self._need(row.request)
+        row.seq = -1
 
     def _sample(self, logits: dict[int, np.ndarray]) -> list[tuple[Any, GenResult]]:
         p = self.policy

@@ -193,9 +193,11 @@ class LocalPolicy(TokenizerMethods):
         from sia.policy.decode import DecodeSession
 
         session = DecodeSession(self)
-        results: dict[int, GenResult] = dict(session.add(requests, list(range(len(requests)))))
+        results: dict[int, GenResult | Exception] = dict(session.add(requests, list(range(len(requests)))))
         while session.active:
             results.update(session.step())
+        if refused := next((r for r in results.values() if isinstance(r, Exception)), None):
+            raise refused
         return [results[i] for i in range(len(requests))]
 
     def session(self, model: str | None = None) -> "ModelSession":
@@ -373,3 +375,10 @@ class ModelSession:
 
         with self.policy._lock, torch.inference_mode(), self.policy.use(self.model):
             return self.inner.step()
+
+    def drop(self, gone) -> None:
+        with self.policy._lock:
+            self.inner.drop(gone)
+
+    def release(self) -> None:
+        self.inner.release()
