@@ -7,7 +7,17 @@ with a depth limit, and accepts only the kinds and fields below. A line of any
 other kind (a forged `llm_call`, say) or a second result makes the rollout a
 `harness_output` error; model calls are recorded by the policy service, never
 read from here. Error types that only the parent may give (timeout, crash,
-memory limit of the sandbox) are refused from the process.
+memory limit of the sandbox) are refused from the process, and so is a
+`sandbox` failure claimed after the harness started (the child reports one only
+before it loads the harness).
+
+Every value is checked as data the store, `sia trace` and the Feedback-Agent
+will read: no NaN or infinity (JSON's `NaN` tokens are refused while parsing),
+no integer beyond SQLite's 64 bits, no string that UTF-8 cannot encode (a lone
+surrogate), no event line over `EVENT_LINE_MAX`, and event times within
+`EVENT_TIME_RANGE`. A value that fails makes the rollout a `harness_output`
+error; the text of a harness's own exception is kept, with unencodable
+characters replaced.
 """
 
 from __future__ import annotations
@@ -16,10 +26,16 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from sia import values
+from sia.values import clean_text, problem
+
 EVENT_KINDS = ("start", "log", "tool_call")
 CHILD_ERRORS = ("harness_syntax", "harness_interface", "harness_exit", "harness_exception", "harness_output", "memory", "policy",
                 "policy_request", "sandbox")
-MAX_DEPTH = 64
+EVENT_LINE_MAX = 256 * 1024
+"""Bytes of one event line (a log or tool call; the result line is bounded by `output_mb` instead)."""
+EVENT_TIME_RANGE = (0.0, 1e11)
+"""Event times are Unix seconds: anything outside this range is not a time."""
 
 
 class OutputError(ValueError):
@@ -32,32 +48,13 @@ class Report:
     result: dict[str, Any] | None = None
 
 
-def depth(value: Any) -> int:
-    """Nesting depth of a JSON value, computed without recursion."""
-    deepest, stack = 0, [(value, 1)]
-    while stack:
-        v, d = stack.pop()
-        deepest = max(deepest, d)
-        if d > MAX_DEPTH:
-            return d
-        if isinstance(v, dict):
-            stack.extend((x, d + 1) for x in v.values())
-        elif isinstance(v, list):
-            stack.extend((x, d + 1) for x in v)
-    return deepest
-
-
-def loads(text: str | bytes, what: str) -> Any:
-    """json.loads with the depth limit; OutputError instead of RecursionError or a parse error."""
+def loads(text: str | bytes, what: str, check: bool = True) -> Any:
+    """`sia.values.loads` (no NaN, no integer beyond 64 bits, no unencodable string, within the depth limit), with
+    OutputError naming `what`."""
     try:
-        value = json.loads(text)
-    except RecursionError:
-        raise OutputError(f"{what} is nested too deeply to read") from None
-    except (ValueError, UnicodeDecodeError) as e:
-        raise OutputError(f"{what} is not valid JSON ({e})") from None
-    if depth(value) > MAX_DEPTH:
-        raise OutputError(f"{what} is nested deeper than {MAX_DEPTH} levels")
-    return value
+        return values.loads(text, check)
+    except ValueError as e:
+        raise OutputError(f"{what} is {e}" if str(e).startswith(("nested", "not valid")) else f"{what} {e}") from None
 
 
 def parse(raw: bytes, output_limit: int, truncated: bool) -> Report:
@@ -66,28 +63,41 @@ def parse(raw: bytes, output_limit: int, truncated: bool) -> Report:
         raise OutputError("the harness wrote more output than the sandbox's limit (events_mb)")
     report = Report()
     lines = raw.split(b"\n")
-    if lines and lines[-1] == b"":
+    torn = lines[-1] != b""  # a last line without its newline: the process was killed while writing it
+    if not torn:
         lines.pop()
     for i, line in enumerate(lines, 1):
         if not line.strip():
             continue
         try:
-            rec = loads(line, f"output line {i}")
+            rec = loads(line, f"output line {i}", check=False)
         except OutputError:
-            if i == len(lines):
-                break  # a torn last line from a killed process
+            if torn and i == len(lines):
+                break
             raise
+        # a harness's own error text is kept (cleaned in `_result`); every other value must be fit to store
+        checked = {k: v for k, v in rec.items() if k not in ("message", "traceback")} if isinstance(rec, dict) else rec
+        bad = problem(checked)
+        if bad:
+            raise OutputError(f"output line {i} holds {bad}")
         if not isinstance(rec, dict) or not isinstance(rec.get("kind"), str):
             raise OutputError(f"output line {i} is not an object with a 'kind'")
         kind = rec["kind"]
         if kind in EVENT_KINDS:
-            if not isinstance(rec.get("data"), dict) or not isinstance(rec.get("t"), (int, float)):
+            t = rec.get("t")
+            if not isinstance(rec.get("data"), dict) or isinstance(t, bool) or not isinstance(t, (int, float)):
                 raise OutputError(f"output line {i}: a {kind} event needs 't' and a 'data' object")
-            report.events.append({"kind": kind, "t": float(rec["t"]), "data": rec["data"]})
+            if not EVENT_TIME_RANGE[0] <= t <= EVENT_TIME_RANGE[1]:
+                raise OutputError(f"output line {i}: event time {str(t)[:40]} is not a time")
+            if len(line) > EVENT_LINE_MAX:
+                raise OutputError(f"output line {i} is {len(line)} bytes; an event may have {EVENT_LINE_MAX}")
+            report.events.append({"kind": kind, "t": float(t), "data": rec["data"]})
         elif kind == "result":
             if report.result is not None:
                 raise OutputError("the process wrote more than one result")
             report.result = _result(rec, output_limit)
+            if report.result.get("error_type") == "sandbox" and any(e["kind"] == "start" for e in report.events):
+                raise OutputError("the result claims a sandbox failure after the harness started, which only sia may give")
         else:
             raise OutputError(f"output line {i} has kind {kind!r}, which a harness may not write (only {', '.join(EVENT_KINDS)})")
     return report
@@ -106,6 +116,6 @@ def _result(rec: dict[str, Any], output_limit: int) -> dict[str, Any]:
         kind = rec.get("error_type")
         if kind not in CHILD_ERRORS:
             raise OutputError(f"the result claims error type {kind!r}, which only sia may give")
-        return {"status": "error", "error_type": kind, "message": str(rec.get("message", ""))[:4000],
-                "traceback": str(rec.get("traceback", ""))[:4000]}
+        return {"status": "error", "error_type": kind, "message": clean_text(rec.get("message", ""), 4000),
+                "traceback": clean_text(rec.get("traceback", ""), 4000)}
     raise OutputError(f"the result has status {status!r}")
