@@ -32,9 +32,11 @@ import os
 import shutil
 import subprocess
 import sys
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
+
+from sia.harness import cgroups
+from sia.harness.cgroups import Cgroups
 
 SANDBOX_ROOT = "/opt/sia"
 """Where sia's child code is bound inside the sandbox."""
@@ -51,6 +53,8 @@ class Isolation:
     """bwrap or process."""
     cgroups: tuple[tuple[str, str], ...] = ()
     """(controller, parent folder) pairs where a rollout's cgroups are made: memory and pids."""
+    timing: tuple[tuple[str, str], ...] = ()
+    """The same for a timed program's cpuset, freezer and CPU clock (`sia.harness.cgroups.TIMING`), or ()."""
     note: str = ""
     """Why the weaker kind was chosen, said once at start."""
 
@@ -81,44 +85,14 @@ def detect(kind: str = "auto") -> Isolation:
         r = subprocess.run([bwrap, *base_args(), "--", sys.executable, "-I", "-c", "print('ok')"],
                            capture_output=True, text=True, timeout=30)
         if r.returncode == 0 and r.stdout.strip() == "ok":
-            return Isolation("bwrap", _cgroup_parents())
+            limits = cgroups.parents(cgroups.LIMITS)
+            return Isolation("bwrap", limits, cgroups.parents(cgroups.TIMING) if limits else ())
         why = f"bubblewrap cannot run here ({(r.stderr.strip().splitlines() or ['no output'])[-1][:160]})"
     if kind == "bwrap":
         from sia.errors import HarnessError
 
         raise HarnessError(f"the bubblewrap sandbox was asked for, but {why}", "install bubblewrap, or enable user namespaces")
     return Isolation("process", note=why)
-
-
-def _cgroup_parents() -> tuple[tuple[str, str], ...]:
-    """Folders where this process may make memory and pids cgroups (cgroup v1, or v2 with both delegated), or ()."""
-    own: dict[str, str] = {}
-    try:
-        for line in Path("/proc/self/cgroup").read_text().splitlines():
-            _, ctrls, path = line.split(":", 2)
-            for c in (ctrls.split(",") if ctrls else [""]):
-                own[c] = path.lstrip("/")
-    except OSError:
-        return ()
-    base = Path("/sys/fs/cgroup")
-    found = []
-    for ctrl in ("memory", "pids"):
-        v1 = base / ctrl / own.get(ctrl, "")
-        v2 = base / own.get("", "")
-        if (v1 / "cgroup.procs").exists():
-            folder = v1
-        elif (v2 / "cgroup.subtree_control").exists() and ctrl in (v2 / "cgroup.subtree_control").read_text().split():
-            folder = v2
-        else:
-            return ()
-        probe = folder / f"sia-probe-{os.getpid()}"
-        try:
-            probe.mkdir()
-            probe.rmdir()
-        except OSError:
-            return ()
-        found.append((ctrl, str(folder)))
-    return tuple(found)
 
 
 def base_args(disk_mb: int = 64) -> list[str]:
@@ -159,90 +133,29 @@ def process_command(job: Path, out_fd: int) -> list[str]:
     return [sys.executable, "-I", "-m", "sia.harness.child", str(job), str(out_fd)]
 
 
-class Cgroups:
-    """A rollout's memory and pids cgroups: made before it starts, read after, removed at the end."""
-
-    def __init__(self, parents: tuple[tuple[str, str], ...], memory_mb: int, max_procs: int) -> None:
-        self.paths: dict[str, Path] = {}
-        name = f"sia-{uuid.uuid4().hex[:12]}"
-        for ctrl, parent in parents:
-            p = Path(parent) / name
-            p.mkdir()
-            self.paths[ctrl] = p
-        mem, pids = self.paths.get("memory"), self.paths.get("pids")
-        if mem is not None:
-            limit = str(memory_mb * 1024 * 1024)
-            for f in ("memory.limit_in_bytes", "memory.max"):
-                if (mem / f).exists():
-                    (mem / f).write_text(limit)
-            for f in ("memory.memsw.limit_in_bytes", "memory.swap.max"):
-                if (mem / f).exists():
-                    try:
-                        (mem / f).write_text(limit if f.endswith("bytes") else "0")
-                    except OSError:
-                        pass
-        if pids is not None:
-            (pids / "pids.max").write_text(str(max_procs))
-
-    def wrap(self, command: list[str]) -> list[str]:
-        """`command` started inside the cgroups (a shell moves itself in, then execs), so no process escapes them."""
-        moves = " && ".join(f"echo $$ > {p / 'cgroup.procs'}" for p in dict.fromkeys(self.paths.values()))
-        return ["/bin/sh", "-c", f'{moves} && exec "$@"', "sia-sandbox", *command]
-
-    def memory_hit(self) -> bool:
-        """Did the kernel kill a process of the rollout for going over its memory limit?"""
-        mem = self.paths.get("memory")
-        for f in ("memory.events", "memory.oom_control"):
-            try:
-                lines = (mem / f).read_text().splitlines() if mem is not None else []
-            except OSError:
-                continue
-            for line in lines:
-                parts = line.split()
-                if len(parts) == 2 and parts[0] == "oom_kill" and int(parts[1]) > 0:
-                    return True
-        return False
-
-    def kill_and_remove(self) -> None:
-        import signal
-        import time
-
-        for _ in range(50):
-            pids = set()
-            for p in self.paths.values():
-                try:
-                    pids |= {int(x) for x in (p / "cgroup.procs").read_text().split()}
-                except OSError:
-                    pass
-            for pid in pids:
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-            removed = True
-            for p in self.paths.values():
-                try:
-                    p.rmdir()
-                except FileNotFoundError:
-                    pass
-                except OSError:
-                    removed = False
-            if removed:
-                return
-            time.sleep(0.02)
+def tree(root: int) -> list[int]:
+    """`root` and its descendants, from /proc (a double-forked daemon of a sandbox is reparented to its pid namespace's
+    init, which is itself a descendant)."""
+    found, stack = [], [root]
+    while stack:
+        pid = stack.pop()
+        try:
+            for task in Path(f"/proc/{pid}/task").iterdir():
+                stack += [int(x) for x in (task / "children").read_text().split()]
+        except (OSError, ValueError):
+            continue
+        found.append(pid)
+    return found
 
 
 def tree_memory(root: int) -> tuple[int, int]:
     """(resident bytes, processes) of `root` and its descendants, from /proc (the watch used without cgroups)."""
     page = os.sysconf("SC_PAGE_SIZE")
-    total, count, stack = 0, 0, [root]
-    while stack:
-        pid = stack.pop()
+    total, count = 0, 0
+    for pid in tree(root):
         try:
             total += int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * page
             count += 1
-            for task in Path(f"/proc/{pid}/task").iterdir():
-                stack += [int(x) for x in (task / "children").read_text().split()]
         except (OSError, ValueError, IndexError):
             continue
     return total, count

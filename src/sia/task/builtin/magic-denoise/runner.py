@@ -1,5 +1,5 @@
 # The worker a magic-denoise grading runs a program in (appended to sia.harness.programs.RUNNER_PRELUDE, in the sandbox).
-# "ready" loads /io/program.py; "run" reads the counts, calls denoise(counts) and writes the result raw (float64).
+# "ready" loads IN/program.py; "run" reads the counts, calls denoise(counts) and writes the result raw (float64).
 import importlib.util
 import traceback
 
@@ -9,7 +9,7 @@ fn = None
 for cmd in commands():
     try:
         if cmd["cmd"] == "ready":
-            spec = importlib.util.spec_from_file_location("submission", "/io/program.py")
+            spec = importlib.util.spec_from_file_location("submission", os.path.join(IN, "program.py"))
             module = importlib.util.module_from_spec(spec)
             spec.loader.exec_module(module)
             fn = getattr(module, "denoise", None)

@@ -1,12 +1,12 @@
 # The worker a TriMul grading runs a program in (appended to sia.harness.programs.RUNNER_PRELUDE, inside the sandbox).
-# "ready" loads /io/program.py; "run" reads one input from a raw file, calls custom_kernel and writes the output raw.
+# "ready" loads IN/program.py; "run" reads one input from a raw file, calls custom_kernel and writes the output raw.
 import importlib.util
 import traceback
 
 import numpy as np
 import torch
 
-sys.path.insert(0, "/io")
+sys.path.insert(0, IN)
 import inputs as trimul_inputs  # noqa: E402
 
 CUDA = torch.cuda.is_available()
@@ -14,7 +14,7 @@ kernel = None
 for cmd in commands():
     try:
         if cmd["cmd"] == "ready":
-            spec = importlib.util.spec_from_file_location("submission", "/io/program.py")
+            spec = importlib.util.spec_from_file_location("submission", os.path.join(IN, "program.py"))
             module = importlib.util.module_from_spec(spec)
             spec.loader.exec_module(module)
             kernel = getattr(module, "custom_kernel", None)
