@@ -278,3 +278,19 @@ def test_domain_conditional_calibration_scores_random_words_of_the_train_inputs(
     cjk = domain_inputs(score, chinese, 1)
     assert all(len(x) == 7 and " " not in x and set(x) <= set("".join(str(e.inputs["text"]) for e in chinese)) for x in cjk), \
         "text without spaces is drawn character by character"
+
+
+def test_a_better_answer_extraction_found_by_replaying_replies_is_proposed():
+    """Replies that name the wrong label first and the right one last: replaying them finds `last_label` better. This path
+    ran only on tasks sia was not tuned on, and crashed there (`TemplateConfig` indexed as a dict)."""
+    from sia.agents.builtin_edits import edit_extraction
+    from sia.evaluation.analysis import Reply
+
+    task = load_task("sentiment")
+    cfg = make_config(task.public_info())
+    train = task.split("train")[:12]
+    other = {"positive": "negative", "negative": "positive"}
+    replies = [Reply(ex.id, f"{other[ex.target['label']]}? No: {ex.target['label']}.", "", ex.target, 0.0, "stop") for ex in train]
+    analysis = Analysis(12, 0.0, Counter({"wrong": 12}), Counter(), Counter(), Counter(), replies)
+    (edit,) = edit_extraction(cfg, _state(task, render(cfg), analysis))
+    assert edit.harness.extract == "last_label" and "answer extraction 'last_label'" in edit.rationale

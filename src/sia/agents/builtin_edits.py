@@ -128,7 +128,7 @@ def edit_extraction(cfg: TemplateConfig, s: AgentState) -> list[Candidate]:
     if best is None or best[0] <= current + 1.0 / max(n, 1):
         return []
     score, trial = best
-    why = (f"answer extraction '{trial['extract']}'" + (f" with {len(trial['normalise'])} learned normalisations" if trial.normalise else "")
+    why = (f"answer extraction '{trial.extract}'" + (f" with {len(trial.normalise)} learned normalisations" if trial.normalise else "")
            + f": replaying {n} recorded train replies scores {score:.3f} against {current:.3f} now")
     return [_edit("extract_answer", trial, why, 3 * (score - current) + 0.05)]
 
