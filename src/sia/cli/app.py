@@ -125,23 +125,24 @@ def task_check(path: Annotated[Path, typer.Argument(help="A task folder (or a bu
 
 @app.command("tasks")
 def list_tasks(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
-    """List the builtin tasks with their split sizes."""
+    """List the builtin tasks and the zoo's (built by `make zoo`) with their split sizes."""
     from sia.task.loading import builtin_tasks, load_task
+    from sia.task.zoo import zoo_dir, zoo_tasks
 
     rows = []
-    for name in builtin_tasks():
+    for kind, name in [("builtin", n) for n in builtin_tasks()] + [("zoo", n) for n in zoo_tasks()]:
         try:
-            task = load_task(name)
+            task = load_task(name if kind == "builtin" else zoo_dir() / name)
             sizes = task.sizes() if task.data_ready() else None
-            rows.append({"name": name, "metric": task.spec.metric, "output": task.spec.output, "sizes": sizes,
-                         "description": task.spec.description, "ready": sizes is not None})
+            rows.append({"name": name, "kind": kind, "metric": task.spec.metric, "output": task.spec.output, "sizes": sizes,
+                         "description": task.spec.description, "license": task.spec.data.license, "ready": sizes is not None})
         except SiaError as e:
-            rows.append({"name": name, "error": str(e), "ready": False})
+            rows.append({"name": name, "kind": kind, "error": str(e), "ready": False})
     if as_json:
         print(json.dumps(rows, ensure_ascii=False, indent=2))
         return
-    table = Table(title="builtin tasks")
-    for col in ("task", "metric", "train", "val", "test", "description"):
+    table = Table(title="tasks" + ("" if zoo_tasks() else " (the zoo is not built: `make zoo`)"))
+    for col in ("task", "kind", "metric", "train", "val", "test", "description"):
         table.add_column(col, overflow="fold")
     for r in rows:
         s = r.get("sizes")
@@ -149,8 +150,28 @@ def list_tasks(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.
         desc = r.get("description", r.get("error", ""))
         if not r["ready"]:
             desc = "[yellow](data not prepared: run `sia setup`)[/] " + desc
-        table.add_row(r["name"], r.get("metric", ""), *cells, desc)
+        table.add_row(r["name"], r["kind"], r.get("metric", ""), *cells, desc)
     out.print(table)
+
+
+@app.command("zoo")
+def zoo_cmd(names: Annotated[Optional[list[str]], typer.Argument(help="Zoo tasks to build (default: all).")] = None,
+            downloads: Annotated[Optional[Path], typer.Option(help="Folder of the fetched packages (default: SIA_HOME/downloads).")] = None
+            ) -> None:
+    """Build the task zoo's folders in SIA_HOME/zoo from packages `make zoo` fetched (PyPI, npm, Debian). Never downloads."""
+    try:
+        from sia.task.zoo import build, zoo_dir
+
+        built, missing = build(names or None, downloads)
+    except SiaError as e:
+        fail(e)
+    for b in built:
+        err.print(f"zoo task {b.name}: {b.rows} rows in {b.folder}", highlight=False)
+    for name, why in missing.items():
+        err.print(f"[yellow]not built:[/] {name}: {why}", highlight=False, soft_wrap=True)
+    if not built:
+        raise typer.Exit(2)
+    out.print(f"{len(built)} zoo tasks in {zoo_dir()}; `sia tasks` lists them", highlight=False)
 
 
 @app.command("eval")

@@ -161,12 +161,15 @@ def _answers(example: "Example") -> list[str]:
 
 
 @grader("answer", gold=lambda ex: _answers(ex)[0])
-def text_match(example: "Example", output: Any) -> Grade:
-    """The output's first line equals `answer` (or one of `answers`) after normalisation (case, accents, punctuation, spaces)."""
-    got = normalise_text(first_line(output))
+def text_match(example: "Example", output: Any, exact: bool = False) -> Grade:
+    """The output's first line equals `answer` (or one of `answers`) after normalisation (case, accents, punctuation, spaces),
+    or, with the grader option `exact`, with only the surrounding spaces removed (for answers where case and punctuation
+    are the answer, such as string operations)."""
+    norm = str.strip if exact else normalise_text
+    got = norm(first_line(output))
     if not got:
         return Grade(0.0, False, "empty output", outcome="unparseable")
-    ok = got in {normalise_text(a) for a in _answers(example)}
+    ok = got in {norm(a) for a in _answers(example)}
     return Grade(float(ok), ok, "correct" if ok else f"expected {_answers(example)[0]!r}, got {first_line(output)[:80]!r}")
 
 

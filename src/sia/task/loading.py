@@ -252,18 +252,23 @@ def builtin_tasks() -> list[str]:
 
 
 def load_task(name_or_path: str | Path) -> Task:
-    """Load a builtin task by name, or a task folder by path."""
+    """Load a builtin or zoo task by name (builtin first), or a task folder by path."""
+    from sia.task.zoo import zoo_dir
+
     path = Path(name_or_path)
-    builtin = BUILTIN_DIR / str(name_or_path)
+    builtin, zoo = BUILTIN_DIR / str(name_or_path), zoo_dir() / str(name_or_path)
     if path.is_dir() or path.name == "task.toml":
         folder = path.parent if path.name == "task.toml" else path
     elif "/" not in str(name_or_path) and (builtin / "task.toml").is_file():
         folder = builtin
+    elif "/" not in str(name_or_path) and (zoo / "task.toml").is_file():
+        folder = zoo
     else:
         folder = path
     toml_path = folder / "task.toml"
     if not folder.is_dir():
-        raise TaskError(f"task {str(name_or_path)!r} not found", f"use a builtin task ({', '.join(builtin_tasks())}) or a folder with task.toml")
+        raise TaskError(f"task {str(name_or_path)!r} not found", f"use a builtin task ({', '.join(builtin_tasks())}), a zoo task "
+                        "(`make zoo` builds them; `sia tasks` lists them) or a folder with task.toml")
     if not toml_path.is_file():
         raise TaskError(f"{folder} has no task.toml", "a task folder needs task.toml; see README 'Tasks'")
     try:
