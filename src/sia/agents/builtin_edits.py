@@ -18,6 +18,7 @@ from typing import Any, Callable
 from sia.agents.contract import AgentState
 from sia.evaluation.analysis import Analysis
 from sia.harness.template import Demo, TemplateConfig, render, show
+from sia.harness.template_shapes import OPEN
 from sia.task.loading import Example
 
 INSTRUCTION_VARIANTS = [
@@ -114,7 +115,8 @@ def edit_extraction(cfg: TemplateConfig, s: AgentState) -> list[Candidate]:
     if cfg.mode != "generate" or not s.analysis.replies:
         return []
     current, n = _replay_score(cfg, s)
-    options = ["all_labels"] if cfg.multi_label else ["first_label", "last_label", "first_line"]
+    options = (["all_labels"] if cfg.multi_label else ["first_label", "last_label", "first_line"] if cfg.labels
+               else ["first_label", *OPEN])  # open answers: the first line, or a reading of template_shapes.OPEN
     learned = _learn_normalisation(cfg, s)
     best = None
     for extract in options:

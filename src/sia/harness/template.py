@@ -33,10 +33,12 @@ class TemplateConfig:
     demos: tuple[Demo, ...] = ()
     """Demonstrations from the train split."""
     mode: str = "generate"
-    """generate (free generation, then parse) or score (log-likelihood of each label)."""
+    """generate (free generation, then parse), score (log-likelihood of each label) or neighbours (the answer most of
+    the nearest `demos` have, in the policy model's own embeddings; no generation)."""
     max_tokens: int = 32
     extract: str = "first_label"
-    """first_label | last_label | first_line | all_labels"""
+    """first_label | last_label | first_line | all_labels; for open answers (no labels) first_line, last_number, quoted,
+    after_is or last_line."""
     normalise: dict[str, str] = field(default_factory=dict)
     """Reply word -> label, learned from failed outputs."""
     calibrate: bool = False
@@ -80,6 +82,8 @@ class TemplateConfig:
     """Clip each input to this many characters (its start and its end); 0 keeps it whole."""
     similar_demos: int = 0
     """Show only this many of `demos` per input: those nearest to it in the policy model's own embeddings; 0 shows all."""
+    neighbours: int = 0
+    """Neighbours mode: how many of the nearest demos vote; 0 lets the harness choose k by leave-one-out on the demos."""
 
     def literal(self) -> dict[str, Any]:
         """The CONFIG literal written into the source (lists and dicts, in field order; settings a label harness does not
@@ -113,7 +117,8 @@ class TemplateConfig:
 
 OPTIONAL = {"input_template", "fields", "output", "robust_parse", "attempts", "samples", "sample_temperature", "check", "search",
             "fallback"}
-LATER = {"label_words", "calibrate_inputs", "input_first", "demo_layout", "ensemble", "max_input_chars", "similar_demos"}
+LATER = {"label_words", "calibrate_inputs", "input_first", "demo_layout", "ensemble", "max_input_chars", "similar_demos",
+         "neighbours"}
 """Settings added after harnesses were first generated: left out of every CONFIG while at their defaults, so a config that
 does not use them renders the source it always did."""
 
