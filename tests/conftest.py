@@ -35,6 +35,16 @@ def hf_runtime():
 
 
 @pytest.fixture
+def own_runtime():
+    """A policy service of its own: adapter names (a1, ...) are per run."""
+    from sia.policy.runtime import PolicyRuntime
+
+    rt = PolicyRuntime.local()
+    yield rt
+    rt.close()
+
+
+@pytest.fixture
 def tiny_task(tmp_path: Path) -> Path:
     """A copy of the sentiment task folder with 12 examples, 4 per split."""
     from sia.task.loading import BUILTIN_DIR

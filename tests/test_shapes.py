@@ -71,3 +71,54 @@ def test_a_neighbour_vote_answers_with_labels_and_chooses_k_on_its_own_pool(tmp_
     assert logs and all("neighbour vote" in e.data["message"] for e in logs)
     fixed = render(replace(edit.harness, neighbours=3))
     assert "CONFIG.get(\"neighbours\", 0)" in fixed and "'neighbours': 3" in fixed
+
+
+def test_gold_sft_is_offered_for_open_answers_and_sized_to_the_whole_train_split(tmp_path):
+    from sia.agents.shape_edits import gold_sft
+    from sia.weights.config import plan
+
+    task, words = _open_task(tmp_path)
+    cfg = make_config(task.public_info())
+    (option,) = gold_sft(cfg, _state(task, cfg), share=0.5)
+    assert option.algorithm == "sft" and option.settings["examples"] == len(words) and option.settings["heldout"] > 0
+    assert plan("sft", option.settings, "gold").train.heldout == option.settings["heldout"]
+    labelled = load_task("sentiment")
+    assert gold_sft(make_config(labelled.public_info()), _state(labelled, make_config(labelled.public_info())), 0.5) == []
+
+
+def test_a_gold_sft_update_trains_on_gold_answers_until_its_held_out_loss_stops_improving(tmp_path, own_runtime):
+    """sft on the gold answers of an open-answer task (sentiment's words, with no label set), on the harness's own prompts;
+    a quarter held out, read after every step."""
+    import json
+
+    from conftest import ScriptedAgent, new_run
+    from sia.agents.proposal import WeightUpdate
+    from sia.loop.config import RunConfig
+    from sia.loop.gate import GateConfig
+    from sia.loop.loop import Loop
+    from sia.task.loading import BUILTIN_DIR
+
+    folder = tmp_path / "words"
+    folder.mkdir()
+    src = BUILTIN_DIR / "sentiment"
+    inputs, labels = ((src / f).read_text().splitlines() for f in ("inputs.jsonl", "labels.jsonl"))
+    keep = list(range(12)) + list(range(len(inputs) - 12, len(inputs)))
+    (folder / "inputs.jsonl").write_text("".join(inputs[i] + "\n" for i in keep))
+    rows = [json.loads(labels[i]) for i in keep]
+    (folder / "labels.jsonl").write_text("".join(json.dumps({"id": r["id"], "answer": r["label"]}) + "\n" for r in rows))
+    (folder / "task.toml").write_text('name = "words"\ndescription = "review sentiment as a word"\n'
+                                      'instruction = "Is this review positive or negative? Answer with one word."\n'
+                                      '[splits]\ntrain = 16\nval = 4\ntest = 4\n[grader]\nentry = "sia.task.graders:text_match"\n')
+    settings = {"examples": 16, "samples": 1, "steps": 24, "prompts_per_step": 2, "heldout": 0.25, "lr": 1e-3}
+    agent = ScriptedAgent([WeightUpdate("sft", settings, data="gold", rationale="scripted gold sft", kind="gold_sft")])
+    config = RunConfig(task=str(folder), budget=600, val_limit=4, test_limit=4, analysis_examples=4, levers=["weights"],
+                       gate=GateConfig.model_construct(tau=-1.0, alpha=1.01, futility_after=1.0))
+    with new_run(tmp_path / "run", config) as run:
+        summary = Loop(run, own_runtime, config, agent=agent).run()
+        gen = summary["generations"][0]
+        assert gen["accepted"], gen.get("reason")
+        meta = json.loads((run.store.adapter_path("a1") / "sia_training.json").read_text())
+    readings = [h["heldout_loss"] for h in meta["heldout"]]
+    assert len(readings) >= 3 and all(r is not None for r in readings), meta["heldout"]
+    assert "held-out loss" in meta["stopped_early"] and meta["groups_used"] >= 12
+    assert min(readings) < readings[0], f"training did not lower the gold answers' loss on held-out prompts: {readings}"

@@ -13,16 +13,6 @@ from sia.loop.loop import Loop
 from conftest import ScriptedAgent
 
 
-@pytest.fixture
-def own_runtime():
-    """A policy service of its own: adapter names (a1, ...) are per run."""
-    from sia.policy.runtime import PolicyRuntime
-
-    rt = PolicyRuntime.local()
-    yield rt
-    rt.close()
-
-
 def test_weight_update_trains_on_policy_through_the_harness_and_becomes_a_gated_adapter_version(tmp_path, own_runtime):
     small = {"rounds": 2, "examples": 4, "samples": 4, "steps": 1, "prompts_per_step": 2}
     ce = {"examples": 6, "samples": 1, "steps": 1, "prompts_per_step": 4}

@@ -26,7 +26,7 @@ from sia.agents.builtin_edits import EDITS, Option, evidence
 from sia.agents.contract import AgentState, Decision
 from sia.agents.costs import affordable, harness_cost, harness_most, weights_cost
 from sia.agents.program_edits import PROGRAM_EDITS
-from sia.agents.shape_edits import SHAPE_EDITS
+from sia.agents.shape_edits import SHAPE_EDITS, gold_sft
 from sia.agents.proposal import HarnessEdit, Stop, WeightUpdate
 from sia.harness.template import TemplateConfig, read_config, render
 from sia.store.store import source_sha
@@ -169,7 +169,8 @@ class BuiltinFeedbackAgent:
                             ranked.append(Ranked(rel / cost, rel, cost, rng.random(), c, source,
                                                  most=harness_most(state, cfg, c.harness)))
         if "weights" in state.levers:
-            for w in weight_candidates(cfg, state) + distillation(cfg, state):
+            share = WEIGHT_SHARE if "harness" in state.levers else WEIGHT_MOST
+            for w in weight_candidates(cfg, state) + distillation(cfg, state) + gold_sft(cfg, state, share):
                 cost = weights_cost(plan(w.algorithm, w.settings), state, distill=w.kind == "distill")
                 if affordable(cost, state):
                     rel = self._with_memory(w.relevance, w.kind, state) * 0.7 ** state.memory.lever_stalled("weights")
@@ -193,7 +194,8 @@ class BuiltinFeedbackAgent:
         if best.source is None:
             student = render(best.option.harness) if best.option.harness is not None else None
             return Decision(WeightUpdate(algorithm=best.option.algorithm, config=dict(best.option.settings),
-                                         data="distill" if student else "train", rationale=rationale, kind=best.option.kind,
+                                         data="distill" if student else "gold" if best.option.kind == "gold_sft" else "train",
+                                         rationale=rationale, kind=best.option.kind,
                                          harness=student, expected_gain=gain), ranking)
         return Decision(HarnessEdit(source=best.source, rationale=rationale, kind=best.option.kind, expected_gain=gain), ranking)
 
@@ -307,7 +309,7 @@ CE_COVERAGE_LEAST, CE_COVERAGE_MOST = 0.5, 2.0
 def _ce_applies(cfg: TemplateConfig | None, s: AgentState) -> bool:
     """A ce update is the weight option: a closed label set, a sia-generated harness, an analysis, and no ce turned down
     on the champion's adapter."""
-    labelled = cfg is not None and cfg.output == "text" and bool(s.task.labels) and not cfg.multi_label
+    labelled = cfg is not None and cfg.output == "text" and bool(s.task.labels) and not cfg.multi_label and cfg.mode != "neighbours"
     return labelled and s.analysis.n > 0 and not s.memory.rejections("ce", s.champion_adapter)
 
 
@@ -367,7 +369,7 @@ def weight_candidate(cfg: TemplateConfig | None, s: AgentState) -> Option | None
     SFT on the successful samples, else nothing to learn from.
     """
     a = s.analysis
-    if a.n == 0:
+    if a.n == 0 or cfg is not None and cfg.mode == "neighbours":  # a neighbour vote makes no call a weight update learns from
         return None
     rel, why = _weights_evidence(s)
     if cfg is not None and cfg.mode == "score":

@@ -51,7 +51,7 @@ class RunConfig(BaseModel):
     max_tokens: int | None = Field(None, ge=1)
     """Stop after this many model tokens."""
     patience: int = Field(5, ge=1)
-    """Stop after this many generations in a row without an accepted change."""
+    """Stop after this many generations in a row without an accepted change, once 10% of the budget or less is left."""
     analysis_examples: int = Field(48, ge=1)
     """Train examples the champion is run on for the Feedback-Agent each time it changes."""
     smoke_examples: int = Field(2, ge=1)

@@ -48,6 +48,11 @@ def _quiet(event: str, **data: Any) -> None:
     pass
 
 
+PATIENT_SHARE = 0.1
+"""Generations without a gain end a run only once this share of its budget is left or less: with more, the Feedback-Agent
+goes on until no option it weighs fits (a run on a numeric task stopped after 4.6 of its 15 minutes, weights untried)."""
+
+
 class Loop:
     def __init__(self, run: Run, runtime: PolicyRuntime, config: RunConfig, observer: Observer = _quiet,
                  agent: FeedbackAgent | None = None, meta_model=None, levers: Mapping[str, Lever] | None = None,
@@ -250,7 +255,7 @@ class Loop:
             if gen > self.config.max_generations:
                 return f"generation budget of {self.config.max_generations} reached"
             champion = store.champion()
-            if self.records.memory().stalled_for() >= self.config.patience:
+            if self.records.memory().stalled_for() >= self.config.patience and self.budget.left(champion) <= PATIENT_SHARE * self.budget.budget_s:
                 return f"no gain in the last {self.config.patience} generations"
             reason = self.budget.exhausted(self.budget.test_reserve(champion) + self._generation_estimate(champion),
                                            "the final test and the shortest generation")

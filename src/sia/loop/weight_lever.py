@@ -44,7 +44,7 @@ import time
 from sia.agents.proposal import WeightUpdate
 from sia.loop.levers import Challenger, LeverContext
 from sia.weights.config import plan
-from sia.weights.samples import samples_from_store
+from sia.weights.samples import gold_samples, samples_from_store
 
 
 class WeightLever:
@@ -125,7 +125,11 @@ class WeightLever:
                     eid = ctx.collect(collector, f"collect:{gen}:{attempt}:{r}", examples, f"collect round {r + 1}/{wp.rounds}",
                                       samples=wp.samples, seed=ctx.seed + gen, model=behaviour, temperature=wp.temperature)
                     collected.append(eid)
-                    samples += samples_from_store(store, eid, grade=grade, **label_set)
+                    samples += (gold_samples(store, eid, gold_answers(task, examples), policy.encode, [policy.tokenizer.eos_token_id])
+                                if proposal.data == "gold" else samples_from_store(store, eid, grade=grade, **label_set))
+                if wp.train.heldout > 0:
+                    taken += until_heldout_stops(trainer, samples, wp, rng, ctx, gate_s)
+                    break
                 taken += trainer.round(samples, wp.train.steps, on_step=lambda e: ctx.report("train_step", **e),
                                        time_left=lambda: ctx.seconds_left() - gate_s)  # keep the time to gate what was trained
                 if trainer.halted:
@@ -177,6 +181,49 @@ class WeightLever:
         return grade
 
 
+def gold_answers(task, examples) -> dict[str, str]:
+    """Each example's gold answer, as the task's grader declares it (the output that scores full marks)."""
+    from sia.errors import SiaError
+
+    gold = getattr(getattr(task.grader, "func", task.grader), "gold", None)
+    if gold is None:
+        raise SiaError(f"the grader of {task.name!r} declares no gold answer", "train on the grader's rewards (data train)")
+    return {e.id: str(gold(e)) for e in examples}
+
+
+def until_heldout_stops(trainer, samples, wp, rng, ctx, gate_s: float) -> int:
+    """Train on all but a held-out share of `samples` until the held-out loss, read every quarter pass, has not improved
+    twice, the plan's steps are spent or the budget (less a gate) holds no more; keep the best reading's weights. The
+    update's length is then the task's own: its loss curve, not a constant step count. Returns the steps taken."""
+    samples = list(samples)
+    rng.shuffle(samples)
+    cut = max(1, round(len(samples) * wp.train.heldout))
+    held, fit = samples[:cut], samples[cut:]
+    every = max(1, len(fit) // (4 * wp.train.prompts_per_step))
+    best = trainer.heldout_loss(held)
+    if best is None or not fit:
+        return 0
+    kept, worse, taken = trainer.snapshot(), 0, 0
+    trainer.heldout_log.append({"steps": 0, "heldout_loss": best})
+    ctx.report("phase", text=f"training on {len(fit)} examples; held-out loss {best:.4f} on {len(held)}, read every {every} steps")
+    while taken < wp.train.steps and worse < 2:
+        steps = trainer.round(fit, min(every, wp.train.steps - taken), on_step=lambda e: ctx.report("train_step", **e),
+                              time_left=lambda: ctx.seconds_left() - gate_s)
+        taken += steps
+        loss = trainer.heldout_loss(held)
+        trainer.heldout_log.append({"steps": taken, "heldout_loss": loss})
+        if loss is not None and loss < best - 1e-4:
+            best, kept, worse = loss, trainer.snapshot(), 0
+        else:
+            worse += 1
+        if steps == 0 or trainer.halted:
+            break
+    trainer.restore(kept)
+    trainer.stopped = trainer.stopped or (f"held-out loss stopped improving at {best:.4f} after {taken} steps" if worse >= 2
+                                          else f"{taken} steps; held-out loss {best:.4f}")
+    return taken
+
+
 def ce_label_set(task, examples, encode, eos_id: int, harness_source: str) -> dict:
     """The keywords `samples_from_store` takes to turn a harness's recorded calls on `examples` into ce label groups."""
     return {"labels": task.labels, "encode": encode, "end_ids": [eos_id], "aliases": _label_words(harness_source),
@@ -204,5 +251,8 @@ def _training_summary(store, version: str) -> str:
         return f"{version}: no training steps"
     first, last = log[0], log[-1]
     stop = f"; stopped early: {meta['stopped_early']}" if meta.get("stopped_early") else ""
+    if meta.get("heldout"):
+        stop += f"; held-out loss {meta['heldout'][0]['heldout_loss']:.3f} -> " + " -> ".join(
+            f"{h['heldout_loss']:.3f}" for h in meta["heldout"][-3:] if h["heldout_loss"] is not None)
     return (f"{version} trained {len(log)} steps on {meta.get('groups_used')} groups: reward {first['reward_mean']:.2f}, "
             f"loss {first['loss']:+.3f} -> {last['loss']:+.3f}, preferred answers now {last.get('predicted')}{stop}")

@@ -68,6 +68,9 @@ class TrainConfig(BaseModel):
     """Groups per step: several, so one step sees different labels (one group per step collapses)."""
     max_grad_norm: float = Field(1.0, gt=0)
     """Gradient clipping norm."""
+    heldout: float = Field(0.0, ge=0, lt=0.5)
+    """Share of the collected groups held out (sft on gold answers): their loss is read every quarter pass, training stops
+    once it has not improved twice, and the adapter keeps the weights of its best reading. 0 trains `steps` steps."""
     epochs: float = Field(0.0, ge=0)
     """ce: passes over the collected groups (steps = epochs x groups / prompts_per_step, at most `steps`); 0 uses `steps`."""
     negatives: int = Field(0, ge=0)
@@ -108,9 +111,10 @@ class WeightPlan(BaseModel):
     train: TrainConfig = Field(default_factory=TrainConfig)
 
 
-DATA_SOURCES = ("train", "distill")
+DATA_SOURCES = ("train", "distill", "gold")
 """train: the champion's rollouts credited by the grader; distill: a cheaper student harness's prompts, with the champion's
-own answers on the same train examples as the targets (ce only)."""
+own answers on the same train examples as the targets (ce only); gold: the champion harness's prompts on train examples,
+with the task's gold answers as the completions (sft only): a supervised fine-tune on the harness's own prompts."""
 SAMPLING_PRESET: dict[str, Any] = {"rounds": 5, "examples": 8, "samples": 8, "steps": 2, "prompts_per_step": 4, "lr": 1e-3,
                                    "temperature": 1.0, "token_selection": "entropy", "token_fraction": 0.2}
 """CPU defaults for a sampling harness: on-policy rounds, entropy token selection."""
@@ -119,6 +123,9 @@ SCORING_PRESET: dict[str, Any] = {"examples": 64, "samples": 1, "steps": 25, "pr
 LABEL_PRESET: dict[str, Any] = {"examples": 128, "samples": 1, "steps": 40, "epochs": 2.0, "prompts_per_step": 16, "lr": 5e-4,
                                 "temperature": 0.1}
 """CPU defaults for ce on a labelled task: one rollout per example through the harness, two passes over its prompts."""
+GOLD_PRESET: dict[str, Any] = {"samples": 1, "prompts_per_step": 8, "lr": 3e-4, "temperature": 0.1, "heldout": 0.1}
+"""Defaults for sft on gold answers: one rollout per example (its prompt), a tenth of the examples held out to stop on; the
+examples (all of train) and the steps (at most two passes) are sized by the agent to the budget left."""
 
 _LEVELS: list[tuple[type[BaseModel], set[str]]] = [
     (WeightPlan, {"train"}), (TrainConfig, {"algorithm", "grpo"}), (GRPOConfig, set())]
@@ -149,6 +156,8 @@ def plan(algorithm: str, settings: dict[str, Any] | None = None, data: str = "tr
         raise SiaError(f"unknown training data {data!r}", f"use one of {', '.join(DATA_SOURCES)}")
     if data == "distill" and algorithm != "ce":
         raise SiaError("distillation trains by ce", "use algorithm ce with data distill")
+    if data == "gold" and algorithm != "sft":
+        raise SiaError("gold answers train by sft", "use algorithm sft with data gold")
     settings = dict(settings or {})
     known = setting_fields()
     unknown = sorted(set(settings) - set(known))

@@ -16,6 +16,10 @@ samples, grouped by example (a GRPO group).
   several examples share (a content-free calibration input) says nothing about
   any one example and is skipped.
 
+For sft on gold answers (`gold_samples`), a rollout's first generation call
+gives one sample: its prompt, completed by the example's gold answer and the
+end of the turn: a supervised fine-tune on the prompts the harness builds.
+
 For the ce objective on a labelled task (`label_samples`), a generation call
 gives a group of candidates instead: its prompt, followed by each label and the
 end of the turn, credited with what the grader gives that label. The group is
@@ -195,3 +199,25 @@ def calibration_subset(samples: list[Sample], k: int, rng: random.Random) -> lis
         return samples
     keep = sorted(rng.sample(range(n), k))
     return [replace(s, bias=tuple(s.bias[i] for i in keep if i < len(s.bias)) or s.bias) for s in samples]
+
+
+def gold_samples(store, evaluation_id: str, gold: dict[str, str], encode: Callable[[str], list[int]], end_ids: list[int]
+                 ) -> list[Sample]:
+    """One sample per example: the prompt of its rollout's first generation call, completed by the example's gold answer
+    (`gold`: example id -> answer text) and `end_ids`, reward 1."""
+    out, seen = [], set()
+    for r in store.rollouts(evaluation_id):
+        if r.example_id in seen or r.example_id not in gold:
+            continue
+        for ev in store.events(r.id):
+            d = ev.data
+            if ev.kind != "llm_call" or d.get("kind") not in ("chat", "completion"):
+                continue
+            prompt = d.get("prompt_token_ids") if d.get("kind") == "chat" else next(
+                (p.get("prompt_token_ids") for p in d.get("prompts", [])), None)
+            if prompt:
+                answer = gold[r.example_id]
+                out.append(Sample(r.example_id, list(prompt), encode(answer) + list(end_ids), [], 1.0, answer))
+                seen.add(r.example_id)
+            break
+    return out

@@ -119,6 +119,8 @@ class Trainer:
         self.samples_seen = self.groups_used = 0
         self._old: dict[int, Any] = {}
         self.behaviour_gap = 0.0
+        self.heldout_log: list[dict[str, Any]] = []
+        """Held-out loss readings of an update that stops on them (`sia.loop.weight_lever.until_heldout_stops`)."""
 
     def usable_groups(self, samples: list[Sample]) -> dict[str, list[Sample]]:
         groups: dict[str, list[Sample]] = {}
@@ -162,6 +164,40 @@ class Trainer:
                 self.halted = True
                 return done
         return steps
+
+    def heldout_loss(self, samples: list[Sample]) -> float | None:
+        """The objective on `samples` without a step (held-out groups): sft's likelihood loss of each group's best-rewarded
+        samples, or ce's label loss; mean over groups, None when none is usable."""
+        torch = self.torch
+        groups = self.usable_groups(samples)
+        if not groups:
+            return None
+        total = 0.0
+        self.model.eval()
+        try:
+            with torch.no_grad():
+                for ss in groups.values():
+                    new, _, comp = shared_prompt_logprobs(self.model, [(s.prompt_ids, s.completion_ids) for s in ss], self.pad_id)
+                    if self.config.algorithm == "ce":
+                        loss, _ = _label_loss(torch, new, comp, ss, [(0, len(ss))])
+                    else:
+                        best = max(s.reward for s in ss)
+                        mask = comp * torch.tensor([1.0 if s.reward >= best else 0.0 for s in ss])[:, None]
+                        loss = -(new * mask).sum() / mask.sum().clamp(min=1)
+                    total += float(loss)
+        finally:
+            self.model.train()
+        return total / len(groups)
+
+    def snapshot(self) -> dict[str, Any]:
+        """A copy of the trainable (LoRA) weights, to come back to with `restore`."""
+        return {k: v.detach().clone() for k, v in self.model.named_parameters() if v.requires_grad}
+
+    def restore(self, weights: dict[str, Any]) -> None:
+        with self.torch.no_grad():
+            for k, v in self.model.named_parameters():
+                if k in weights:
+                    v.copy_(weights[k])
 
     def _behaviour_gap(self, groups: dict[str, list[Sample]]) -> None:
         """The trainer's own logprobs of this round's samples before any step: the "old" policy of the clipped ratio, and,
@@ -339,6 +375,7 @@ class Trainer:
         self.model.save_pretrained(tmp)
         (tmp / "sia_training.json").write_text(json.dumps({"config": self.config.model_dump(), "lineage": lineage or {}, "log": self.log,
                                                            "stopped_early": self.stopped, "samples": self.samples_seen,
+                                                           "heldout": self.heldout_log,
                                                            "groups_used": self.groups_used}, indent=1, default=str))
         shutil.rmtree(out_dir, ignore_errors=True)
         tmp.rename(out_dir)
