@@ -1,10 +1,13 @@
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# the memory of earlier runs (sia.store.priors) is the test session's own: none of the user's records, none written there
+os.environ["SIA_MEMORY"] = tempfile.mkdtemp(prefix="sia-test-memory-")
 ROOT = Path(__file__).resolve().parents[1]
 SIA = str(Path(sys.executable).parent / "sia")
 

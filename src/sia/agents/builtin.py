@@ -27,6 +27,7 @@ from sia.agents.contract import AgentState, Decision
 from sia.agents.costs import affordable, harness_cost, harness_most, weights_cost
 from sia.agents.program_edits import PROGRAM_EDITS
 from sia.agents.shape_edits import SHAPE_EDITS, gold_sft
+from sia.store.priors import prior
 from sia.agents.proposal import HarnessEdit, Stop, WeightUpdate
 from sia.harness.template import TemplateConfig, read_config, render
 from sia.store.store import source_sha
@@ -189,6 +190,8 @@ class BuiltinFeedbackAgent:
         best, why_first = plan_next(ranked, state.seconds_left)
         others = ", ".join(f"{r.option.kind} {r.per_minute:.2f}/min" for r in ranked if r is not best)
         gain = 0.0 if best.option.kind == "distill" else expected_gain(best.relevance, state)
+        used = prior(list(state.priors), best.option.kind, state.features) if state.priors and state.features else None
+        notes += [used.describe()] if used is not None and state.memory.mean_gain(best.option.kind) is None else []
         rationale = (f"{best.option.rationale} [relevance {best.relevance:.2f}, {best.per_minute:.2f} per minute of compute, expected "
                      f"gain {gain:+.3f}; {why_first}; next: {others[:200] or 'none'}{''.join('; ' + n for n in notes)}]")
         if best.source is None:
@@ -201,10 +204,16 @@ class BuiltinFeedbackAgent:
 
     @staticmethod
     def _with_memory(rel: float, kind: str, state: AgentState) -> float:
-        """Kinds that gained before are preferred; kinds rejected on the current adapter are discounted."""
+        """Kinds that gained before in this run are preferred; kinds rejected on the current adapter are discounted. A kind
+        not yet tried in this run takes the prior of earlier runs on similar tasks (`sia.store.priors`), shrunk by how few
+        records it rests on."""
         past = state.memory.mean_gain(kind)
         if past is not None:
             rel += 2 * past
+        elif state.priors and state.features is not None:
+            p = prior(list(state.priors), kind, state.features)
+            if p is not None:
+                rel = max(0.0, rel + 2 * p.delta * p.n / (p.n + 2))
         return rel * 0.35 ** state.memory.rejections(kind, state.champion_adapter)
 
 

@@ -47,6 +47,10 @@ class AgentState:
     train_slowdown: float = 1.0
     """How many times longer a training step takes on this machine than the cost model's constants say
     (`sia.agents.costs.machine_slowdown`)."""
+    priors: tuple[Any, ...] = ()
+    """Records of changes gated in earlier runs (`sia.store.priors.Record`), empty with `--no-memory`."""
+    features: Any = None
+    """This task's features as the run measured them first (`sia.store.priors.Features`), for similarity to the records."""
 
 
 @dataclass(frozen=True)

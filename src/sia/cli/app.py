@@ -270,6 +270,7 @@ def _print_summary(summary: dict) -> None:
         mark = "[green]accepted[/]" if g["accepted"] else "[red]rejected[/]" if g["lever"] != "stop" else "stop"
         delta = "" if g["delta"] is None else f" delta {g['delta']:+.3f} p={g['p_value']:.4f}"
         expected = "" if g.get("expected_gain") is None else f" (expected {g['expected_gain']:+.3f})"
+        expected += "" if g.get("prior") is None else f" (prior {g['prior']:+.3f} from {g['prior_records']} records)"
         out.print(f"  gen {g['generation']} {g['lever']}/{g['kind']}: {mark}{delta}{expected}", highlight=False)
     out.print(f"report: {summary.get('report')}")
 

@@ -50,6 +50,9 @@ class RunConfig(BaseModel):
     """Stop after this many rollouts."""
     max_tokens: int | None = Field(None, ge=1)
     """Stop after this many model tokens."""
+    memory: bool = True
+    """Rank options with the records of changes gated in earlier runs on similar tasks (SIA_HOME/memory), and add this
+    run's; --no-memory does neither."""
     patience: int = Field(5, ge=1)
     """Stop after this many generations in a row without an accepted change, once 10% of the budget or less is left."""
     analysis_examples: int = Field(48, ge=1)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import replace
+from dataclasses import asdict, replace
 from typing import Any, Callable, Mapping
 
 from sia.agents.builtin import BuiltinFeedbackAgent
@@ -34,6 +34,7 @@ from sia.loop.config import RunConfig
 from sia.loop.gate import Verdict, compare, decided
 from sia.loop.levers import Lever, LeverContext, available_levers
 from sia.policy.runtime import PolicyRuntime
+from sia.store import priors
 from sia.store.memory import lesson_for
 from sia.store.records import purpose_key
 from sia.store.run import Run
@@ -75,6 +76,7 @@ class Loop:
         self.ctx = LeverContext(run, runtime, seed=config.seed, concurrency=config.concurrency, limits=limits,
                                 report=observer, on_saved=self.budget.save, unsafe_sandbox=config.unsafe_sandbox,
                                 tick=self.budget.tick, seconds_left=lambda: self.budget.left(self.store.champion()))
+        self.priors = tuple(priors.load()) if config.memory else ()
 
     # -- evaluations ------------------------------------------------------------------------------
     def _eval(self, cid: str, purpose: str, split: str, examples, label: str, challenger: bool = False) -> EvalResult:
@@ -215,11 +217,18 @@ class Loop:
                              "analysis (train)").evaluation_id
         adapter = self.records.adapter(champion)
         span, n = self.records.fresh_seconds_of(champion, "val")  # a change's evaluation scores prompts new to the service
-        return AgentState(self.task, self.records.source(champion), analyse(self.task, self.store, ana_eid), self.records.memory(),
+        analysis = analyse(self.task, self.store, ana_eid)
+        if self.store.get_meta("task_features") is None:  # the task as the run first measured it: what later runs compare with
+            self.store.set_meta("task_features", asdict(priors.features(self.task, analysis)))
+        return AgentState(self.task, self.records.source(champion), analysis, self.records.memory(),
                           self.task.split("train"), {sha for sha, a in self.store.tried_pairs() if a == adapter}, gen,
                           tuple(self.config.levers), self.config.seed, adapter, span / n if n > 1 else 60.0 / max(1, len(self.val)),
                           len(self.val), self.budget.left(champion), self.records.mean_of(champion, "val"), ana_eid,
-                          machine_slowdown() if "weights" in self.config.levers else 1.0)
+                          machine_slowdown() if "weights" in self.config.levers else 1.0, self.priors, self._features())
+
+    def _features(self) -> priors.Features | None:
+        saved = self.store.get_meta("task_features")
+        return priors.Features(**saved) if saved else None
 
     def _analysis_size(self, champion: str) -> int:
         """Train examples the analysis runs on: the configured number, or what a fifth of the time left buys (at least 4)."""
@@ -269,8 +278,10 @@ class Loop:
                 self.budget.save()
                 return f"Feedback-Agent model: {e}"
             proposal = decision.proposal
+            prior = priors.prior(list(self.priors), proposal.kind, state.features) if state.features and self.priors else None
             store.add_generation(gen, champion, {**to_dict(proposal), "analysis": state.analysis.summary(),
-                                                 "ranking": [list(r) for r in decision.ranking[:6]]})
+                                                 "ranking": [list(r) for r in decision.ranking[:6]],
+                                                 "prior": asdict(prior) if prior else None})
         self.ui("proposal", gen=gen, proposal=proposal)
         t0, r0 = time.monotonic(), store.count_rollouts()
         if isinstance(proposal, Stop):
@@ -301,6 +312,10 @@ class Loop:
                                 val_eval=val_eid, finished=time.time(), rollouts=store.count_rollouts() - r0,
                                 seconds=time.monotonic() - t0)
         self.ui("verdict", gen=gen, verdict=verdict, lesson=lesson)
+        features = self._features()
+        if self.config.memory and features is not None and cid is not None:
+            priors.append(priors.Record(self.task.name, proposal.lever, proposal.kind, bool(verdict.accept), float(verdict.delta or 0.0),
+                                        (time.monotonic() - t0) / 60, features, str(self.store.run_dir)))
         self.budget.save()
         return None
 

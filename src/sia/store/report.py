@@ -143,13 +143,15 @@ def render_report(run: Run) -> str:
         new = store.harness_source(cand.harness_version)
         out.append(f"<h3>generation {g['generation']}: {_fmt(g['kind'])} (Δ {_fmt(g['delta'])}, p {_fmt(g['p_value'], 4)})</h3>"
                    f"<p>{_fmt(g['rationale'])}</p>{_diff(old, new, 'harness.py')}")
-    out.append("<h2>Decision log</h2><table><tr><th>gen</th><th>lever / kind</th><th>verdict</th><th>expected Δ</th>"
+    out.append("<h2>Decision log</h2><table><tr><th>gen</th><th>lever / kind</th><th>verdict</th><th>prior Δ (records)</th><th>expected Δ</th>"
                "<th>realised Δ (95% CI)</th><th>p</th><th>n</th><th>rationale</th><th>gate</th></tr>")
     for g in s["generations"]:
         verdict = "<span class=acc>accepted</span>" if g["accepted"] else ("<span class=rej>rejected</span>" if g["delta"] is not None or g["lever"] != "stop" else "stop")
         ci = f" ({_fmt(g['ci'][0])}, {_fmt(g['ci'][1])})" if g.get("ci") else ""
         early = " · stopped early" if g.get("stopped_early") else ""
+        prior = _fmt(g.get("prior")) + (f" ({g['prior_records']})" if g.get("prior_records") else "")
         out.append(f"<tr><td>{g['generation']}</td><td>{_fmt(g['lever'])} / {_fmt(g['kind'])}</td><td>{verdict}</td>"
+                   f"<td>{prior}</td>"
                    f"<td>{_fmt(g.get('expected_gain'))}</td><td>{_fmt(g['delta'])}{ci}</td><td>{_fmt(g['p_value'], 4)}</td><td>{_fmt(g['n'])}</td>"
                    f"<td>{_fmt(g['rationale'])}</td><td>{_fmt(g['reason'])}{early}</td></tr>")
     out.append("</table><h2>Design memory</h2><ul>")

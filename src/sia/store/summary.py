@@ -30,7 +30,8 @@ def run_summary(run: "Run") -> dict[str, Any]:
                      "accepted": bool(v and v["accept"]), "delta": v["delta"] if v else None, "p_value": v["p_value"] if v else None,
                      "ci": v["ci"] if v else None, "n": v["n"] if v else None, "stopped_early": v["stopped_early"] if v else None,
                      "reason": v["reason"] if v else g.lesson, "rationale": p.get("rationale") or p.get("reason", ""),
-                     "expected_gain": p.get("expected_gain"),
+                     "expected_gain": p.get("expected_gain"), "prior": (p.get("prior") or {}).get("delta"),
+                     "prior_records": (p.get("prior") or {}).get("n"),
                      "status": g.status, "val": run.score(g.candidate_id, "val") if v and v["accept"] else None})
     cfg = store.get_meta("run_config", {})
     agent_tokens, agent_usd = store.agent_usage()
