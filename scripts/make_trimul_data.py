@@ -13,7 +13,7 @@ import json
 import random
 from pathlib import Path
 
-OUT = Path(__file__).resolve().parents[1] / "src" / "sia" / "task" / "builtin" / "trimul"
+OUT = Path(__file__).resolve().parents[1] / "src" / "sia" / "plugins" / "tasks" / "trimul"
 GPU = [dict(bs=2, seqlen=256, dim=128), dict(bs=1, seqlen=768, dim=128), dict(bs=2, seqlen=256, dim=384),
        dict(bs=1, seqlen=512, dim=128), dict(bs=1, seqlen=1024, dim=128), dict(bs=1, seqlen=768, dim=384),
        dict(bs=1, seqlen=1024, dim=384)]

@@ -32,7 +32,7 @@ def test_a_new_task_is_scaffolded_checked_and_evaluated_without_reading_any_sour
     folder = tmp_path / "word-count"
     r = sia("task", "new", folder)
     assert r.returncode == 0 and (folder / "task.toml").is_file(), r.stderr
-    reviews = [json.loads(line) for line in open("src/sia/task/builtin/sentiment/inputs.jsonl")][:16]
+    reviews = [json.loads(line) for line in open("src/sia/plugins/tasks/sentiment/inputs.jsonl")][:16]
     with open(folder / "inputs.jsonl", "w") as fi, open(folder / "labels.jsonl", "w") as fl:
         for row in reviews:  # a counting task whose answer is a number
             fi.write(json.dumps({"id": row["id"], "question": "How many words are in this text? " + row["text"]}) + "\n")

@@ -80,3 +80,25 @@ def test_bad_task_folders_raise_one_clear_error(tmp_path):
     (tmp_path / "t" / "task.toml").write_text('name = "t"\ndescription = "d"\n')
     with pytest.raises(TaskError, match="grader"):
         load_task(tmp_path / "t")
+
+
+def test_a_task_written_against_old_grader_names_still_checks_and_grades_with_a_note(tmp_path):
+    """`sia.grader:exact_label` is how task folders named the label grader before graders moved to `sia.task.graders`."""
+    import subprocess
+
+    from conftest import SIA
+    from sia.task.loading import load_task
+    from sia.task.scaffold import new_task
+
+    folder = new_task(tmp_path / "old-names", False)
+    toml = (folder / "task.toml").read_text()
+    (folder / "task.toml").write_text(toml.replace('entry = "sia.task.graders:', 'entry = "sia.grader:'))
+    old = next(line for line in (folder / "task.toml").read_text().splitlines() if line.startswith("entry"))
+    assert "sia.grader:" in old
+    r = subprocess.run([SIA, "task", "check", str(folder)], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and "the task is ready" in r.stdout, r.stdout + r.stderr
+    assert "note deprecated name: grader entry 'sia.grader:" in " ".join(r.stdout.split())
+    task = load_task(folder)
+    ex = task.split("train")[0]
+    gold = task.grader.gold if hasattr(task.grader, "gold") else task.grader.func.gold
+    assert task.grade(ex, gold(ex)).score == 1.0 and len(task.deprecations) == 1

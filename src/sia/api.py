@@ -23,6 +23,7 @@ from sia.loop.config import RunConfig, from_flat
 from sia.loop.loop import Loop, Observer, _quiet
 from sia.paths import default_run_dir
 from sia.store.run import Run
+from sia.store.summary import run_summary
 from sia.store.store import Store
 from sia.task.loading import Task, load_task
 
@@ -190,7 +191,7 @@ def evaluate(task: str | Path | Task, *, harness: Path | str | None = None, spli
 def status(run_dir: str | Path) -> dict[str, Any]:
     """Where a run stands: its summary, its budget and whether a process is working on it now."""
     with Run.open(run_dir) as run:
-        summary = run.summary()
+        summary = run_summary(run)
         summary["budget_s"] = run.store.get_meta("run_config")["budget"]
         summary["running"] = _locked(Path(run_dir) / ".lock")
         if summary["status"] == "running" and not summary["running"]:
@@ -233,7 +234,7 @@ def rollback(run_dir: str | Path, to: str) -> dict[str, Any]:
         store.push_champion(match, f"rollback from {before} to {to}")
         if store.get_meta("status") == "done":
             store.set_meta("status", "rolled back")
-        summary = run.summary()
+        summary = run_summary(run)
         summary["report"] = str(write_report(run))
         return summary
 

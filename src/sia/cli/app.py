@@ -49,6 +49,12 @@ def sandbox_note(kind: str = "auto") -> None:
                   "others need --unsafe-sandbox (README 'Security')", highlight=False, soft_wrap=True)
 
 
+def deprecation_notes(task) -> None:
+    """One line for each old name a task folder uses (it keeps working)."""
+    for note in getattr(task, "deprecations", []):
+        err.print(f"[yellow]note:[/] {note}", highlight=False, soft_wrap=True)
+
+
 @app.command()
 def setup(tasks: Annotated[bool, typer.Option(help="Also build the data of tasks fetched at setup (LawBench, PBMC).")] = True,
           probe_backends: Annotated[bool, typer.Option("--probe", help="Measure the policy engines again.")] = False) -> None:
@@ -115,7 +121,8 @@ def task_check(path: Annotated[Path, typer.Argument(help="A task folder (or a bu
         from rich.markup import escape
 
         for c in checks:
-            mark = "[green]ok[/]  " if c.ok else "[red]FAIL[/]" if c.ok is False else "[yellow]skip[/]"
+            mark = ("[green]ok[/]  " if c.ok else "[red]FAIL[/]" if c.ok is False else
+                    "[yellow]note[/]" if c.name == "deprecated name" else "[yellow]skip[/]")
             out.print(f"{mark} {c.name}: {escape(c.detail)}", highlight=False, soft_wrap=True)
         out.print("[red]the task is not usable yet[/]" if failed else "[green]the task is ready:[/] "
                   f"sia eval {path} --limit 8, then sia run {path}", highlight=False)
@@ -198,8 +205,11 @@ def eval_cmd(
         from sia import api
         from sia.cli.live import EvalProgress, PlainView
 
+        from sia.task.loading import load_task
+
         sandbox_note(sandbox)
         engine_note(policy_backend, model, endpoint)
+        deprecation_notes(load_task(task))
         label = f"{Path(str(task)).name}/{split}"
         with (EvalProgress(err, label) if sys.stderr.isatty() else PlainView(sys.stderr)) as bar:
             if not sys.stderr.isatty():
@@ -290,7 +300,8 @@ def _run(settings: dict, extras: dict) -> None:
     try:
         from sia import api
 
-        config, _ = api.prepare_run(**settings)  # a bad setting, key, endpoint or task fails here, before anything starts
+        config, task = api.prepare_run(**settings)  # a bad setting, key, endpoint or task fails here, before anything starts
+        deprecation_notes(task)
         sandbox_note(config.sandbox)
         engine_note(config.policy_backend, None, config.agents.task_model)
         _run_with_view(lambda view: api.run(run_dir=extras["run_dir"], observer=view, **settings), config.budget, 0.0,

@@ -38,6 +38,7 @@ from sia.store import priors
 from sia.store.memory import lesson_for
 from sia.store.records import purpose_key
 from sia.store.run import Run
+from sia.store.summary import run_summary
 
 Observer = Callable[..., None]
 
@@ -133,7 +134,7 @@ class Loop:
         self._eval(champion, "test", "test", self.test, "final test")
         store.set_meta("status", "done")
         self.budget.save()
-        return self.records.summary()
+        return run_summary(self.records)
 
     def _plan_limits(self, baseline: str) -> None:
         """Measure throughput on the first val examples; fit the timeout to it and, when the baseline would take over half

@@ -42,7 +42,7 @@ import shutil
 import time
 
 from sia.agents.proposal import WeightUpdate
-from sia.loop.levers import Challenger, LeverContext
+from sia.loop.lever_context import Challenger, LeverContext
 from sia.weights.config import plan
 from sia.weights.samples import gold_samples, samples_from_store
 

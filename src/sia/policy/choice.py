@@ -21,32 +21,6 @@ BACKENDS = ("hf", "llamacpp")
 PROMPT = "Write a short story about a lighthouse. Once upon a time,"
 
 
-def cpu_threads() -> int:
-    """Compute threads for the policy engine: the cores that other work leaves free, at least one.
-
-    Threads of one matrix product wait for each other, so a thread that shares its core with another busy process
-    slows all of them (measured: 13 s against 0.8 s for a one-word request on a loaded 2-core box). The other work
-    is the kernel's count of runnable tasks (/proc/stat procs_running, less this one), averaged over 50 ms; a load
-    average would count this process's own recent work. SIA_THREADS overrides.
-    """
-    import os
-    import time
-
-    if os.environ.get("SIA_THREADS", "").isdigit() and int(os.environ["SIA_THREADS"]) > 0:
-        return int(os.environ["SIA_THREADS"])
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    samples = []
-    try:
-        for _ in range(5):
-            with open("/proc/stat") as f:
-                samples += [int(line.split()[1]) - 1 for line in f if line.startswith("procs_running")]
-            time.sleep(0.01)
-    except (OSError, ValueError, IndexError):
-        return cores
-    others = round(sum(samples) / len(samples)) if samples else 0
-    return max(1, cores - max(0, others))
-
-
 def record_path() -> Path:
     return sia_home() / "backend.json"
 

@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from transformers.cache_utils import DynamicLayer
 
-from sia.policy.local import common_prefix
+from sia.policy.generation import common_prefix
 
 
 @dataclass

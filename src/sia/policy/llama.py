@@ -40,7 +40,7 @@ import numpy as np
 from sia.errors import PolicyError
 from sia.policy.embedded import EMBEDDED_NAME, gguf_path, resolve_model_path
 from sia.policy.gguf_lora import adapter_gguf, requantized
-from sia.policy.local import GenRequest, GenResult, TokenizerMethods, common_prefix
+from sia.policy.generation import GenRequest, GenResult, TokenizerMethods, common_prefix, cpu_threads
 
 EXTRA_BUFFERS = os.environ.get("SIA_LLAMA_EXTRA_BUFFERS", "0") == "1"
 """llama.cpp's extra weight buffers (repacked and AMX layouts). Off: on a Sapphire Rapids VM here, ggml's AMX matrix
@@ -104,8 +104,6 @@ class LlamaPolicy(TokenizerMethods):
             raise PolicyError(f"a llama.cpp context of {self.config.n_ctx} cells and {self.config.n_seq} sequences is too small",
                               "n_ctx must hold 3 sequences of max_context (2 for scoring, 1 reply); n_seq at least 3")
         cp = lc.llama_context_default_params()
-        from sia.policy.choice import cpu_threads
-
         threads = self.config.threads or cpu_threads()
         cp.n_ctx, cp.n_batch, cp.n_ubatch, cp.n_seq_max = self.config.n_ctx, self.config.n_batch, self.config.n_batch, self.config.n_seq
         cp.n_threads = cp.n_threads_batch = threads

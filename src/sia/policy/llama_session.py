@@ -9,15 +9,13 @@ recorded for each token is the raw log-softmax of the model's logits, as on HF.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from sia.errors import PolicyError
-from sia.policy.local import GenRequest, GenResult, common_prefix
+from sia.policy.generation import GenRequest, GenResult, common_prefix
 
-if TYPE_CHECKING:
-    from sia.policy.llama import LlamaPolicy
 
 
 @dataclass
@@ -40,7 +38,8 @@ class LlamaSession:
     Rows that do not fit yet (no free sequence, or not enough KV cells) wait in the session and join as others finish.
     """
 
-    def __init__(self, policy: LlamaPolicy, model: str | None) -> None:
+    def __init__(self, policy: Any, model: str | None) -> None:
+        """`policy`: the `sia.policy.llama.LlamaPolicy` whose context the rows share."""
         self.policy, self.model = policy, model
         self.live: list[_Row] = []
         self.pending: list[_Row] = []

@@ -23,54 +23,9 @@ from pathlib import Path
 from typing import Any
 
 from sia.policy.embedded import EMBEDDED_NAME, resolve_model_path
+from sia.policy.generation import GenRequest, GenResult, TokenizerMethods, common_prefix, cpu_threads
 
-
-def common_prefix(seqs: list[list[int]]) -> int:
-    """Length of the prefix all of `seqs` share."""
-    n = min(len(s) for s in seqs)
-    first = seqs[0]
-    for i in range(n):
-        t = first[i]
-        if any(s[i] != t for s in seqs):
-            return i
-    return n
-
-
-@dataclass
-class GenRequest:
-    prompt_ids: list[int]
-    max_tokens: int = 64
-    temperature: float = 0.0
-    top_p: float = 1.0
-    stop: list[str] = field(default_factory=list)
-    seed: int | None = None
-
-
-@dataclass
-class GenResult:
-    token_ids: list[int]
-    logprobs: list[float]
-    text: str
-    finish_reason: str
-
-
-class TokenizerMethods:
-    """Prompts and names through the HF tokenizer of the served model: shared by both engines (`LlamaPolicy` too)."""
-
-    def render_chat(self, messages: list[dict[str, Any]]) -> str:
-        return self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-
-    def encode(self, text: str) -> list[int]:
-        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
-
-    def decode(self, ids: list[int]) -> str:
-        return self.tokenizer.decode(ids, skip_special_tokens=True)
-
-    def token_strings(self, ids: list[int]) -> list[str]:
-        return [self.tokenizer.decode([i]) for i in ids]
-
-    def model_names(self) -> list[str]:
-        return [self.name, "base", *self.adapters]
+__all__ = ["GenRequest", "GenResult", "LocalPolicy", "LocalPolicyConfig", "ModelSession", "TokenizerMethods", "common_prefix"]
 
 
 @dataclass
@@ -80,7 +35,7 @@ class LocalPolicyConfig:
     max_context: int = 4096
     """Longest prompt + completion, in tokens."""
     threads: int | None = None
-    """torch intra-op threads; None: all cores, or one when the machine is already busy (`choice.cpu_threads`)."""
+    """torch intra-op threads; None: all cores, or one when the machine is already busy (`generation.cpu_threads`)."""
 
 
 class LocalPolicy(TokenizerMethods):
@@ -94,8 +49,6 @@ class LocalPolicy(TokenizerMethods):
 
         hf_logging.disable_progress_bar()
         self.config = config or LocalPolicyConfig()
-        from sia.policy.choice import cpu_threads
-
         torch.set_num_threads(self.config.threads or cpu_threads())
         path: Path = resolve_model_path(self.config.model)
         self.model_path = path

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from sia.store.run import Run
+from sia.store.summary import run_summary
 
 LEVER_COLOURS = {"harness": "#2563eb", "weights": "#ea580c", "baseline": "#6b7280"}
 CSS = """
@@ -113,7 +114,7 @@ def _diff(old: str, new: str, name: str) -> str:
 
 def render_report(run: Run) -> str:
     store, task = run.store, run.task
-    s = run.summary()
+    s = run_summary(run)
     b, f = s["baseline"], s["final"]
     out = [f"<!doctype html><html><head><meta charset='utf-8'><title>sia report: {html.escape(task.name)}</title><style>{CSS}</style></head><body>",
            f"<h1>sia run on <code>{html.escape(task.name)}</code></h1>",

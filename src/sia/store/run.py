@@ -150,11 +150,6 @@ class Run:
                                  g.rollouts or 0, g.seconds or 0.0, g.lesson or "", self.adapter(g.champion), update))
         return Memory(entries)
 
-    def summary(self) -> dict[str, Any]:
-        from sia.store.summary import run_summary
-
-        return run_summary(self)
-
 
 def _recorded_task(info: dict[str, Any]) -> Task:
     """The task a run recorded: its folder, or, where that folder is gone (sia reinstalled or run from another checkout),

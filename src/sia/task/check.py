@@ -47,6 +47,7 @@ def check_task(path: str | Path) -> tuple[Task | None, list[Check]]:
         return task, out + [Check("grader", False, str(e))]
     base = getattr(fn, "func", fn)
     out.append(Check("grader", True, f"{task.spec.grader.entry} loads"))
+    out += [Check("deprecated name", None, note) for note in task.deprecations]
     fields = getattr(base, "fields", None)
     if fields is None:
         out.append(Check("label fields", None, "the grader declares none (decorate it with sia.task.graders.grader('field', gold=...))"))

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
 
 if TYPE_CHECKING:
-    from sia.task.loading import Example
+    from sia.task.example import Example
 
 
 @dataclass(frozen=True)

