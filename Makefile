@@ -10,7 +10,7 @@ SCANPY_WHEEL := $(SIA_HOME)/downloads/scanpy-1.11.5-py3-none-any.whl
 LLAMA_VERSION := 0.3.36
 STAMP := $(VENV)/.installed
 
-.PHONY: setup run test bench clean chromium bubblewrap llamacpp zoo
+.PHONY: setup run test test-fast lint bench clean chromium bubblewrap llamacpp zoo
 
 $(BIN)/python:
 	$(PY) -c 'import sys; assert sys.version_info[:2] == (3, 11), "sia needs Python 3.11"'
@@ -85,8 +85,17 @@ chromium:
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) || \
 	  echo "note: chromium not installed; the report screenshot test will be skipped"; }
 
-test: setup chromium zoo
+# ruff and mypy with the project's settings in pyproject.toml
+lint: $(STAMP)
+	$(BIN)/ruff check src tests bench scripts
+	$(BIN)/mypy
+
+test: setup chromium zoo lint
 	$(BIN)/python -m pytest -q --durations=15
+
+# the tests that load no model, in about a minute; `make test` runs everything
+test-fast: $(STAMP) zoo lint
+	$(BIN)/python -m pytest -q -m "not model" --durations=5
 
 bench: setup
 	$(BIN)/pip install -q -r requirements-bench.txt torch==2.13.0 -c requirements.lock

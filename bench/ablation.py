@@ -1,7 +1,7 @@
 """Ablation: baseline, harness only, weights only and both levers, at the same budget, over several seeds.
 
 Each (arm, seed) is a real `sia run` in its own process and run directory
-(`--out`, default bench/results/ablation-<task>). The whole table takes hours,
+(`--out`, default bench/results/ablation/<task>/<commit>/logs). The whole table takes hours,
 so it resumes where it stopped: a finished run is kept, and one that was
 interrupted (a run directory without the bench's summary) is continued with
 `sia resume`, within its own budget. "baseline" is the Meta-Agent's harness on
@@ -13,14 +13,14 @@ single lever, pairing the same test example in the same seed (exact McNemar
 for binary tasks, a permutation test otherwise: sia's gate statistics).
 
     python bench/ablation.py --task sentiment --budget 10m --seeds 3
-    python bench/ablation.py --arms weights --out bench/results/weights-hf -- --policy-backend hf
+    python bench/ablation.py --arms weights --out /tmp/weights-hf -- --policy-backend hf
 
 `--arms` runs a subset; arguments after `--` go to every `sia run`.
 `--earlier TABLE` completes this table with the runs of an earlier one (an
 arm run on an older commit), each marked with the table it came from. The
 table, with every run's per-example test scores (so anyone can recompute the
 p-values) and the lever each generation chose with its expected and realised
-gain, is written to bench/results/ablation_<task>.json (`--table`).
+gain, is written to bench/results/ablation/<task>/<commit>/table.json (`--table`) with its record.json.
 """
 
 from __future__ import annotations
@@ -32,6 +32,9 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+from record import results_dir, write_record  # noqa: E402
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -62,7 +65,21 @@ def run_arm(task: str, arm: str, seed: int, budget: str, out: Path, extra: list[
             import shutil
 
             shutil.rmtree(run_dir)
-        cmd = [sia, "run", task, "--levers", ARMS[arm], "--budget", budget, "--seed", str(seed), "--run-dir", str(run_dir), "--json", *extra]
+        cmd = [
+            sia,
+            "run",
+            task,
+            "--levers",
+            ARMS[arm],
+            "--budget",
+            budget,
+            "--seed",
+            str(seed),
+            "--run-dir",
+            str(run_dir),
+            "--json",
+            *extra,
+        ]
     with open(out / f"{arm}-seed{seed}.log", "a") as log:  # the live view's plain lines, kept beside the run
         r = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=log, text=True, env={**os.environ, "CI": "true"})
     if r.returncode != 0:
@@ -75,8 +92,11 @@ def run_arm(task: str, arm: str, seed: int, budget: str, out: Path, extra: list[
 
 
 def report(arm: str, seed: int, summary: dict, when: str) -> None:
-    print(f"  {arm:8s} seed {seed}: test {summary['baseline']['test']:.3f} -> {summary['final']['test']:.3f} "
-          f"({summary['accepted']} accepted, {when}): {choices(summary)}", flush=True)
+    print(
+        f"  {arm:8s} seed {seed}: test {summary['baseline']['test']:.3f} -> {summary['final']['test']:.3f} "
+        f"({summary['accepted']} accepted, {when}): {choices(summary)}",
+        flush=True,
+    )
 
 
 def choices(summary: dict) -> str:
@@ -103,21 +123,27 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--out", type=Path, default=None)
     ap.add_argument("--arms", default=",".join(ARMS), help="comma-separated subset of " + ", ".join(ARMS))
-    ap.add_argument("--table", type=Path, default=None, help="where the table goes (default bench/results/ablation_<task>.json)")
+    ap.add_argument("--table", type=Path, default=None,
+                    help="where the table goes (default: bench/results/ablation/<task>/<commit>/table.json)")
     ap.add_argument("--finished-only", action="store_true", help="tabulate the finished runs; start or resume none")
-    ap.add_argument("--earlier", type=Path, default=None,
-                    help="an earlier table (its JSON): an (arm, seed) with no run in --out is taken from it, marked so")
+    ap.add_argument(
+        "--earlier",
+        type=Path,
+        default=None,
+        help="an earlier table (its JSON): an (arm, seed) with no run in --out is taken from it, marked so",
+    )
     ap.add_argument("extra", nargs="*", help="after --: options for every sia run")
     args = ap.parse_args()
     arms = [a for a in args.arms.split(",") if a]
     if unknown := set(arms) - set(ARMS):
         raise SystemExit(f"unknown arms {sorted(unknown)}; choose from {', '.join(ARMS)}")
-    from sia.loop.gate import compare
     from sia.evaluation.stats import mean_ci
+    from sia.loop.gate import compare
     from sia.task.loading import load_task
 
     binary = load_task(args.task).spec.score == "binary"
-    out = args.out or Path(__file__).parent / "results" / f"ablation-{args.task}"
+    folder = results_dir("ablation", args.task)
+    out = args.out or folder / "logs"
     out.mkdir(parents=True, exist_ok=True)
     scores: dict[str, dict[str, float]] = {arm: {} for arm in ("baseline", *arms)}
     runs: dict[str, dict] = {}
@@ -130,9 +156,17 @@ def main() -> None:
                     if which == arm or not any(k.startswith(f"{seed}:") for k in scores["baseline"]):
                         scores[which].update({k: v for k, v in earlier["scores"][which].items() if k.startswith(f"{seed}:")})
                 runs[name] = {**earlier["runs"][name], "from": earlier["runs"][name].get("from", args.earlier.name)}
-                report(arm, seed, {"baseline": {"test": runs[name]["baseline_test"]}, "final": {"test": runs[name]["final_test"]},
-                                   "accepted": runs[name]["accepted"], "generations": runs[name]["generations"]},
-                       f"from {runs[name]['from']}")
+                report(
+                    arm,
+                    seed,
+                    {
+                        "baseline": {"test": runs[name]["baseline_test"]},
+                        "final": {"test": runs[name]["final_test"]},
+                        "accepted": runs[name]["accepted"],
+                        "generations": runs[name]["generations"],
+                    },
+                    f"from {runs[name]['from']}",
+                )
                 continue
             if args.finished_only and not mine:
                 continue
@@ -141,12 +175,18 @@ def main() -> None:
             if not any(k.startswith(f"{seed}:") for k in scores["baseline"]):
                 scores["baseline"].update({f"{seed}:{k}": v for k, v in test_scores(run_dir, "baseline").items()})
             summary = json.loads((run_dir / "summary.json").read_text())
-            runs[f"{arm}-seed{seed}"] = {k: summary.get(k) for k in ("seed", "levers", "accepted", "bench_seconds", "elapsed_s",
-                                                                      "stop_reason", "limits")}
-            runs[f"{arm}-seed{seed}"].update(baseline_test=summary["baseline"]["test"], final_test=summary["final"]["test"],
-                                             final=f"{summary['final'].get('harness_version')}+{summary['final'].get('adapter')}",
-                                             generations=[{k: g.get(k) for k in ("generation", "lever", "kind", "accepted", "expected_gain",
-                                                                                 "delta", "p_value", "n")} for g in summary["generations"]])
+            runs[f"{arm}-seed{seed}"] = {
+                k: summary.get(k) for k in ("seed", "levers", "accepted", "bench_seconds", "elapsed_s", "stop_reason", "limits")
+            }
+            runs[f"{arm}-seed{seed}"].update(
+                baseline_test=summary["baseline"]["test"],
+                final_test=summary["final"]["test"],
+                final=f"{summary['final'].get('harness_version')}+{summary['final'].get('adapter')}",
+                generations=[
+                    {k: g.get(k) for k in ("generation", "lever", "kind", "accepted", "expected_gain", "delta", "p_value", "n")}
+                    for g in summary["generations"]
+                ],
+            )
     print(f"\nablation on {args.task}, budget {args.budget} per run, seeds {args.seeds} (held-out test)")
     print(f"{'arm':10s} {'mean':>7s}   95% CI            n")
     means = {}
@@ -156,22 +196,36 @@ def main() -> None:
         mean, (lo, hi) = mean_ci(list(s.values()), binary)
         means[arm] = mean
         print(f"{arm:10s} {mean:7.3f}   ({lo:.3f}, {hi:.3f})   {len(s)}")
-    result = {"task": args.task, "budget": args.budget, "seeds": args.seeds, "extra": args.extra, "commit": _commit(),
-              "means": means, "scores": scores, "runs": runs}
+    result = {
+        "task": args.task,
+        "budget": args.budget,
+        "seeds": args.seeds,
+        "extra": args.extra,
+        "commit": _commit(),
+        "means": means,
+        "scores": scores,
+        "runs": runs,
+    }
     singles = [a for a in ("harness", "weights") if scores.get(a)]
     if scores.get("both") and singles:
         better = max(singles, key=lambda a: means[a])
         v = compare(scores[better], scores["both"], binary=binary)
-        result["both_vs_better"] = {"lever": better, "delta": v.delta, "p_value": v.p_value, "method": v.method, "n": v.n,
-                                    "singles_run": singles}
+        result["both_vs_better"] = {
+            "lever": better,
+            "delta": v.delta,
+            "p_value": v.p_value,
+            "method": v.method,
+            "n": v.n,
+            "singles_run": singles,
+        }
         which = "the better single lever" if len(singles) == 2 else "the only single lever in this table"
-        print(f"\nboth vs {better} ({which}): delta {v.delta:+.3f}, paired one-sided p = {v.p_value:.4g} "
-              f"({v.method}, n={v.n})")
+        print(f"\nboth vs {better} ({which}): delta {v.delta:+.3f}, paired one-sided p = {v.p_value:.4g} ({v.method}, n={v.n})")
     print("\nlever chosen per generation (expected -> realised gain, * accepted):")
     for name, r in runs.items():
         print(f"  {name:16s} " + choices(r))
-    table = args.table or Path(__file__).parent / "results" / f"ablation_{args.task}.json"
+    table = args.table or folder / "table.json"
     table.write_text(json.dumps(result, indent=1))
+    write_record(table.parent, task=args.task, budget=args.budget, seeds=args.seeds)
     print(f"written: {table}")
 
 

@@ -8,7 +8,7 @@ content-free score on a calibrating harness), on HF/PyTorch. A variant costs its
 minutes here) instead of a whole run. The gate serves adapters on llama.cpp, so the accuracies printed here are HF's and
 may differ from a gate's by a few points.
 
-    python bench/ce_variants.py --run bench/results/weights-on-champion/lawbench-topics-seed0 preset lora_layers=10 negatives=7
+    python bench/ce_variants.py --run bench/results/weights-on-champion/unrecorded/lawbench-topics-seed0 preset lora_layers=10 negatives=7
     python bench/ce_variants.py --run <a sia run directory> --adapter a5 calibration_inputs=0 preset
 
 A variant is `preset` (the adapter's own settings) or comma-separated KEY=VALUE settings on top of them. The run is any
@@ -114,7 +114,7 @@ def main() -> None:
         t0 = time.monotonic()
         with Progress(transient=True) as progress:
             bar = progress.add_task(f"{variant}: training", total=steps)
-            trainer.round(train_samples, steps, on_step=lambda e: progress.advance(bar))
+            trainer.round(train_samples, steps, on_step=lambda e, bar=bar: progress.advance(bar))
         train_s = time.monotonic() - t0
         acc = accuracy(trainer, val_samples)
         rows.append({"variant": variant, "steps": len(trainer.log), "train_s": round(train_s, 1),
@@ -126,7 +126,9 @@ def main() -> None:
         print(f"{r['variant']:28s}{r['steps']:6d}{r['train_s']:9.0f}{r['s_per_step']:8.1f}{r['val_accuracy']:7.3f}")
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps({"run": str(args.run), "adapter": version, "validation_n": len(_groups(val_samples)), "rows": rows}, indent=1))
+        args.out.write_text(
+            json.dumps({"run": str(args.run), "adapter": version, "validation_n": len(_groups(val_samples)), "rows": rows}, indent=1)
+        )
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ the calibration pass (ce), and the gate keeps the (student harness, adapter) pai
 worse than the champion within the gate's margin and makes fewer model calls per example. The Feedback-Agent is
 scripted (distil, then stop) so that this one step is what is measured; everything else is `sia run`'s own loop.
 
-    python bench/distill.py --task sentiment --budget 15m --out bench/results/distill
+    python bench/distill.py --task sentiment --budget 15m --out bench/results/distill/unrecorded
 
 Prints and writes (`<out>/distill_<task>.json`) validation and held-out test scores, model calls per example and
 seconds per example of the champion before and of the final champion after, with the gate's verdict.
@@ -84,6 +84,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "distill")
     args = ap.parse_args()
     from scripted import scripted_run
+
     from sia.loop.config import from_flat
 
     args.out.mkdir(parents=True, exist_ok=True)

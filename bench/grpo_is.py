@@ -109,23 +109,40 @@ def main() -> None:
             hf.load_adapter(name, work / name)
             scores, firsts = test_scores(name)
             acc = statistics.mean(scores.values())
-            runs.append({"arm": arm, "seed": seed, "test": acc, "answers": dict(firsts.most_common(3)), "last_round_reward": reward,
-                         "gap": statistics.mean(gaps) if gaps else None, "steps": len(trainer.log), "collect_s": t_collect, "train_s": t_train,
-                         "scores": scores})
-            print(f"  {arm:9s} seed {seed}: test {acc:.3f}  answers {dict(firsts.most_common(3))}  last-round reward {reward:.2f}  "
-                  f"gap {_fmt(runs[-1]['gap'])}/token  {len(trainer.log)} steps  collect {t_collect:.0f}s train {t_train:.0f}s",
-                  flush=True)
-    print(f"\nsentiment, {args.seeds} seeds x {args.rounds} rounds of {args.examples} prompts x 8 samples (SAMPLING_PRESET, "
-          f"lr {args.lr or SAMPLING_PRESET['lr']}), "
-          f"held-out test {len(test)} examples, base {statistics.mean(base_scores.values()):.3f}")
+            runs.append(
+                {
+                    "arm": arm,
+                    "seed": seed,
+                    "test": acc,
+                    "answers": dict(firsts.most_common(3)),
+                    "last_round_reward": reward,
+                    "gap": statistics.mean(gaps) if gaps else None,
+                    "steps": len(trainer.log),
+                    "collect_s": t_collect,
+                    "train_s": t_train,
+                    "scores": scores,
+                }
+            )
+            print(
+                f"  {arm:9s} seed {seed}: test {acc:.3f}  answers {dict(firsts.most_common(3))}  last-round reward {reward:.2f}  "
+                f"gap {_fmt(runs[-1]['gap'])}/token  {len(trainer.log)} steps  collect {t_collect:.0f}s train {t_train:.0f}s",
+                flush=True,
+            )
+    print(
+        f"\nsentiment, {args.seeds} seeds x {args.rounds} rounds of {args.examples} prompts x 8 samples (SAMPLING_PRESET, "
+        f"lr {args.lr or SAMPLING_PRESET['lr']}), "
+        f"held-out test {len(test)} examples, base {statistics.mean(base_scores.values()):.3f}"
+    )
     print(f"{'arm':<11}{'test mean':>10}{'per seed':>24}{'gap/token':>11}{'collect s':>11}{'train s':>9}")
     for arm in args.arms.split(","):
         rs = [x for x in runs if x["arm"] == arm]
         per_seed = " ".join(f"{x['test']:.3f}" for x in rs)
         gaps = [x["gap"] for x in rs if x["gap"] is not None]
-        print(f"{arm:<11}{statistics.mean(x['test'] for x in rs):>10.3f}{per_seed:>24}"
-              f"{_fmt(statistics.mean(gaps) if gaps else None):>11}{statistics.mean(x['collect_s'] for x in rs):>11.0f}"
-              f"{statistics.mean(x['train_s'] for x in rs):>9.0f}")
+        print(
+            f"{arm:<11}{statistics.mean(x['test'] for x in rs):>10.3f}{per_seed:>24}"
+            f"{_fmt(statistics.mean(gaps) if gaps else None):>11}{statistics.mean(x['collect_s'] for x in rs):>11.0f}"
+            f"{statistics.mean(x['train_s'] for x in rs):>9.0f}"
+        )
     if args.out:
         Path(args.out).write_text(json.dumps({"base": base_scores, "runs": runs}, indent=1))
         print(f"written: {args.out}")

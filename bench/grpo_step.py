@@ -41,8 +41,8 @@ def reward(text: str, label: str) -> float:
 
 def bench_sia(data, steps: int) -> tuple[list[float], list[float]]:
     from sia.policy.local import GenRequest, LocalPolicy
-    from sia.weights.samples import Sample
     from sia.weights.config import TrainConfig
+    from sia.weights.samples import Sample
     from sia.weights.trainer import Trainer
 
     policy = LocalPolicy()

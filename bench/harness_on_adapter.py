@@ -4,7 +4,7 @@ Each variant is the task's starting harness with one edit of the builtin agent's
 ensemble of instruction phrasings, another phrasing), rendered by sia's template. All run on the same split with the
 same adapter; each is compared with the starting harness, paired per example (the gate's test).
 
-    python bench/harness_on_adapter.py --task sentiment --adapter RUN/adapters/a1 --out bench/results/harness-on-adapter
+    python bench/harness_on_adapter.py --task sentiment --adapter RUN/adapters/a1 --out bench/results/harness-on-adapter/unrecorded
 """
 
 from __future__ import annotations

@@ -153,7 +153,7 @@ def main() -> None:
     live = {e: Raw(q8=e == "raw-q8") if e.startswith("raw") else Service(e) for e in engines}
     samples: dict[tuple[str, int], list[tuple[float, int, int]]] = {}
     try:
-        for e, engine in live.items():
+        for _e, engine in live.items():
             engine.one(0, 0, 4)  # warm-up
         for r in range(args.rounds):  # engines take turns within every round, so a noisy neighbour hits them alike
             for c in levels:

@@ -22,7 +22,6 @@ import argparse
 import json
 import math
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -32,6 +31,9 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).parent))
+from record import commit as record_commit  # noqa: E402
+from record import machine, results_dir, write_record  # noqa: E402
 
 HARNESS = '''import os
 
@@ -90,15 +92,11 @@ def solve(example, ctx):
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--limit", type=int, default=8, help="val examples (each graded twice)")
-    ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "program-timing")
+    ap.add_argument("--out", type=Path, default=None, help="default: bench/results/program-timing/<commit>")
     args = ap.parse_args()
-    import sia
-
-    tree = Path(sia.__file__).resolve().parents[2]  # the checkout whose sia is measured (PYTHONPATH may name another)
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=tree, capture_output=True, text=True).stdout.strip()
-    dirty = bool(subprocess.run(["git", "status", "--porcelain", "src"], cwd=tree, capture_output=True, text=True).stdout.strip())
-    out = args.out / (commit + ("-dirty" if dirty else ""))
+    out = args.out or results_dir("program-timing")
     out.mkdir(parents=True, exist_ok=True)
+    commit = record_commit()
     with tempfile.TemporaryDirectory() as tmp:
         harness = Path(tmp) / "helpers_or_honest.py"
         harness.write_text(HARNESS)
@@ -133,13 +131,14 @@ def main() -> None:
               f"per-example ratio helpers/honest: geometric mean {geo:.3f}, within 10% on {within} of {len(finite)}"]
     text = "\n".join(lines)
     print(text)
-    meta = {"commit": commit, "dirty": dirty, "command": " ".join(["python", "bench/program_timing.py", "--limit", str(args.limit)]),
-            "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "machine": f"{platform.node()} {platform.machine()}, {os.cpu_count()} CPUs",
+    meta = {"commit": commit, "command": " ".join(["python", "bench/program_timing.py", "--limit", str(args.limit)]),
+            "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "machine": machine(),
             "examples": {ex: {"honest": by[(ex, 0)].score, "helpers": by[(ex, 1)].score, "honest_note": by[(ex, 0)].feedback,
                               "helpers_note": by[(ex, 1)].feedback} for ex in examples},
             "honest_mean": honest_mean, "helpers_mean": helpers_mean, "ratio_geomean": geo, "within_10pct": within, "n": len(finite)}
     (out / "table.txt").write_text(text + "\n")
     (out / "result.json").write_text(json.dumps(meta, indent=1))
+    write_record(out, limit=args.limit)
     print(f"written to {out}")
 
 

@@ -53,7 +53,9 @@ def main() -> None:
                     result = execute(task, source, store=store, runtime=runtime, config=config, examples=examples)
                     rates[kind].append(len(examples) / (time.monotonic() - t0))
                     errors = sum(v for k, v in result.failures.items() if k != "wrong")
-                print(f"  round {r + 1} {kind:8s} {rates[kind][-1]:6.2f} rollouts/s (score {result.score:.3f}, errors {errors})", flush=True)
+                print(
+                    f"  round {r + 1} {kind:8s} {rates[kind][-1]:6.2f} rollouts/s (score {result.score:.3f}, errors {errors})", flush=True
+                )
     print(f"\nsentiment val, {len(examples)} rollouts, template harness, concurrency {args.concurrency}, {args.rounds} rounds")
     print(f"{'sandbox':<10}{'rollouts/s (median)':>22}{'all rounds':>30}")
     for kind in kinds:

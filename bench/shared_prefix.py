@@ -57,11 +57,10 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=4, help="timed steps of each (after one warm-up step)")
     ap.add_argument("--prompts", type=int, default=16, help="prompts a step (the builtin agent's ce preset: 16)")
     args = ap.parse_args()
+    import sia.agents.costs as costs
     import sia.weights.grpo as grpo
     from sia.weights.config import TrainConfig
     from sia.weights.trainer import Trainer
-
-    import sia.agents.costs as costs
 
     def gflops() -> float:  # the cost model's speed probe, measured now
         costs._probe = None

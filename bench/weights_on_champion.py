@@ -6,7 +6,7 @@ gated, then one ce update with the given settings trains on that champion's own 
 stops. The budget is large enough that nothing is shrunk or cut. Everything else is `sia run`'s own loop (gate,
 test, store), so the printed seconds are what the same update costs inside a run.
 
-    python bench/weights_on_champion.py --task lawbench-topics --examples 128 --epochs 2 --out bench/results/weights-on-champion
+    python bench/weights_on_champion.py --task lawbench-topics --examples 128 --epochs 2 --out bench/results/weights-on-champion/unrecorded
 
 Prints and writes (`<out>/<task>-seed<seed>.json`): validation and held-out test of the baseline, of the harness
 champion and of the champion with the adapter, the paired test difference of the last two (as the gate computes it), and the
@@ -116,6 +116,7 @@ def main() -> None:
     if args.table:
         return table(args.task, args.out)
     from scripted import scripted_run
+
     from sia.loop.config import from_flat
     from sia.weights.config import LABEL_PRESET
 

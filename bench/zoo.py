@@ -31,13 +31,9 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).parent))
 ROOT = Path(__file__).resolve().parents[1]
+from record import commit, write_record  # noqa: E402
+
 ARMS = ("majority", "template", "knn", "finetune", "sia")
-
-
-def commit() -> str:
-    r = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
-    dirty = subprocess.run(["git", "status", "--porcelain", "src", "bench"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-    return (r.stdout.strip() or "unknown") + ("-dirty" if dirty else "")
 
 
 def seconds(budget: str) -> float:
@@ -67,6 +63,7 @@ def run_sia(task: str, seed: int, budget: str, work: Path, extra: list[str]) -> 
 def run_arm(task_name: str, arm: str, seed: int, budget: str, out: Path, extra: list[str]) -> dict | None:
     """The arm's result file, made now if it is not there yet; None when the arm does not apply to the task."""
     import zoo_recipes as recipes
+
     from sia.task.loading import load_task
 
     task = load_task(task_name)
@@ -91,13 +88,29 @@ def run_arm(task_name: str, arm: str, seed: int, budget: str, out: Path, extra: 
         scores, info = recipes.finetune(task, task_name, work, seconds(budget), seed)
     else:
         scores, summary = run_sia(task_name, seed, budget, work, extra)
-        info = {"baseline_test": summary["baseline"]["test"], "final_test": summary["final"]["test"], "stop_reason": summary.get("stop_reason"),
-                "elapsed_s": summary.get("elapsed_s"), "unused_s": max(0.0, seconds(budget) - float(summary.get("elapsed_s") or 0)),
-                "generations": [{k: g.get(k) for k in ("generation", "lever", "kind", "accepted", "expected_gain", "delta", "p_value")}
-                                for g in summary.get("generations", [])]}
-    result = {"task": task_name, "arm": arm, "seed": seed, "budget": budget, "commit": commit(), "date": time.strftime("%Y-%m-%d %H:%M"),
-              "command": " ".join(["python", "bench/zoo.py", "--tasks", task_name, "--arms", arm, "--budget", budget]),
-              "seconds": round(time.monotonic() - t0, 1), "scores": scores, "info": info}
+        info = {
+            "baseline_test": summary["baseline"]["test"],
+            "final_test": summary["final"]["test"],
+            "stop_reason": summary.get("stop_reason"),
+            "elapsed_s": summary.get("elapsed_s"),
+            "unused_s": max(0.0, seconds(budget) - float(summary.get("elapsed_s") or 0)),
+            "generations": [
+                {k: g.get(k) for k in ("generation", "lever", "kind", "accepted", "expected_gain", "delta", "p_value")}
+                for g in summary.get("generations", [])
+            ],
+        }
+    result = {
+        "task": task_name,
+        "arm": arm,
+        "seed": seed,
+        "budget": budget,
+        "commit": commit(),
+        "date": time.strftime("%Y-%m-%d %H:%M"),
+        "command": " ".join(["python", "bench/zoo.py", "--tasks", task_name, "--arms", arm, "--budget", budget]),
+        "seconds": round(time.monotonic() - t0, 1),
+        "scores": scores,
+        "info": info,
+    }
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result, indent=1))
     return result
@@ -108,8 +121,13 @@ def table(out: Path, tasks: list[str], arms: list[str], seeds: int) -> tuple[dic
     from sia.loop.gate import compare
     from sia.task.loading import load_task
 
-    rows, lines = {}, ["| task | n | " + " | ".join(arms) + " | sia - best recipe (p) | sia - template (p) | sia unused |",
-                       "| --- | --- | " + " | ".join("---" for _ in arms) + " | --- | --- | --- |"]
+    rows, lines = (
+        {},
+        [
+            "| task | n | " + " | ".join(arms) + " | sia - best recipe (p) | sia - template (p) | sia unused |",
+            "| --- | --- | " + " | ".join("---" for _ in arms) + " | --- | --- | --- |",
+        ],
+    )
     for name in tasks:
         binary = load_task(name).spec.score == "binary"
         per: dict[str, dict[str, float]] = {}
@@ -142,8 +160,13 @@ def table(out: Path, tasks: list[str], arms: list[str], seeds: int) -> tuple[dic
             vs_base = f"{v.delta:+.3f} (p {v.p_value:.3g})"
             rows.setdefault(name, {})["sia_vs_template"] = {"delta": v.delta, "p": v.p_value, "n": v.n}
         n = max((len(v) for v in per.values()), default=0)
-        lines.append(f"| {name} | {n} | " + " | ".join(cells) + f" | {vs_best} | {vs_base} | "
-                     + (", ".join(f"{u:.1f} min" for u in unused) or "-") + " |")
+        lines.append(
+            f"| {name} | {n} | "
+            + " | ".join(cells)
+            + f" | {vs_best} | {vs_base} | "
+            + (", ".join(f"{u:.1f} min" for u in unused) or "-")
+            + " |"
+        )
         rows.setdefault(name, {}).update(means=means, scores=per, unused_min=unused)
     return rows, "\n".join(lines)
 
@@ -176,9 +199,13 @@ def main() -> None:
     print(text)
     target = args.table or ROOT / "bench" / "results" / "zoo" / commit() / "zoo.json"
     target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_text(json.dumps({"commit": commit(), "budget": args.budget, "seeds": args.seeds, "date": time.strftime("%Y-%m-%d"),
-                                  "tasks": rows}, indent=1))
+    target.write_text(
+        json.dumps(
+            {"commit": commit(), "budget": args.budget, "seeds": args.seeds, "date": time.strftime("%Y-%m-%d"), "tasks": rows}, indent=1
+        )
+    )
     target.with_suffix(".md").write_text(text + "\n")
+    write_record(target.parent, tasks=tasks, arms=arms, budget=args.budget, seeds=args.seeds)
     print(f"written: {target}")
 
 

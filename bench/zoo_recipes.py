@@ -182,7 +182,6 @@ def finetune(task, task_ref: str, work: Path, budget_s: float, seed: int = 0) ->
                 break
     info = {"steps": steps, "best_held_loss": best, "log": log, "train_s": round(time.monotonic() - t0, 1),
             "stopped": "held-out loss stopped improving" if bad >= 2 else "budget"}
-    del model
     scores = sia_eval(task_ref, work / "eval", adapter=best_dir)
     return scores, info
 

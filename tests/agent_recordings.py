@@ -44,10 +44,21 @@ def anthropic_reply(text: str, input_tokens: int = 2100, output_tokens: int = 35
 
 
 def anthropic_overloaded() -> dict:
-    body = {"type": "error", "error": {"type": "rate_limit_error",
-                                        "message": "This request would exceed the rate limit for your organization of 30,000 input tokens per minute."}}
-    return {"provider": "anthropic", "model": "claude-sonnet-4-6", "url": ANTHROPIC_URL, "status": 429,
-            "headers": {"content-type": "application/json", "retry-after": "3", "request-id": "req_011CUa8q"}, "response": body}
+    body = {
+        "type": "error",
+        "error": {
+            "type": "rate_limit_error",
+            "message": "This request would exceed the rate limit for your organization of 30,000 input tokens per minute.",
+        },
+    }
+    return {
+        "provider": "anthropic",
+        "model": "claude-sonnet-4-6",
+        "url": ANTHROPIC_URL,
+        "status": 429,
+        "headers": {"content-type": "application/json", "retry-after": "3", "request-id": "req_011CUa8q"},
+        "response": body,
+    }
 
 
 def write(path, role_exchanges: list[tuple[str, dict]]) -> str:

@@ -12,6 +12,17 @@ ROOT = Path(__file__).resolve().parents[1]
 SIA = str(Path(sys.executable).parent / "sia")
 
 
+MODEL_FIXTURES = {"runtime", "hf_runtime", "own_runtime", "scripted_run"}
+
+
+def pytest_collection_modifyitems(config, items):
+    """A test that uses a model fixture is a `model` test (`make test-fast` leaves those out); tests that start a `sia`
+    command serving the model are marked by hand."""
+    for item in items:
+        if MODEL_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.model)
+
+
 def _runtime(backend: str):
     from sia.policy.embedded import embedded_model_dir
     from sia.policy.runtime import PolicyRuntime
@@ -58,7 +69,13 @@ def tiny_task(tmp_path: Path) -> Path:
     for name in ("inputs.jsonl", "labels.jsonl"):
         lines = (src / name).read_text().splitlines()
         (dst / name).write_text("\n".join(lines[:6] + lines[-6:]) + "\n")
-    toml = (src / "task.toml").read_text().replace("train = 400", "train = 4").replace("val = 200", "val = 4").replace("test = 200", "test = 4")
+    toml = (
+        (src / "task.toml")
+        .read_text()
+        .replace("train = 400", "train = 4")
+        .replace("val = 200", "val = 4")
+        .replace("test = 200", "test = 4")
+    )
     (dst / "task.toml").write_text(toml.replace('name = "sentiment"', 'name = "tiny"'))
     return dst
 
@@ -105,11 +122,13 @@ def scripted_run(tmp_path_factory, runtime):
 
     task = load_task("sentiment")
     good = render(make_config(task.public_info(), mode="score", calibrate=True))
-    agent = ScriptedAgent([
-        HarnessEdit("def solve(example, ctx)\n    return 'positive'\n", "a syntax error", "rewrite"),
-        HarnessEdit("def solve(example, ctx):\n    raise RuntimeError('always broken')\n", "crashes on every example", "rewrite"),
-        HarnessEdit(good, "calibrated label scoring", "score_labels"),
-    ])
+    agent = ScriptedAgent(
+        [
+            HarnessEdit("def solve(example, ctx)\n    return 'positive'\n", "a syntax error", "rewrite"),
+            HarnessEdit("def solve(example, ctx):\n    raise RuntimeError('always broken')\n", "crashes on every example", "rewrite"),
+            HarnessEdit(good, "calibrated label scoring", "score_labels"),
+        ]
+    )
     config = RunConfig(task="sentiment", budget=900, val_limit=60, test_limit=16, analysis_examples=8, patience=5)
     run_dir = tmp_path_factory.mktemp("scripted") / "run"
     with new_run(run_dir, config) as run:

@@ -4,11 +4,22 @@ import json
 import subprocess
 
 import pytest
-
 from agent_recordings import anthropic_overloaded, anthropic_reply, openai_rate_limit, openai_reply, write
 from conftest import SIA
-from sia.agents.clients import (AgentBudget, AgentBudgetSpent, AgentModel, AgentModelConfig, AgentModelError, Recording,
-                              ReplayExhausted, api_key, parse_model_spec, parse_prices, price_of)
+
+from sia.agents.clients import (
+    AgentBudget,
+    AgentBudgetSpent,
+    AgentModel,
+    AgentModelConfig,
+    AgentModelError,
+    Recording,
+    ReplayExhausted,
+    api_key,
+    parse_model_spec,
+    parse_prices,
+    price_of,
+)
 from sia.store.store import Store
 
 

@@ -3,11 +3,9 @@
 import json
 import shutil
 import sqlite3
-import subprocess
 
 import pytest
-
-from conftest import SIA, new_run
+from conftest import new_run
 from test_cli import assert_one_line_error, sia
 
 

@@ -2,7 +2,6 @@
 
 import pytest
 import torch
-
 from test_grpo import _tiny_model_dir
 
 
@@ -79,9 +78,9 @@ def test_a_ce_step_in_parts_has_the_gradient_of_the_whole_step(tmp_path, monkeyp
 def test_content_free_scores_shared_by_every_part_carry_the_gradient_of_the_whole_step(tmp_path, monkeypatch):
     """On a calibrating harness each sample's score is less its mean score on content-free inputs, which every part of a
     step shares: computed once, their gradient is the one a single pass over the whole step gives."""
-    import sia.weights.trainer as tr
     from dataclasses import replace
 
+    import sia.weights.trainer as tr
     from sia.weights.config import TrainConfig
     from sia.weights.grpo import shared_prompt_logprobs
 

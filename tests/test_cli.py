@@ -3,7 +3,6 @@
 import json
 import subprocess
 
-
 from conftest import SIA
 
 

@@ -5,8 +5,8 @@ import re
 import subprocess
 
 import pytest
-
 from conftest import SIA
+
 from sia.agents.context import build_context
 from sia.errors import SiaError
 from sia.loop.config import RunConfig, leaf_fields, option_name

@@ -4,8 +4,8 @@ import json
 import subprocess
 
 import pytest
-
 from conftest import SIA
+
 from sia.task.loading import load_task
 
 CACHED = '''import torch
@@ -74,7 +74,8 @@ def test_magic_default_settings_improve_and_a_program_runs_in_the_sandbox():
     assert default.score > 0.1 and "MCV loss" in default.feedback, default.feedback
     assert task.grade(ex, {"method": "none"}).score == pytest.approx(0.0)
     assert task.grade(ex, {"knn": -3}).outcome == "unparseable"
-    smooth = "import numpy as np\n\ndef denoise(counts):\n    return counts.mean(0, keepdims=True) * counts.sum(1, keepdims=True) / counts.sum()\n"
+    smooth = ("import numpy as np\n\ndef denoise(counts):\n"
+              "    return counts.mean(0, keepdims=True) * counts.sum(1, keepdims=True) / counts.sum()\n")
     g = task.grade(ex, smooth)
     assert g.feedback.startswith("MCV loss") and g.score != 0.0, g.feedback
     peek = "def denoise(counts):\n    return open('/root/.cache/sia/tasks/magic-denoise/labels.jsonl').read()\n"
@@ -92,7 +93,12 @@ def test_the_template_harness_on_settings_falls_back_and_searches_with_the_publi
     cfg = make_config(task.public_info(), max_tokens=8)  # eight tokens: no settings can be read from the reply
     with Store(tmp_path / "run") as store:
         plain = execute(task, render(cfg), store=store, runtime=runtime, config=EvalConfig(split="val", limit=2))
-        tuned = execute(task, render(replace(cfg, fallback=True, check=True, search=4)), store=store, runtime=runtime,
-                        config=EvalConfig(split="val", limit=2))
+        tuned = execute(
+            task,
+            render(replace(cfg, fallback=True, check=True, search=4)),
+            store=store,
+            runtime=runtime,
+            config=EvalConfig(split="val", limit=2),
+        )
     assert plain.score == 0.0, "nothing could be read, and nothing to fall back on"
     assert tuned.score > 0.1, tuned.failures

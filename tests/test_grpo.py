@@ -7,8 +7,7 @@ import pytest
 import torch
 
 from sia.weights.config import GRPOConfig
-from sia.weights.grpo import (completion_logprobs, group_advantages, gmts_scores, has_spread, importance_weights, policy_loss,
-                              select_tokens)
+from sia.weights.grpo import completion_logprobs, gmts_scores, group_advantages, has_spread, importance_weights, policy_loss, select_tokens
 
 
 def test_group_advantages_match_hand_computation():
@@ -243,3 +242,23 @@ def test_lora_layers_puts_the_adapter_on_the_last_layers_only(tmp_path):
 
     keys = load_file(str(r.adapter_dir / "adapter_model.safetensors"))
     assert keys and all(".layers.1." in k for k in keys)
+
+
+def test_the_seed_picks_the_lora_initialisation_and_the_order_and_the_same_seed_repeats_them(tmp_path):
+    """A run's seed reaches its weight updates (`update_seed`): two seeds give two adapters, one seed the same adapter."""
+    from safetensors.torch import load_file
+
+    from sia.loop.weight_lever import update_seed
+    from sia.weights.config import TrainConfig
+    from sia.weights.trainer import train
+
+    base_dir = _tiny_model_dir(tmp_path)
+
+    def adapter(seed, name):
+        out = train(base_dir, _samples(), TrainConfig(steps=3, prompts_per_step=2, lr=1e-2, rank=4, seed=seed), tmp_path / name)
+        return load_file(str(out.adapter_dir / "adapter_model.safetensors"))
+
+    first, again, other = adapter(update_seed(0, 3), "s0"), adapter(update_seed(0, 3), "s0b"), adapter(update_seed(1, 3), "s1")
+    assert first.keys() == other.keys() and update_seed(0, 3) != update_seed(1, 3) != update_seed(1, 4)
+    assert all(torch.equal(first[k], again[k]) for k in first), "the same seed gives the same adapter"
+    assert any(not torch.equal(first[k], other[k]) for k in first), "another seed gives another adapter"

@@ -9,7 +9,6 @@ import hashlib
 import os
 import socket
 import subprocess
-import threading
 import time
 
 import pytest
@@ -264,8 +263,8 @@ def test_a_malformed_adapter_leaves_the_served_model_exactly_as_it_was(engine, r
     import json
 
     import httpx
-    from safetensors.torch import save_file
     import torch
+    from safetensors.torch import save_file
 
     from sia.harness.client import LLMClient
 
@@ -288,6 +287,7 @@ def test_a_malformed_adapter_leaves_the_served_model_exactly_as_it_was(engine, r
 def test_a_replayed_llm_agent_proposing_a_label_reading_harness_is_not_accepted(tmp_path):
     """End to end: the harness passes the guards (names built at run time) and the smoke test finds it cannot run."""
     from agent_recordings import openai_reply, write
+
     from sia.api import run
 
     cheat = '''import importlib

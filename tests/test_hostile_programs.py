@@ -7,7 +7,6 @@ its limits, the attack is the program's failure or changes nothing, and no
 host file was touched. No model is loaded.
 """
 
-import os
 import time
 
 import pytest

@@ -9,8 +9,8 @@ import json
 import subprocess
 
 import pytest
-
 from conftest import SIA
+
 from sia.evaluation.executor import EvalConfig, execute
 from sia.harness.isolation import detect
 from sia.harness.sandbox import SandboxLimits

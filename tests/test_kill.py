@@ -7,6 +7,7 @@ import subprocess
 import time
 
 from conftest import SIA
+
 from sia.store.store import Store
 
 
@@ -42,7 +43,10 @@ def _sandboxes(parent: int) -> list[int]:
     pids = []
     for pid in _descendants(parent):
         try:
-            if b"sia.harness.child" in open(f"/proc/{pid}/cmdline", "rb").read() and b"bwrap" not in open(f"/proc/{pid}/cmdline", "rb").read():
+            if (
+                b"sia.harness.child" in open(f"/proc/{pid}/cmdline", "rb").read()
+                and b"bwrap" not in open(f"/proc/{pid}/cmdline", "rb").read()
+            ):
                 pids.append(pid)
         except OSError:
             continue
@@ -55,8 +59,12 @@ def _alive(pids: list[int]) -> list[int]:
 
 def test_sigkill_during_eval_loses_no_finished_rollout(tmp_path):
     run = tmp_path / "run"
-    proc = subprocess.Popen([SIA, "eval", "sentiment", "--split", "val", "--limit", "60", "--concurrency", "4", "--run-dir", str(run)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    proc = subprocess.Popen(
+        [SIA, "eval", "sentiment", "--split", "val", "--limit", "60", "--concurrency", "4", "--run-dir", str(run)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     try:
         deadline = time.monotonic() + 240
         seen = 0
@@ -85,9 +93,26 @@ def test_killed_sia_leaves_no_harness_running(tmp_path, tiny_task):
     """Harnesses stuck in a loop die with sia instead of running on to their CPU limit."""
     harness = tmp_path / "spin.py"
     harness.write_text("def solve(example, ctx):\n    while True:\n        pass\n")
-    proc = subprocess.Popen([SIA, "eval", str(tiny_task), "--harness", str(harness), "--timeout", "120", "--limit", "3",
-                             "--concurrency", "3", "--run-dir", str(tmp_path / "run")],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    proc = subprocess.Popen(
+        [
+            SIA,
+            "eval",
+            str(tiny_task),
+            "--harness",
+            str(harness),
+            "--timeout",
+            "120",
+            "--limit",
+            "3",
+            "--concurrency",
+            "3",
+            "--run-dir",
+            str(tmp_path / "run"),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     try:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and len(_sandboxes(proc.pid)) < 3:

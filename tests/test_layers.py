@@ -1,4 +1,4 @@
-"""The package layers import downwards only, no two modules import each other, and the README's code map matches the tree.
+"""The package layers import downwards only, no two modules import each other, and the code map matches the tree.
 
 Every file under src/sia is checked, plugins included; the checks are also run on planted trees, so a test that
 could never fail is caught too.
@@ -118,9 +118,9 @@ def test_the_checks_find_a_planted_circle_and_a_planted_upward_import(tmp_path):
     assert [line.split(": ", 1)[1] for line in upward(pkg)] == ["sia.store.y (store) imports sia.loop.z (loop)"]
 
 
-def test_the_readme_code_map_matches_the_tree():
-    readme = (ROOT / "README.md").read_text()
-    section = readme.split("## Code map", 1)[1].split("\n## ", 1)[0]
+def test_the_code_map_matches_the_tree():
+    page = (ROOT / "docs" / "architecture.md").read_text()
+    section = page.split("## Code map", 1)[1].split("\n## ", 1)[0]
     listed = set(re.findall(r"`(sia/[\w/.]+\.py)`", section))
     actual = {str(p.relative_to(SRC.parent)) for p in SRC.rglob("*.py")
               if p.name != "__init__.py" and "plugins" not in p.relative_to(SRC).parts}

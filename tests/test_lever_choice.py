@@ -4,12 +4,12 @@ from collections import Counter
 
 import pytest
 
-from sia.evaluation.analysis import Analysis
 from sia.agents.builtin import BuiltinFeedbackAgent
 from sia.agents.contract import AgentState
+from sia.agents.proposal import HarnessEdit, WeightUpdate
+from sia.evaluation.analysis import Analysis
 from sia.harness.template import make_config, render
 from sia.store.memory import Entry, Memory
-from sia.agents.proposal import HarnessEdit, WeightUpdate
 from sia.task.loading import load_task
 from sia.weights.config import LABEL_PRESET
 
@@ -274,10 +274,12 @@ def test_domain_conditional_calibration_scores_random_words_of_the_train_inputs(
     (uncal,) = edit_domain_calibration(dc_replace(score, calibrate=False), state)
     assert uncal.harness.calibrate, "an uncalibrated scoring harness is offered it too"
     assert edit_domain_calibration(make_config(task.public_info()), state) == [], "only for a harness that scores labels"
-    chinese = [Example(f"c{i}", "train", {"text": t}, {"label": "positive"}) for i, t in enumerate(["我想问一下离婚", "工资拖欠怎么办", "车祸赔偿"])]
+    texts = ["我想问一下离婚", "工资拖欠怎么办", "车祸赔偿"]
+    chinese = [Example(f"c{i}", "train", {"text": t}, {"label": "positive"}) for i, t in enumerate(texts)]
     cjk = domain_inputs(score, chinese, 1)
-    assert all(len(x) == 7 and " " not in x and set(x) <= set("".join(str(e.inputs["text"]) for e in chinese)) for x in cjk), \
+    assert all(len(x) == 7 and " " not in x and set(x) <= set("".join(str(e.inputs["text"]) for e in chinese)) for x in cjk), (
         "text without spaces is drawn character by character"
+    )
 
 
 def test_a_better_answer_extraction_found_by_replaying_replies_is_proposed():

@@ -2,14 +2,14 @@
 their plan at this machine's speed, sized to the budget left."""
 
 import pytest
+from test_lever_choice import _analysis, _state
 
 from sia.agents.builtin import BuiltinFeedbackAgent
+from sia.agents.proposal import WeightUpdate
 from sia.harness.template import make_config, render
 from sia.store.memory import Entry, Memory
-from sia.agents.proposal import WeightUpdate
 from sia.task.loading import load_task
 from sia.weights.config import LABEL_PRESET
-from test_lever_choice import _analysis, _state
 
 
 def test_a_harness_edit_costs_what_its_harness_makes_the_policy_read_per_example():
@@ -51,7 +51,7 @@ def test_a_ce_update_on_a_calibrating_champion_is_priced_with_the_content_free_i
     from dataclasses import replace
 
     from sia.agents.costs import ce_group_seconds, content_free_inputs, weights_cost
-    from sia.weights.config import LABEL_PRESET, plan
+    from sia.weights.config import plan
 
     task = load_task("sentiment")
     plain = make_config(task.public_info(), mode="score")
@@ -70,7 +70,7 @@ def test_a_weight_update_is_priced_by_how_much_longer_this_runs_past_updates_too
 
     from sia.agents.builtin import smallest
     from sia.agents.costs import weights_cost
-    from sia.weights.config import LABEL_PRESET, plan
+    from sia.weights.config import plan
 
     task = load_task("sentiment")
     s = replace(_state(task, render(make_config(task.public_info(), mode="score")), _analysis()), rollout_s=0.4, val_n=200,
@@ -93,7 +93,7 @@ def test_a_weight_update_gets_most_of_the_budget_when_no_harness_edit_waits_for_
 
     from sia.agents.builtin import fit_to_budget
     from sia.agents.costs import weights_cost
-    from sia.weights.config import LABEL_PRESET, plan
+    from sia.weights.config import plan
 
     task = load_task("lawbench-topics")
     both = replace(_state(task, render(make_config(task.public_info())), _analysis()), rollout_s=0.65, val_n=109, seconds_left=900)
@@ -107,7 +107,7 @@ def test_no_ce_update_is_proposed_when_the_budget_holds_only_one_too_small_to_pa
     from dataclasses import replace
 
     from sia.agents.builtin import CE_MIN_STEPS, fit_to_budget, smallest, weight_candidates
-    from sia.weights.config import LABEL_PRESET, plan
+    from sia.weights.config import plan
 
     least = plan("ce", smallest(dict(LABEL_PRESET), "ce"))
     assert least.train.steps_for(least.examples) == CE_MIN_STEPS and least.train.epochs == 1, "the smallest one still proposed"
@@ -137,11 +137,10 @@ def test_no_ce_update_is_proposed_when_the_budget_holds_only_one_too_small_to_pa
 def test_training_is_priced_at_this_machines_speed_and_a_slow_machine_gets_a_smaller_update(monkeypatch):
     from dataclasses import replace
 
+    import sia.agents.costs as costs
     from sia.agents.builtin import fit_to_budget
     from sia.agents.costs import ce_group_seconds, machine_slowdown, weights_cost
-    from sia.weights.config import LABEL_PRESET, plan
-
-    import sia.agents.costs as costs
+    from sia.weights.config import plan
 
     first = machine_slowdown()
     assert 0.1 <= first <= 20 and machine_slowdown() == first, "a probe is reused while it is fresh"

@@ -3,16 +3,15 @@
 from dataclasses import dataclass, replace
 
 import pytest
+from conftest import ScriptedAgent, new_run
 
 import sia.loop.levers as levers_module
-from conftest import new_run
 from sia.agents.proposal import from_dict, to_dict
 from sia.errors import SiaError
 from sia.harness.template import read_config, render
 from sia.loop.config import RunConfig, from_flat
 from sia.loop.levers import Challenger, LeverContext, register
 from sia.loop.loop import Loop
-from conftest import ScriptedAgent
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,10 @@ def _client(rt, model=None):
 
 def test_scores_and_greedy_answers_match_hf_within_quantisation_noise(llama_runtime, hf_runtime):
     for prompt in (PROMPT, PROMPT.replace("wonderful", "dreadful")):
-        ll, hf = _client(llama_runtime).logprobs(prompt, ["positive", "negative"]), _client(hf_runtime).logprobs(prompt, ["positive", "negative"])
+        ll, hf = (
+            _client(llama_runtime).logprobs(prompt, ["positive", "negative"]),
+            _client(hf_runtime).logprobs(prompt, ["positive", "negative"]),
+        )
         assert ll == pytest.approx(hf, abs=TOL), (ll, hf)
     assert _client(llama_runtime).complete(COUNT, max_tokens=12).text == _client(hf_runtime).complete(COUNT, max_tokens=12).text
 
@@ -40,8 +43,10 @@ def test_scores_and_greedy_answers_match_hf_within_quantisation_noise(llama_runt
 def test_a_cached_scoring_prefix_gives_the_scores_of_a_fresh_one(llama_runtime):
     policy = llama_runtime.service.backend.policy
     head = policy.encode("Label the review. great film: positive. dull plot: negative. Review: ")
-    groups = [[head + policy.encode(review) + policy.encode(label) for label in (" positive", " negative")]
-              for review in ("I loved it.", "Terrible acting.", "I loved it.")] + [[head[:4] + policy.encode(" yes")] * 2]
+    groups = [
+        [head + policy.encode(review) + policy.encode(label) for label in (" positive", " negative")]
+        for review in ("I loved it.", "Terrible acting.", "I loved it.")
+    ] + [[head[:4] + policy.encode(" yes")] * 2]
     fresh = []
     for g in groups:
         policy.forget_prefix()
@@ -82,8 +87,10 @@ def test_a_trained_adapter_is_converted_served_by_name_and_answers_as_on_hf(llam
     from sia.policy.embedded import embedded_model_dir
 
     torch.manual_seed(0)
-    model = get_peft_model(AutoModelForCausalLM.from_pretrained(str(embedded_model_dir())),
-                           LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "k_proj", "v_proj"], init_lora_weights=False))
+    model = get_peft_model(
+        AutoModelForCausalLM.from_pretrained(str(embedded_model_dir())),
+        LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "k_proj", "v_proj"], init_lora_weights=False),
+    )
     for name, p in model.named_parameters():
         if "lora_B" in name:
             p.data *= 0.3
@@ -95,7 +102,10 @@ def test_a_trained_adapter_is_converted_served_by_name_and_answers_as_on_hf(llam
     on_hf = _client(hf_runtime, "a-llama").logprobs(PROMPT, ["positive", "negative"])
     assert abs(tuned[0] - base[0]) > 0.1, "the adapter changes the answer's scores"
     assert tuned == pytest.approx(on_hf, abs=TOL), (tuned, on_hf)
-    assert _client(llama_runtime, "a-llama").complete(COUNT, max_tokens=10).text == _client(hf_runtime, "a-llama").complete(COUNT, max_tokens=10).text
+    assert (
+        _client(llama_runtime, "a-llama").complete(COUNT, max_tokens=10).text
+        == _client(hf_runtime, "a-llama").complete(COUNT, max_tokens=10).text
+    )
     assert _client(llama_runtime, "base").logprobs(PROMPT, ["positive", "negative"]) == base, "the base is untouched"
 
 
@@ -115,8 +125,28 @@ def test_many_continuations_scored_together_equal_each_scored_alone(llama_runtim
     as close to HF fp32 as labels scored one at a time."""
     policy = llama_runtime.service.backend.policy
     prompt = policy.encode(PROMPT.replace("wonderful film", "离婚后孩子的抚养权归谁"))
-    labels = ["婚姻家庭", "劳动纠纷", "交通事故", "债权债务", "刑事辩护", "合同纠纷", "房产纠纷", "侵权", "公司法", "医疗纠纷",
-              "拆迁安置", "行政诉讼", "建设工程", "知识产权", "综合咨询", "人身损害", "涉外法律", "海事海商", "消费权益", "抵押担保"]
+    labels = [
+        "婚姻家庭",
+        "劳动纠纷",
+        "交通事故",
+        "债权债务",
+        "刑事辩护",
+        "合同纠纷",
+        "房产纠纷",
+        "侵权",
+        "公司法",
+        "医疗纠纷",
+        "拆迁安置",
+        "行政诉讼",
+        "建设工程",
+        "知识产权",
+        "综合咨询",
+        "人身损害",
+        "涉外法律",
+        "海事海商",
+        "消费权益",
+        "抵押担保",
+    ]
     seqs = [prompt + policy.encode(x) for x in labels]
     calls = policy.forward_passes
     together = policy.score([seqs])[0]
@@ -129,12 +159,12 @@ def test_many_continuations_scored_together_equal_each_scored_alone(llama_runtim
     exact = hf_runtime.service.backend.policy.score([seqs])[0]
 
     def gap(scored):  # mean |logprob - HF's| over the labels' tokens
-        d = [abs(a - b) for t, r in zip(scored, exact) for a, b in zip(t[len(prompt):], r[len(prompt):])]
+        d = [abs(a - b) for t, r in zip(scored, exact) for a, b in zip(t[len(prompt) :], r[len(prompt) :])]
         return sum(d) / len(d)
 
     # llama.cpp's quantised kernels round differently for other batch shapes (measured: 0.139 together, 0.130 alone)
     assert gap(together) < gap(alone) + 0.04 and gap(together) < TOL
-    total = [[sum(x[len(prompt):]) for x in s] for s in (together, alone, exact)]
+    total = [[sum(x[len(prompt) :]) for x in s] for s in (together, alone, exact)]
     assert len({t.index(max(t)) for t in total}) == 1, "the same label comes first"
 
 

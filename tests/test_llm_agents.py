@@ -7,8 +7,9 @@ sandbox, the gate and the trainer are the real ones.
 import json
 
 from agent_recordings import anthropic_reply, openai_rate_limit, openai_reply, write
-from sia.harness.template import make_config, render
+
 from sia.api import resume, run
+from sia.harness.template import make_config, render
 from sia.store.store import Store
 from sia.task.loading import load_task
 

@@ -2,11 +2,11 @@
 
 import pytest
 
+from sia.agents.llm import DecisionError, NeedFullFile, parse_decision
+from sia.agents.proposal import HarnessEdit, Stop, WeightUpdate
 from sia.harness.edits import EditError, apply_edit, apply_edits, parse_edits
 from sia.harness.guards import check_harness
 from sia.harness.template import make_config, render
-from sia.agents.llm import DecisionError, NeedFullFile, parse_decision
-from sia.agents.proposal import HarnessEdit, Stop, WeightUpdate
 from sia.task.loading import load_task
 
 SRC = '''LABELS = ["positive", "negative"]
@@ -89,12 +89,13 @@ def test_a_model_that_only_calls_tools_ends_in_a_rejected_invalid_proposal(tmp_p
     from collections import Counter
 
     from agent_recordings import openai_reply, write
+
     from sia.agents.clients import AgentModel, Recording, parse_model_spec
-    from sia.evaluation.analysis import Analysis
     from sia.agents.contract import AgentState
     from sia.agents.llm import LLMAgentConfig, LLMFeedbackAgent
-    from sia.store.memory import Memory
     from sia.agents.proposal import Invalid
+    from sia.evaluation.analysis import Analysis
+    from sia.store.memory import Memory
     from sia.store.store import Store
 
     task = load_task("sentiment")

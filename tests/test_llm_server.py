@@ -10,6 +10,7 @@ import os
 import subprocess
 
 from conftest import SIA
+
 from sia.store.store import Store
 
 

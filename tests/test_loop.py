@@ -1,14 +1,13 @@
 """The loop with the real model on a small slice of the sentiment task."""
 
 import pytest
-
 from conftest import new_run
+
 from sia.api import rollback
 from sia.harness.template import read_config
 from sia.loop.config import RunConfig
 from sia.loop.loop import Loop
 from sia.store.run import Run
-from sia.task.loading import load_task
 
 
 def test_broken_edits_are_rejected_with_reasons_and_the_loop_goes_on(scripted_run):
@@ -47,7 +46,6 @@ def test_broken_edits_are_rejected_with_reasons_and_the_loop_goes_on(scripted_ru
 
 def test_builtin_agent_proposes_real_code_edits_from_evidence(tmp_path, runtime):
     """One generation of the builtin agent: its proposal is a template harness whose code changed."""
-    task = load_task("sentiment")
     config = RunConfig(task="sentiment", budget=900, val_limit=24, test_limit=8, analysis_examples=16, max_generations=1)
     with new_run(tmp_path / "run", config) as run:
         summary = Loop(run, runtime, config).run()

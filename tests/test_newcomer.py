@@ -5,12 +5,12 @@ import re
 import subprocess
 
 import pytest
-
 from conftest import SIA
+from test_cli import assert_one_line_error, sia
+
 from sia.evaluation.executor import INFRA
 from sia.task.graders import multiple_choice, numeric, regex_match, text_match
 from sia.task.loading import Example
-from test_cli import assert_one_line_error, sia
 
 
 def _ex(**target):
@@ -160,12 +160,14 @@ def test_a_gate_in_chunks_counts_up_to_its_whole_evaluation():
 
 def test_without_timeout_the_rollout_limit_is_fitted_to_what_the_probe_measured(tmp_path, runtime, tiny_task):
     from conftest import ScriptedAgent, new_run
+
     from sia.evaluation.executor import InfraFailure
     from sia.loop.config import RunConfig
     from sia.loop.loop import Loop
 
-    (tiny_task / "slow.py").write_text("import time\ndef solve(example, ctx):\n    ctx.llm.complete('Hi', max_tokens=1)\n    time.sleep(1.0)\n"
-                                       "    return 'positive'\n")
+    (tiny_task / "slow.py").write_text(
+        "import time\ndef solve(example, ctx):\n    ctx.llm.complete('Hi', max_tokens=1)\n    time.sleep(1.0)\n    return 'positive'\n"
+    )
     (tiny_task / "task.toml").write_text((tiny_task / "task.toml").read_text() + '\n[harness]\ndefault = "slow.py"\ntimeout_s = 0.6\n')
     config = RunConfig(task=str(tiny_task), budget=300, levers=["harness"])  # a rollout takes about 1 s, over the task's 0.6 s
     with new_run(tmp_path / "fitted", config) as run:
@@ -181,6 +183,7 @@ def test_without_timeout_the_rollout_limit_is_fitted_to_what_the_probe_measured(
 
 def test_a_prompt_longer_than_the_context_is_the_harness_error_not_an_infrastructure_failure(tmp_path, runtime, tiny_task):
     from conftest import ScriptedAgent, new_run
+
     from sia.loop.config import RunConfig
     from sia.loop.loop import Loop
 

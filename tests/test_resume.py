@@ -8,6 +8,7 @@ import subprocess
 import time
 
 from conftest import SIA
+
 from sia.store.store import Store
 
 

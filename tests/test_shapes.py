@@ -92,6 +92,7 @@ def test_a_gold_sft_update_trains_on_gold_answers_until_its_held_out_loss_stops_
     import json
 
     from conftest import ScriptedAgent, new_run
+
     from sia.agents.proposal import WeightUpdate
     from sia.loop.config import RunConfig
     from sia.loop.gate import GateConfig

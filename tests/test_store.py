@@ -69,6 +69,7 @@ def test_the_test_reserve_counts_only_work_the_policy_service_computed(tmp_path)
     edit keeps each example's prompts) ran fast on validation only: the final test's inputs are new, so the time kept
     for the test comes from the parent's computed pass, not from the memo-fed one."""
     from conftest import new_run
+
     from sia.loop.budget import Budget
     from sia.loop.config import from_flat
 

@@ -87,6 +87,7 @@ def test_a_task_written_against_old_grader_names_still_checks_and_grades_with_a_
     import subprocess
 
     from conftest import SIA
+
     from sia.task.loading import load_task
     from sia.task.scaffold import new_task
 

@@ -3,10 +3,10 @@
 import torch
 
 from sia.evaluation.executor import EvalConfig, execute
-from sia.weights.grpo import shared_prompt_logprobs
 from sia.policy.embedded import embedded_model_dir
 from sia.store.store import Store
 from sia.task.loading import load_task
+from sia.weights.grpo import shared_prompt_logprobs
 from sia.weights.samples import samples_from_store
 
 SAMPLING_HARNESS = '''

@@ -2,15 +2,14 @@
 
 import json
 
-import pytest
+from conftest import ScriptedAgent, new_run
 
-from conftest import new_run
 from sia.agents.proposal import WeightUpdate
 from sia.api import rollback
 from sia.loop.config import RunConfig
 from sia.loop.gate import GateConfig
 from sia.loop.loop import Loop
-from conftest import ScriptedAgent
+from sia.loop.weight_lever import update_seed
 
 
 def test_weight_update_trains_on_policy_through_the_harness_and_becomes_a_gated_adapter_version(tmp_path, own_runtime):
@@ -35,6 +34,7 @@ def test_weight_update_trains_on_policy_through_the_harness_and_becomes_a_gated_
         assert path == run_dir / "adapters" / "a2" and (path / "adapter_config.json").is_file()
         meta = json.loads((path / "sia_training.json").read_text())
         assert meta["lineage"]["parent"] is None and len(meta["lineage"]["collected_from"]) == 2
+        assert meta["config"]["seed"] == update_seed(config.seed, 2), "the run's seed reaches the LoRA initialisation"
         assert len(meta["log"]) == 2 and all({"reward_mean", "reward_std", "loss", "kl", "predicted"} <= set(e) for e in meta["log"])
         assert not (run_dir / "adapters" / ".rounds").exists(), "intermediate adapters are cleaned up"
         # collection: 4 samples per example, sampled at temperature 1 although the harness asks for greedy decoding;

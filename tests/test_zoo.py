@@ -8,8 +8,8 @@ import subprocess
 import tomllib
 
 import pytest
-
 from conftest import SIA
+
 from sia.paths import downloads_dir
 from sia.task.loading import load_task
 from sia.task.zoo import build, names

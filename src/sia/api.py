@@ -12,8 +12,9 @@ from __future__ import annotations
 import os
 import re
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from sia.errors import HarnessError, SiaError, StoreError
 from sia.evaluation.executor import EvalConfig, EvalResult, execute
@@ -23,8 +24,8 @@ from sia.loop.config import RunConfig, from_flat
 from sia.loop.loop import Loop, Observer, _quiet
 from sia.paths import default_run_dir
 from sia.store.run import Run
-from sia.store.summary import run_summary
 from sia.store.store import Store
+from sia.store.summary import run_summary
 from sia.task.loading import Task, load_task
 
 
@@ -112,7 +113,7 @@ def prepare_run(task: str = "sentiment", **settings: Any) -> tuple[RunConfig, Ta
 
 def run(task: str = "sentiment", *, run_dir: str | Path | None = None, observer: Observer = _quiet, model: str | None = None,
         **settings: Any) -> dict[str, Any]:
-    """Improve the agent on `task` and return the run summary (see README 'sia run').
+    """Improve the agent on `task` and return the run summary (see README 'How the loop works').
 
     `settings` are the fields of `RunConfig`, flat: `budget="10m"`, `levers="harness,weights"`, `seed=0`, `tau=`, `alpha=`,
     `feedback="llm"`, `feedback_model=`, ... `levers` defaults to both, or harness alone with a remote `task_model`.

@@ -26,10 +26,10 @@ from sia.agents.builtin_edits import EDITS, Option, evidence
 from sia.agents.contract import AgentState, Decision
 from sia.agents.costs import affordable, harness_cost, harness_most, weights_cost
 from sia.agents.program_edits import PROGRAM_EDITS
-from sia.agents.shape_edits import SHAPE_EDITS, gold_sft
-from sia.store.priors import prior
 from sia.agents.proposal import HarnessEdit, Stop, WeightUpdate
+from sia.agents.shape_edits import SHAPE_EDITS, gold_sft
 from sia.harness.template import TemplateConfig, read_config, render
+from sia.store.priors import prior
 from sia.store.store import source_sha
 from sia.weights.config import LABEL_PRESET, SAMPLING_PRESET, SCORING_PRESET, plan
 

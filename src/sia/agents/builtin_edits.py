@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import random
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable
+from typing import Any
 
 from sia.agents.contract import AgentState
 from sia.evaluation.analysis import Analysis
@@ -49,7 +50,7 @@ def evidence(a: Analysis) -> str:
     return f"train analysis n={a.n}, score {a.score:.3f} ({', '.join(parts)})"
 
 
-def edit_score_labels(cfg: TemplateConfig, s: AgentState) -> list[Candidate]:
+def edit_score_labels(cfg: TemplateConfig, s: AgentState) -> list[Option]:
     labels = cfg.labels
     if cfg.mode != "generate" or not labels or cfg.multi_label or len(labels) > 30:
         return []
@@ -65,7 +66,7 @@ def edit_score_labels(cfg: TemplateConfig, s: AgentState) -> list[Candidate]:
     return [_edit("score_labels", replace(cfg, mode="score", calibrate=calibrate), f"{why} ({evidence(a)})", rel)]
 
 
-def edit_calibrate(cfg: TemplateConfig, s: AgentState) -> list[Candidate]:
+def edit_calibrate(cfg: TemplateConfig, s: AgentState) -> list[Option]:
     if cfg.mode != "score" or cfg.calibrate:
         return []
     a = s.analysis
@@ -111,7 +112,7 @@ def _learn_normalisation(cfg: TemplateConfig, s: AgentState) -> dict[str, str]:
     return learned
 
 
-def edit_extraction(cfg: TemplateConfig, s: AgentState) -> list[Candidate]:
+def edit_extraction(cfg: TemplateConfig, s: AgentState) -> list[Option]:
     if cfg.mode != "generate" or not s.analysis.replies:
         return []
     current, n = _replay_score(cfg, s)
@@ -157,7 +158,7 @@ def _pick_demos(cfg: TemplateConfig, s: AgentState, k: int, per_label: int = 8, 
     return demos
 
 
-def edit_few_shot(cfg: TemplateConfig, s: AgentState) -> list[Candidate]:
+def edit_few_shot(cfg: TemplateConfig, s: AgentState) -> list[Option]:
     """Demonstrations written into the prompt (inline) first; as chat turns second (chat-turn demonstrations made SmolLM2
     answer one label to every review here)."""
     if cfg.demos:
@@ -168,17 +169,20 @@ def edit_few_shot(cfg: TemplateConfig, s: AgentState) -> list[Candidate]:
     if not demos:
         return []
     a = s.analysis
-    why = f"add {len(demos)} short train examples as demonstrations, balanced across labels: {a.rate('wrong'):.0%} of replies were well-formed but wrong"
+    why = (f"add {len(demos)} short train examples as demonstrations, balanced across labels: "
+           f"{a.rate('wrong'):.0%} of replies were well-formed but wrong")
     rel = 0.15 + 0.7 * a.rate("wrong") + 0.3 * a.rate("unparseable")
-    return [_edit("few_shot", replace(cfg, demos=tuple(demos), demo_layout="inline"), f"{why}, written into the prompt ({evidence(a)})", rel),
-            _edit("few_shot", replace(cfg, demos=tuple(demos)), f"{why}, as chat turns ({evidence(a)})", 0.8 * rel)]
+    return [
+        _edit("few_shot", replace(cfg, demos=tuple(demos), demo_layout="inline"), f"{why}, written into the prompt ({evidence(a)})", rel),
+        _edit("few_shot", replace(cfg, demos=tuple(demos)), f"{why}, as chat turns ({evidence(a)})", 0.8 * rel),
+    ]
 
 
 SIMILAR_POOL = 40
 """Train examples a per-input choice of demonstrations picks from (balanced across labels)."""
 
 
-def edit_similar_demos(cfg: TemplateConfig, s: AgentState) -> list[Candidate]:
+def edit_similar_demos(cfg: TemplateConfig, s: AgentState) -> list[Option]:
     """Demonstrations chosen per input: the train examples nearest to it in the policy model's own embeddings, written
     into the prompt. Similar examples carry more of the answer than fixed ones; the pool's vectors are computed once
     per model by the policy service, so each example costs one short embedding call."""
@@ -191,21 +195,35 @@ def edit_similar_demos(cfg: TemplateConfig, s: AgentState) -> list[Candidate]:
     mean_chars = sum(len(d.input) for d in pool) / len(pool)
     k = 2 if mean_chars > LONG_INPUT / 3 else 4
     a = s.analysis
-    why = (f"show each input the {k} of {len(pool)} train examples nearest to it in the policy's own embeddings, written into the "
-           f"prompt: {a.rate('wrong'):.0%} of replies were well-formed but wrong ({evidence(a)})")
-    return [_edit("similar_demos", replace(cfg, demos=pool, demo_layout="inline", similar_demos=k), why,
-                  0.15 + 0.75 * a.rate("wrong") + 0.3 * a.rate("unparseable"))]
+    why = (
+        f"show each input the {k} of {len(pool)} train examples nearest to it in the policy's own embeddings, written into the "
+        f"prompt: {a.rate('wrong'):.0%} of replies were well-formed but wrong ({evidence(a)})"
+    )
+    return [
+        _edit(
+            "similar_demos",
+            replace(cfg, demos=pool, demo_layout="inline", similar_demos=k),
+            why,
+            0.15 + 0.75 * a.rate("wrong") + 0.3 * a.rate("unparseable"),
+        )
+    ]
 
 
-def edit_demo_layout(cfg: TemplateConfig, s: AgentState) -> list[Candidate]:
+def edit_demo_layout(cfg: TemplateConfig, s: AgentState) -> list[Option]:
     if not cfg.demos:
         return []
     other = "turns" if cfg.demo_layout == "inline" else "inline"
-    return [_edit("demo_layout", replace(cfg, demo_layout=other), f"show the demonstrations {'as chat turns' if other == 'turns' else 'inside the prompt'} "
-                                                                    f"instead ({evidence(s.analysis)})", 0.05 + 0.3 * s.analysis.rate("wrong"))]
+    return [
+        _edit(
+            "demo_layout",
+            replace(cfg, demo_layout=other),
+            f"show the demonstrations {'as chat turns' if other == 'turns' else 'inside the prompt'} instead ({evidence(s.analysis)})",
+            0.05 + 0.3 * s.analysis.rate("wrong"),
+        )
+    ]
 
 
-def edit_label_words(cfg: TemplateConfig, s: AgentState) -> list[Candidate]:
+def edit_label_words(cfg: TemplateConfig, s: AgentState) -> list[Option]:
     """Score capitalised words for lower-case labels: a chat model's reply usually starts with a capital."""
     if cfg.mode != "score" or cfg.label_words or not cfg.labels or len(cfg.labels) > 30:
         return []
@@ -213,17 +231,26 @@ def edit_label_words(cfg: TemplateConfig, s: AgentState) -> list[Candidate]:
     if not words:
         return []
     a = s.analysis
-    why = (f"score the words {', '.join(words.values())} for the labels: a reply starts with a capital, so the model may score the "
-           f"label names below the words it would write ({evidence(a)})")
+    why = (
+        f"score the words {', '.join(words.values())} for the labels: a reply starts with a capital, so the model may score the "
+        f"label names below the words it would write ({evidence(a)})"
+    )
     return [_edit("label_words", replace(cfg, label_words=words), why, 0.05 + 0.4 * a.skew + 0.2 * a.rate("wrong"))]
 
 
-def edit_calibration_inputs(cfg: TemplateConfig, s: AgentState) -> list[Candidate]:
+def edit_calibration_inputs(cfg: TemplateConfig, s: AgentState) -> list[Option]:
     if cfg.mode != "score" or not cfg.calibrate or tuple(cfg.calibrate_inputs) != ("N/A",):
         return []
     inputs = ("N/A", "", "[MASK]")
-    return [_edit("calibration_inputs", replace(cfg, calibrate_inputs=inputs), "average the calibration bias over three content-free "
-                  f"inputs ({', '.join(repr(x) for x in inputs)}) instead of one ({evidence(s.analysis)})", 0.05 + 0.5 * s.analysis.skew)]
+    return [
+        _edit(
+            "calibration_inputs",
+            replace(cfg, calibrate_inputs=inputs),
+            "average the calibration bias over three content-free "
+            f"inputs ({', '.join(repr(x) for x in inputs)}) instead of one ({evidence(s.analysis)})",
+            0.05 + 0.5 * s.analysis.skew,
+        )
+    ]
 
 
 DOMAIN_INPUTS = 8
@@ -248,41 +275,58 @@ def domain_inputs(cfg: TemplateConfig, train: list[Example], seed: int, k: int =
     return tuple((" " if spaced else "").join(rng.choice(bag) for _ in range(typical)) for _ in range(k))
 
 
-def edit_domain_calibration(cfg: TemplateConfig, s: AgentState) -> list[Candidate]:
+def edit_domain_calibration(cfg: TemplateConfig, s: AgentState) -> list[Option]:
     if cfg.mode != "score" or not cfg.labels or len(cfg.calibrate_inputs) >= DOMAIN_INPUTS:
         return []
     inputs = domain_inputs(cfg, s.train, s.seed)
     if not inputs:
         return []
     a = s.analysis
-    why = (f"calibrate the label scores against {len(inputs)} inputs of random words from train inputs (domain-conditional) instead "
-           f"of {'no content-free input' if not cfg.calibrate else ', '.join(repr(x) for x in cfg.calibrate_inputs)}: the words of the "
-           f"domain may pull the model towards some labels ({evidence(a)})")
-    return [_edit("domain_calibration", replace(cfg, calibrate=True, calibrate_inputs=inputs), why, 0.06 + 0.6 * a.skew + 0.1 * a.rate("wrong"))]
+    why = (
+        f"calibrate the label scores against {len(inputs)} inputs of random words from train inputs (domain-conditional) instead "
+        f"of {'no content-free input' if not cfg.calibrate else ', '.join(repr(x) for x in cfg.calibrate_inputs)}: the words of the "
+        f"domain may pull the model towards some labels ({evidence(a)})"
+    )
+    return [
+        _edit("domain_calibration", replace(cfg, calibrate=True, calibrate_inputs=inputs), why, 0.06 + 0.6 * a.skew + 0.1 * a.rate("wrong"))
+    ]
 
 
-def edit_layout(cfg: TemplateConfig, s: AgentState) -> list[Candidate]:
+def edit_layout(cfg: TemplateConfig, s: AgentState) -> list[Option]:
     where = "after" if not cfg.input_first else "before"
-    return [_edit("layout", replace(cfg, input_first=not cfg.input_first), f"put the instruction {where} the input ({evidence(s.analysis)})",
-                  0.04 + 0.2 * s.analysis.rate("wrong"))]
+    return [
+        _edit(
+            "layout",
+            replace(cfg, input_first=not cfg.input_first),
+            f"put the instruction {where} the input ({evidence(s.analysis)})",
+            0.04 + 0.2 * s.analysis.rate("wrong"),
+        )
+    ]
 
 
-def edit_ensemble(cfg: TemplateConfig, s: AgentState) -> list[Candidate]:
+def edit_ensemble(cfg: TemplateConfig, s: AgentState) -> list[Option]:
     if cfg.mode != "score" or cfg.ensemble or not cfg.labels:
         return []
     base = s.task.public_info().get("instruction") or s.task.spec.description
     labels = ", ".join(cfg.labels[:30])
     extra = tuple(v.format(instruction=base, labels=labels) for v in INSTRUCTION_VARIANTS)
     extra = tuple(x for x in extra if x != cfg.instruction)
-    return [_edit("ensemble", replace(cfg, ensemble=extra), f"average the label scores of {len(extra) + 1} phrasings of the instruction "
-                  f"({len(extra) + 1}x the model calls; {evidence(s.analysis)})", 0.04 + 0.3 * s.analysis.rate("wrong"))]
+    return [
+        _edit(
+            "ensemble",
+            replace(cfg, ensemble=extra),
+            f"average the label scores of {len(extra) + 1} phrasings of the instruction "
+            f"({len(extra) + 1}x the model calls; {evidence(s.analysis)})",
+            0.04 + 0.3 * s.analysis.rate("wrong"),
+        )
+    ]
 
 
 LONG_INPUT = 1500
 """Characters (about 400 tokens) above which a train input counts as long."""
 
 
-def edit_clip_input(cfg: TemplateConfig, s: AgentState) -> list[Candidate]:
+def edit_clip_input(cfg: TemplateConfig, s: AgentState) -> list[Option]:
     """Clip long inputs to their start and end: fewer tokens per call, and no prompt over the model's context."""
     if cfg.max_input_chars:
         return []
@@ -291,12 +335,14 @@ def edit_clip_input(cfg: TemplateConfig, s: AgentState) -> list[Candidate]:
     overflow = sum(1 for e in s.analysis.errors if e.startswith("policy_request")) / max(1, s.analysis.n)
     if long_share < 0.25 and overflow == 0:
         return []
-    why = (f"clip each input to {LONG_INPUT} characters, its start and end: {long_share:.0%} of train inputs are longer"
-           f"{f' and {overflow:.0%} of calls were refused as too long' if overflow else ''} ({evidence(s.analysis)})")
+    why = (
+        f"clip each input to {LONG_INPUT} characters, its start and end: {long_share:.0%} of train inputs are longer"
+        f"{f' and {overflow:.0%} of calls were refused as too long' if overflow else ''} ({evidence(s.analysis)})"
+    )
     return [_edit("clip_input", replace(cfg, max_input_chars=LONG_INPUT), why, 0.05 + 0.2 * long_share + 1.0 * overflow)]
 
 
-def edit_instruction(cfg: TemplateConfig, s: AgentState) -> list[Candidate]:
+def edit_instruction(cfg: TemplateConfig, s: AgentState) -> list[Option]:
     base = s.task.public_info().get("instruction") or s.task.spec.description
     labels = ", ".join(cfg.labels[:30])
     a = s.analysis
@@ -306,45 +352,84 @@ def edit_instruction(cfg: TemplateConfig, s: AgentState) -> list[Candidate]:
         if "{labels}" in variant and not cfg.labels:
             continue
         if text != cfg.instruction:
-            out.append(_edit("instruction", replace(cfg, instruction=text), f"rewrite the instruction to state the answer format (variant {i + 1})",
-                                 0.08 + 0.5 * a.rate("unparseable") - 0.01 * i))
+            out.append(
+                _edit(
+                    "instruction",
+                    replace(cfg, instruction=text),
+                    f"rewrite the instruction to state the answer format (variant {i + 1})",
+                    0.08 + 0.5 * a.rate("unparseable") - 0.01 * i,
+                )
+            )
     if not cfg.system:
-        out.append(_edit("instruction", replace(cfg, system=SYSTEM_VARIANT), "add a system prompt asking for the label only",
-                             0.06 + 0.4 * a.rate("unparseable")))
+        out.append(
+            _edit(
+                "instruction",
+                replace(cfg, system=SYSTEM_VARIANT),
+                "add a system prompt asking for the label only",
+                0.06 + 0.4 * a.rate("unparseable"),
+            )
+        )
     return out
 
 
-def edit_self_consistency(cfg: TemplateConfig, s: AgentState) -> list[Candidate]:
+def edit_self_consistency(cfg: TemplateConfig, s: AgentState) -> list[Option]:
     if cfg.mode != "generate" or cfg.votes > 1:
         return []
     a = s.analysis
-    return [_edit("self_consistency", replace(cfg, votes=5), f"majority vote over 5 sampled replies: {a.rate('wrong'):.0%} wrong suggests unstable answers",
-                      0.05 + 0.3 * a.rate("wrong"))]
+    return [
+        _edit(
+            "self_consistency",
+            replace(cfg, votes=5),
+            f"majority vote over 5 sampled replies: {a.rate('wrong'):.0%} wrong suggests unstable answers",
+            0.05 + 0.3 * a.rate("wrong"),
+        )
+    ]
 
 
-def edit_retry(cfg: TemplateConfig, s: AgentState) -> list[Candidate]:
+def edit_retry(cfg: TemplateConfig, s: AgentState) -> list[Option]:
     a = s.analysis
     if cfg.mode != "generate" or cfg.retry or not cfg.labels or a.rate("unparseable") == 0:
         return []
-    return [_edit("retry", replace(cfg, retry=True), f"ask again, listing the allowed labels, when a reply names none ({a.rate('unparseable'):.0%} of replies)",
-                      1.2 * a.rate("unparseable"))]
+    return [
+        _edit(
+            "retry",
+            replace(cfg, retry=True),
+            f"ask again, listing the allowed labels, when a reply names none ({a.rate('unparseable'):.0%} of replies)",
+            1.2 * a.rate("unparseable"),
+        )
+    ]
 
 
-def edit_reply_length(cfg: TemplateConfig, s: AgentState) -> list[Candidate]:
+def edit_reply_length(cfg: TemplateConfig, s: AgentState) -> list[Option]:
     if cfg.mode != "generate" or not s.analysis.replies:
         return []
     cut = [r for r in s.analysis.replies if r.finish_reason == "length"]
-    unparsed_cut = sum(1 for r in cut if isinstance(r.output, str) and not any(l in r.output for l in cfg.labels))
+    unparsed_cut = sum(1 for r in cut if isinstance(r.output, str) and not any(label in r.output for label in cfg.labels))
     if not cut or cfg.max_tokens >= 256:
         return []
     share = len(cut) / len(s.analysis.replies)
-    why = (f"let replies run to {cfg.max_tokens * 2} tokens: {share:.0%} of replies hit the {cfg.max_tokens}-token limit, "
-           f"{unparsed_cut} of them before naming a label")
+    why = (
+        f"let replies run to {cfg.max_tokens * 2} tokens: {share:.0%} of replies hit the {cfg.max_tokens}-token limit, "
+        f"{unparsed_cut} of them before naming a label"
+    )
     return [_edit("reply_length", replace(cfg, max_tokens=cfg.max_tokens * 2), why, 0.02 + unparsed_cut / len(s.analysis.replies))]
 
 
 EDITS: list[Callable[[TemplateConfig, AgentState], list[Option]]] = [
-    edit_score_labels, edit_calibrate, edit_extraction, edit_few_shot, edit_instruction, edit_self_consistency, edit_retry,
-    edit_reply_length, edit_demo_layout, edit_label_words, edit_calibration_inputs, edit_layout, edit_ensemble, edit_clip_input,
-    edit_similar_demos, edit_domain_calibration,
+    edit_score_labels,
+    edit_calibrate,
+    edit_extraction,
+    edit_few_shot,
+    edit_instruction,
+    edit_self_consistency,
+    edit_retry,
+    edit_reply_length,
+    edit_demo_layout,
+    edit_label_words,
+    edit_calibration_inputs,
+    edit_layout,
+    edit_ensemble,
+    edit_clip_input,
+    edit_similar_demos,
+    edit_domain_calibration,
 ]

@@ -30,8 +30,17 @@ from typing import Any
 
 import httpx2
 
-from sia.agents.config import (ANTHROPIC_OPENAI_URL, DEFAULT_PRICES, KEY_VARS, AgentModelError, ModelSpec,  # noqa: F401
-                               api_key, parse_model_spec, parse_prices, price_of)
+from sia.agents.config import (  # noqa: F401
+    ANTHROPIC_OPENAI_URL,
+    DEFAULT_PRICES,
+    KEY_VARS,
+    AgentModelError,
+    ModelSpec,
+    api_key,
+    parse_model_spec,
+    parse_prices,
+    price_of,
+)
 
 KEPT_HEADERS = ("content-type", "retry-after", "retry-after-ms", "x-should-retry", "request-id", "x-request-id")
 
@@ -78,7 +87,7 @@ class Recording:
         self._lock = threading.Lock()
 
     @classmethod
-    def load(cls, path: str | Path) -> "Recording":
+    def load(cls, path: str | Path) -> Recording:
         path = Path(path)
         if path.is_dir():
             from sia.store.store import Store
@@ -149,7 +158,8 @@ class CallTransport(httpx2.BaseTransport):
             self._add(request, body, status, headers, content)
             kind = content.split(":", 1)[0]
             exc = getattr(httpx2, kind, httpx2.ConnectError)
-            raise (exc if isinstance(exc, type) and issubclass(exc, httpx2.TransportError) else httpx2.ConnectError)(content, request=request)
+            kind = exc if isinstance(exc, type) and issubclass(exc, httpx2.TransportError) else httpx2.ConnectError
+            raise kind(content, request=request)
         self._add(request, body, status, headers, content)
         return httpx2.Response(status, headers=headers, content=content.encode("utf-8"), request=request)
 
@@ -162,8 +172,20 @@ class CallTransport(httpx2.BaseTransport):
                 pass
         price = price_of(self.spec, self.prices) or (0.0, 0.0)
         cost = (tin * price[0] + tout * price[1]) / 1e6
-        self.store.add_agent_call(self.role, self.spec.provider, self.spec.model, str(request.url), body, status, headers,
-                                  content, tin, tout, cost, replayed=self.recording is not None)
+        self.store.add_agent_call(
+            self.role,
+            self.spec.provider,
+            self.spec.model,
+            str(request.url),
+            body,
+            status,
+            headers,
+            content,
+            tin,
+            tout,
+            cost,
+            replayed=self.recording is not None,
+        )
 
     def close(self) -> None:
         if self._inner is not None:
@@ -186,23 +208,25 @@ class AgentModelConfig:
 class AgentModel:
     """`chat(system, messages) -> text` on one configured model; every exchange lands in the run store."""
 
-    def __init__(self, spec: ModelSpec, role: str, store, config: AgentModelConfig | None = None,
-                 recording: Recording | None = None) -> None:
+    def __init__(
+        self, spec: ModelSpec, role: str, store, config: AgentModelConfig | None = None, recording: Recording | None = None
+    ) -> None:
         self.spec, self.role, self.store = spec, role, store
         self.config = config or AgentModelConfig()
         if self.config.budget.usd is not None and price_of(spec, self.config.prices) is None:
-            raise AgentModelError(f"no price is known for {spec.model}, so a money budget cannot be kept",
-                                  f"pass --price {spec.model}=IN,OUT (USD per million tokens)")
+            raise AgentModelError(
+                f"no price is known for {spec.model}, so a money budget cannot be kept",
+                f"pass --price {spec.model}=IN,OUT (USD per million tokens)",
+            )
         key = "replay" if recording is not None else api_key(spec)
         self._transport = CallTransport(store, role, spec, self.config.prices, recording)
         self._http = httpx2.Client(transport=self._transport, timeout=self.config.timeout_s)
-        common = {"api_key": key, "max_retries": self.config.max_retries, "timeout": self.config.timeout_s,
-                  "http_client": self._http}
+        common = {"api_key": key, "max_retries": self.config.max_retries, "timeout": self.config.timeout_s, "http_client": self._http}
         if spec.provider == "anthropic":
             import anthropic
 
             self._errors = (anthropic.APIError,)
-            self._client = anthropic.Anthropic(base_url=spec.base_url, **common)
+            self._client: Any = anthropic.Anthropic(base_url=spec.base_url, **common)
         else:
             import openai
 
@@ -219,8 +243,11 @@ class AgentModel:
                 msg = self._client.messages.create(model=self.spec.model, system=system, messages=messages, max_tokens=max_tokens)
                 return "".join(b.text for b in msg.content if getattr(b, "type", "") == "text")
             resp = self._client.chat.completions.create(
-                model=self.spec.model, messages=[{"role": "system", "content": system}, *messages],
-                max_tokens=max_tokens, temperature=self.config.temperature)
+                model=self.spec.model,
+                messages=[{"role": "system", "content": system}, *messages],
+                max_tokens=max_tokens,
+                temperature=self.config.temperature,
+            )
             if not resp.choices:
                 raise AgentModelError(f"{self.spec.spelling} answered with no choices", "check the endpoint")
             return resp.choices[0].message.content or ""
@@ -230,11 +257,14 @@ class AgentModel:
             status = getattr(e, "status_code", None)
             if status in (401, 403):
                 var = KEY_VARS[self.spec.provider]
-                raise AgentModelError(f"{self.spec.spelling} refused the API key (HTTP {status})",
-                                      f"set {var} to a key this endpoint accepts") from None
+                raise AgentModelError(
+                    f"{self.spec.spelling} refused the API key (HTTP {status})", f"set {var} to a key this endpoint accepts"
+                ) from None
             retried = "" if status is not None and status < 500 and status != 429 else f" after {self.config.max_retries} retries"
-            raise AgentModelError(f"{self.spec.spelling} failed{retried}: {type(e).__name__}: {str(e)[:300]}",
-                                  "check the endpoint, the model name and the rate limits") from None
+            raise AgentModelError(
+                f"{self.spec.spelling} failed{retried}: {type(e).__name__}: {str(e)[:300]}",
+                "check the endpoint, the model name and the rate limits",
+            ) from None
 
     def close(self) -> None:
         self._http.close()

@@ -135,7 +135,7 @@ class AgentsConfig(BaseModel):
     """Answer the agents' model calls from this run directory (or JSONL recording) instead of the network."""
 
     @model_validator(mode="after")
-    def _check(self) -> "AgentsConfig":
+    def _check(self) -> AgentsConfig:
         if self.feedback == "llm" and not self.feedback_model:
             raise SiaError("--feedback llm needs --feedback-model", "e.g. --feedback-model anthropic:claude-sonnet-4-6")
         if self.feedback == "builtin" and self.feedback_model:

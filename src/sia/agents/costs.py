@@ -13,8 +13,8 @@ from __future__ import annotations
 import time
 
 from sia.agents.contract import AgentState
-from sia.harness.template import TemplateConfig, read_config, show
 from sia.errors import SiaError
+from sia.harness.template import TemplateConfig, read_config, show
 from sia.weights.config import WeightPlan, plan
 
 TRAIN_STEP_S = 7.0

@@ -30,9 +30,9 @@ from dataclasses import dataclass
 from sia.agents.clients import AgentModel
 from sia.agents.context import Evidence, build_context
 from sia.agents.contract import AgentState, Decision
-from sia.harness.edits import EditError, apply_edits, parse_edits
 from sia.agents.proposal import HarnessEdit, Invalid, Proposal, Stop, WeightUpdate
 from sia.agents.texts import prompt
+from sia.harness.edits import EditError, apply_edits, parse_edits
 
 
 def system_prompt() -> str:

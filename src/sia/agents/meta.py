@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Callable
+from collections.abc import Callable
 
 from sia.agents.texts import prompt
 from sia.errors import HarnessError

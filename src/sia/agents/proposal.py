@@ -10,8 +10,9 @@ those three fields.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any, Mapping, Union
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -63,7 +64,7 @@ class Invalid:
         return self.reason
 
 
-Proposal = Union[HarnessEdit, WeightUpdate, Stop, Invalid]
+Proposal = HarnessEdit | WeightUpdate | Stop | Invalid
 _TYPES = {"harness": HarnessEdit, "weights": WeightUpdate, "stop": Stop, "invalid": Invalid}
 
 

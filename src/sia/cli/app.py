@@ -162,8 +162,8 @@ def list_tasks(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.
 
 
 @app.command("zoo")
-def zoo_cmd(names: Annotated[Optional[list[str]], typer.Argument(help="Zoo tasks to build (default: all).")] = None,
-            downloads: Annotated[Optional[Path], typer.Option(help="Folder of the fetched packages (default: SIA_HOME/downloads).")] = None
+def zoo_cmd(names: Annotated[list[str] | None, typer.Argument(help="Zoo tasks to build (default: all).")] = None,
+            downloads: Annotated[Path | None, typer.Option(help="Folder of the fetched packages (default: SIA_HOME/downloads).")] = None
             ) -> None:
     """Build the task zoo's folders in SIA_HOME/zoo from packages `make zoo` fetched (PyPI, npm, Debian). Never downloads."""
     try:
@@ -184,49 +184,68 @@ def zoo_cmd(names: Annotated[Optional[list[str]], typer.Argument(help="Zoo tasks
 @app.command("eval")
 def eval_cmd(
     task: Annotated[str, typer.Argument(help="Builtin task name or task folder.")],
-    harness: Annotated[Optional[Path], typer.Option(help="Harness file; default: the task's harness or the template.")] = None,
+    harness: Annotated[Path | None, typer.Option(help="Harness file; default: the task's harness or the template.")] = None,
     split: Annotated[str, typer.Option(help="train, val or test.")] = "val",
-    limit: Annotated[Optional[int], typer.Option(min=1, help="Only the first N examples of the split.")] = None,
+    limit: Annotated[int | None, typer.Option(min=1, help="Only the first N examples of the split.")] = None,
     samples: Annotated[int, typer.Option(min=1, help="Rollouts per example.")] = 1,
     seed: Annotated[int, typer.Option(help="Base seed for sampling.")] = 0,
     concurrency: Annotated[int, typer.Option(min=1, help="Rollouts at once.")] = 8,
-    timeout: Annotated[Optional[float], typer.Option(help="Wall-clock seconds per rollout (default: the task's).")] = None,
-    run_dir: Annotated[Optional[Path], typer.Option(help="Run directory (default: runs/TASK-eval-TIMESTAMP).")] = None,
-    endpoint: Annotated[Optional[str], typer.Option(help="External OpenAI-compatible base URL, e.g. http://localhost:8000/v1.")] = None,
-    model: Annotated[Optional[str], typer.Option(help="Model name at --endpoint, or a local HF model folder.")] = None,
-    adapter: Annotated[Optional[Path], typer.Option(help="A PEFT LoRA adapter folder to run the local policy with.")] = None,
+    timeout: Annotated[float | None, typer.Option(help="Wall-clock seconds per rollout (default: the task's).")] = None,
+    run_dir: Annotated[Path | None, typer.Option(help="Run directory (default: runs/TASK-eval-TIMESTAMP).")] = None,
+    endpoint: Annotated[str | None, typer.Option(help="External OpenAI-compatible base URL, e.g. http://localhost:8000/v1.")] = None,
+    model: Annotated[str | None, typer.Option(help="Model name at --endpoint, or a local HF model folder.")] = None,
+    adapter: Annotated[Path | None, typer.Option(help="A PEFT LoRA adapter folder to run the local policy with.")] = None,
     sandbox: Annotated[str, typer.Option(help="Rollout isolation: auto (bubblewrap where it runs), bwrap, or process.")] = "auto",
-    policy_backend: Annotated[str, typer.Option(help="Engine of the local policy: auto (the faster one measured at setup), hf or llamacpp.")] = "auto",
-    unsafe_sandbox: Annotated[bool, typer.Option(help="Run a harness sia did not write even where only the process sandbox is available.")] = False,
+    policy_backend: Annotated[
+        str, typer.Option(help="Engine of the local policy: auto (the faster one measured at setup), hf or llamacpp.")
+    ] = "auto",
+    unsafe_sandbox: Annotated[
+        bool, typer.Option(help="Run a harness sia did not write even where only the process sandbox is available.")
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON result on stdout.")] = False,
 ) -> None:
     """Run a harness on a task split and print the score with a 95% confidence interval."""
     try:
         from sia import api
         from sia.cli.live import EvalProgress, PlainView
-
         from sia.task.loading import load_task
 
         sandbox_note(sandbox)
         engine_note(policy_backend, model, endpoint)
         deprecation_notes(load_task(task))
         label = f"{Path(str(task)).name}/{split}"
-        with (EvalProgress(err, label) if sys.stderr.isatty() else PlainView(sys.stderr)) as bar:
+        with EvalProgress(err, label) if sys.stderr.isatty() else PlainView(sys.stderr) as bar:
             if not sys.stderr.isatty():
                 bar.label = label
-            result = api.evaluate(task, harness=harness, split=split, limit=limit, samples=samples, seed=seed,
-                                  concurrency=concurrency, timeout=timeout, run_dir=run_dir, endpoint=endpoint, model=model,
-                                  adapter=adapter, sandbox=sandbox, unsafe_sandbox=unsafe_sandbox, policy_backend=policy_backend,
-                                  on_start=bar.on_start,
-                                  on_rollout=bar.on_rollout)
+            result = api.evaluate(
+                task,
+                harness=harness,
+                split=split,
+                limit=limit,
+                samples=samples,
+                seed=seed,
+                concurrency=concurrency,
+                timeout=timeout,
+                run_dir=run_dir,
+                endpoint=endpoint,
+                model=model,
+                adapter=adapter,
+                sandbox=sandbox,
+                unsafe_sandbox=unsafe_sandbox,
+                policy_backend=policy_backend,
+                on_start=bar.on_start,
+                on_rollout=bar.on_rollout,
+            )
     except SiaError as e:
         fail(e)
     if as_json:
         print(json.dumps(result.summary(), ensure_ascii=False))
         return
     lo, hi = result.ci
-    out.print(f"[bold]{result.task}[/] {result.split}: score [bold green]{result.score:.3f}[/] "
-              f"(95% CI {lo:.3f}-{hi:.3f}, n={result.n}, rollouts={result.rollouts})")
+    out.print(
+        f"[bold]{result.task}[/] {result.split}: score [bold green]{result.score:.3f}[/] "
+        f"(95% CI {lo:.3f}-{hi:.3f}, n={result.n}, rollouts={result.rollouts})"
+    )
     if result.failures:
         out.print("outcomes other than correct: " + ", ".join(f"{k} {v}" for k, v in sorted(result.failures.items())))
     out.print(f"run directory: {result.run_dir}  (see `sia trace {result.run_dir}`)")
@@ -236,8 +255,8 @@ def eval_cmd(
 def trace(
     run_dir: Annotated[Path, typer.Argument(help="A run directory.")],
     limit: Annotated[int, typer.Option(min=1, help="Show at most N rollouts.")] = 5,
-    evaluation: Annotated[Optional[str], typer.Option(help="Only this evaluation id.")] = None,
-    width: Annotated[Optional[int], typer.Option(min=20, help="Cut prompts and replies to this many characters (default: whole).")] = None,
+    evaluation: Annotated[str | None, typer.Option(help="Only this evaluation id.")] = None,
+    width: Annotated[int | None, typer.Option(min=20, help="Cut prompts and replies to this many characters (default: whole).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON (one object per rollout, full events).")] = False,
 ) -> None:
     """Print recorded trajectories with their events: whole prompts and replies, token ids, logprobs, grades."""
@@ -266,8 +285,12 @@ def _print_summary(summary: dict) -> None:
     for col in ("", "version", "val (95% CI, n)", "test (95% CI, n)"):
         table.add_column(col)
     table.add_row("baseline", str(b.get("harness_version")), scored(b.get("val_detail") or {}), scored(b.get("test_detail") or {}))
-    table.add_row("final", str(f.get("harness_version")) + (f" + {f['adapter']}" if f.get("adapter") else ""),
-                  scored(f.get("val_detail") or {}), scored(f.get("test_detail") or {}))
+    table.add_row(
+        "final",
+        str(f.get("harness_version")) + (f" + {f['adapter']}" if f.get("adapter") else ""),
+        scored(f.get("val_detail") or {}),
+        scored(f.get("test_detail") or {}),
+    )
     out.print(table)
     limits, o = summary.get("limits") or {}, summary.get("outcomes") or {}
     if limits.get("note"):
@@ -288,7 +311,7 @@ def _print_summary(summary: dict) -> None:
 def _run_with_view(fn, budget_s: float, elapsed0: float, as_json: bool):
     from sia.cli.live import PlainView, RunView
 
-    with (RunView(err, budget_s, elapsed0) if sys.stderr.isatty() else PlainView(sys.stderr, budget_s, elapsed0)) as view:
+    with RunView(err, budget_s, elapsed0) if sys.stderr.isatty() else PlainView(sys.stderr, budget_s, elapsed0) as view:
         summary = fn(view)
     if as_json:
         print(json.dumps(summary, ensure_ascii=False))
@@ -304,8 +327,7 @@ def _run(settings: dict, extras: dict) -> None:
         deprecation_notes(task)
         sandbox_note(config.sandbox)
         engine_note(config.policy_backend, None, config.agents.task_model)
-        _run_with_view(lambda view: api.run(run_dir=extras["run_dir"], observer=view, **settings), config.budget, 0.0,
-                       extras["as_json"])
+        _run_with_view(lambda view: api.run(run_dir=extras["run_dir"], observer=view, **settings), config.budget, 0.0, extras["as_json"])
     except SiaError as e:
         fail(e)
 
@@ -314,20 +336,29 @@ def _register_run() -> None:
     from sia.cli.options import command, extra_option
     from sia.loop.config import RunConfig
 
-    extra = [extra_option("run_dir", Optional[Path], None, "Run directory (default: runs/TASK-run-TIMESTAMP)."),
-             extra_option("as_json", bool, False, "Print the JSON summary on stdout.", "--json")]
-    app.command("run")(command(RunConfig, extra, _run, "Improve the agent on TASK: generations of analyse, propose, gate, "
-                                                        "record, within the budget."))
+    extra = [
+        extra_option("run_dir", Optional[Path], None, "Run directory (default: runs/TASK-run-TIMESTAMP)."),  # noqa: UP045
+        extra_option("as_json", bool, False, "Print the JSON summary on stdout.", "--json"),
+    ]
+    app.command("run")(
+        command(RunConfig, extra, _run, "Improve the agent on TASK: generations of analyse, propose, gate, record, within the budget.")
+    )
 
 
 _register_run()
 
 
 @app.command("resume")
-def resume_cmd(run_dir: Annotated[Path, typer.Argument(help="The run directory of an interrupted run.")],
-               agent_budget_usd: Annotated[Optional[float], typer.Option(min=0, help="Raise the agents' money budget (a run stopped by it continues).")] = None,
-               agent_budget_tokens: Annotated[Optional[int], typer.Option(min=1, help="Raise the agents' token budget (a run stopped by it continues).")] = None,
-               as_json: Annotated[bool, typer.Option("--json", help="Print the JSON summary on stdout.")] = False) -> None:
+def resume_cmd(
+    run_dir: Annotated[Path, typer.Argument(help="The run directory of an interrupted run.")],
+    agent_budget_usd: Annotated[
+        float | None, typer.Option(min=0, help="Raise the agents' money budget (a run stopped by it continues).")
+    ] = None,
+    agent_budget_tokens: Annotated[
+        int | None, typer.Option(min=1, help="Raise the agents' token budget (a run stopped by it continues).")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the JSON summary on stdout.")] = False,
+) -> None:
     """Continue a run where it stopped; finished rollouts are neither lost nor redone."""
     try:
         from sia import api
@@ -337,15 +368,19 @@ def resume_cmd(run_dir: Annotated[Path, typer.Argument(help="The run directory o
             cfg = run.store.get_meta("run_config") or {}
             elapsed = float(run.store.get_meta("elapsed_s", 0.0))
         sandbox_note(cfg.get("sandbox", "auto"))
-        raised = {k: v for k, v in {"agent_budget_usd": agent_budget_usd, "agent_budget_tokens": agent_budget_tokens}.items() if v is not None}
+        raised = {
+            k: v for k, v in {"agent_budget_usd": agent_budget_usd, "agent_budget_tokens": agent_budget_tokens}.items() if v is not None
+        }
         _run_with_view(lambda view: api.resume(run_dir, observer=view, **raised), float(cfg.get("budget", 0)), elapsed, as_json)
     except SiaError as e:
         fail(e)
 
 
 @app.command("status")
-def status_cmd(run_dir: Annotated[Path, typer.Argument(help="A run directory.")],
-               as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
+def status_cmd(
+    run_dir: Annotated[Path, typer.Argument(help="A run directory.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
     """Where a run stands: champion, scores, generations, budget used."""
     try:
         from sia import api
@@ -357,8 +392,10 @@ def status_cmd(run_dir: Annotated[Path, typer.Argument(help="A run directory.")]
         print(json.dumps(s, ensure_ascii=False))
         return
     state = "running now" if s["running"] else s["status"]
-    out.print(f"[bold]{s['task']}[/] run in {s['run_dir']}: {state}; {s['elapsed_s']:.0f}s of {s['budget_s']:.0f}s used, "
-              f"{s['rollouts']} rollouts, {s['tokens']} tokens")
+    out.print(
+        f"[bold]{s['task']}[/] run in {s['run_dir']}: {state}; {s['elapsed_s']:.0f}s of {s['budget_s']:.0f}s used, "
+        f"{s['rollouts']} rollouts, {s['tokens']} tokens"
+    )
     if s["stop_reason"]:
         out.print(f"stopped: {s['stop_reason']}")
     _print_summary({**s, "report": str(Path(run_dir) / "report.html")})
@@ -377,8 +414,10 @@ def report_cmd(run_dir: Annotated[Path, typer.Argument(help="A run directory.")]
 
 
 @app.command("rollback")
-def rollback_cmd(run_dir: Annotated[Path, typer.Argument(help="A run directory.")],
-                 to: Annotated[str, typer.Option(help="An accepted version (e.g. h0) or candidate id (e.g. c2).")]) -> None:
+def rollback_cmd(
+    run_dir: Annotated[Path, typer.Argument(help="A run directory.")],
+    to: Annotated[str, typer.Option(help="An accepted version (e.g. h0) or candidate id (e.g. c2).")],
+) -> None:
     """Make an earlier accepted version the champion again; recorded in the run."""
     try:
         from sia import api
@@ -386,8 +425,10 @@ def rollback_cmd(run_dir: Annotated[Path, typer.Argument(help="A run directory."
         s = api.rollback(run_dir, to)
     except SiaError as e:
         fail(e)
-    out.print(f"champion is now {s['final']['candidate']} ({s['final']['harness_version']}); "
-              f"`sia resume {run_dir}` scores it on test. report: {s['report']}")
+    out.print(
+        f"champion is now {s['final']['candidate']} ({s['final']['harness_version']}); "
+        f"`sia resume {run_dir}` scores it on test. report: {s['report']}"
+    )
 
 
 def main() -> None:
@@ -401,8 +442,11 @@ def main() -> None:
     except SystemExit as e:
         code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
     except sqlite3.DatabaseError as e:  # a store damaged under sia's feet, found mid-query
-        err.print(f"[bold red]error:[/] the run store is damaged ({e}) [dim](restore sia.db from a copy, or start a new run)[/]",
-                  highlight=False, soft_wrap=True)
+        err.print(
+            f"[bold red]error:[/] the run store is damaged ({e}) [dim](restore sia.db from a copy, or start a new run)[/]",
+            highlight=False,
+            soft_wrap=True,
+        )
         code = 2
     except KeyboardInterrupt:
         err.print("[yellow]interrupted; completed rollouts are saved in the run directory[/]")

@@ -32,7 +32,7 @@ class RunView:
         self._started = 0.0
         self._count = 0
 
-    def __enter__(self) -> "RunView":
+    def __enter__(self) -> RunView:
         self.progress.__enter__()
         self.bar = self.progress.add_task("starting", total=None, gen=0, champ="--", left=self._left(), rate="")
         return self
@@ -97,7 +97,7 @@ class EvalProgress:
         self.total, self.n = 0.0, 0
         self.bar = None
 
-    def __enter__(self) -> "EvalProgress":
+    def __enter__(self) -> EvalProgress:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -141,7 +141,7 @@ class PlainView:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._beat, name="sia-progress", daemon=True)
 
-    def __enter__(self) -> "PlainView":
+    def __enter__(self) -> PlainView:
         self._thread.start()
         return self
 

@@ -14,7 +14,8 @@ from __future__ import annotations
 import inspect
 import types
 import typing
-from typing import Annotated, Any, Callable, Optional, Union
+from collections.abc import Callable
+from typing import Annotated, Any, Optional, Union
 
 import typer
 from pydantic import BaseModel
@@ -47,7 +48,7 @@ def config_parameters(model: type[BaseModel]) -> list[inspect.Parameter]:
         if isinstance(default, (tuple, list)) and not default:
             default = None
         if typing.get_origin(typ) is list or default is None:
-            typ = Optional[typ]
+            typ = Optional[typ]  # noqa: UP045 (built at run time from any annotation typer reads)
         help_text = (f.description or "").strip()
         info = typer.Argument(help=help_text) if extra.get("cli") == "argument" else typer.Option(help=help_text)
         params.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=Annotated[typ, info]))

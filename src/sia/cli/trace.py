@@ -45,13 +45,21 @@ def render_trace(run_dir: Path, limit: int, evaluation: str | None, console: Con
                         ids = c.get("token_ids") or []
                         lps = c.get("logprobs") or []
                         console.print(f"      out: {escape(_short(c.get('text'), width))}", highlight=False)
-                        console.print(f"      token_ids={ids[:8]}{'…' if len(ids) > 8 else ''} "
-                                      f"logprobs={[round(x, 3) for x in lps[:8] if x is not None]}{'…' if len(lps) > 8 else ''}", highlight=False)
+                        console.print(
+                            f"      token_ids={ids[:8]}{'…' if len(ids) > 8 else ''} "
+                            f"logprobs={[round(x, 3) for x in lps[:8] if x is not None]}{'…' if len(lps) > 8 else ''}",
+                            highlight=False,
+                        )
                     for p in d.get("prompts", []) if d.get("kind") == "score" else []:
                         lps = [x for x in p.get("prompt_logprobs") or [] if x is not None]
-                        console.print(f"      scored {len(p.get('prompt_token_ids') or [])} tokens, sum logprob={sum(lps):.2f}", highlight=False)
+                        console.print(
+                            f"      scored {len(p.get('prompt_token_ids') or [])} tokens, sum logprob={sum(lps):.2f}", highlight=False
+                        )
                 elif ev.kind == "grade":
-                    console.print(f"  [magenta]grade[/] score={d.get('score')} passed={d.get('passed')} {_short(d.get('feedback', ''))}", highlight=False)
+                    console.print(
+                        f"  [magenta]grade[/] score={d.get('score')} passed={d.get('passed')} {_short(d.get('feedback', ''))}",
+                        highlight=False,
+                    )
                 elif ev.kind == "error":
                     console.print(f"  [red]error[/] {d.get('error_type')}: {_short(d.get('message') or '', 200)}", highlight=False)
                 else:

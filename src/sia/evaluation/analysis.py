@@ -13,8 +13,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from sia.task.graders import options_in
 from sia.store.store import Store
+from sia.task.graders import options_in
 from sia.task.loading import Task
 
 

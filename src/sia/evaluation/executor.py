@@ -25,19 +25,20 @@ import json
 import time
 import zlib
 from collections import Counter
+from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable
+from typing import Any
 
 from sia.errors import HarnessError, SiaError
+from sia.evaluation.stats import mean_ci
 from sia.harness.checks import check_harness_source, sandbox_refusal
-from sia.task.graders import Grade
+from sia.harness.sandbox import SandboxLimits, SandboxResult, run_in_sandbox
 from sia.policy.door import DoorRecord
 from sia.policy.runtime import PolicyRuntime
-from sia.harness.sandbox import SandboxLimits, SandboxResult, run_in_sandbox
-from sia.evaluation.stats import mean_ci
 from sia.store.records import NewRollout
 from sia.store.store import Store
+from sia.task.graders import Grade
 from sia.task.loading import Example, Task
 
 
@@ -176,7 +177,8 @@ def execute(task: Task, source: str, *, store: Store, runtime: PolicyRuntime, co
         candidate_id = store.add_candidate(harness_version, adapter, lever, rationale)
     if evaluation_id is None:
         evaluation_id = store.add_evaluation(candidate_id, config.split, config.seed, config.samples, len(examples),
-                                             {"limit": config.limit, "concurrency": config.concurrency, "model": runtime.model_name(adapter)})
+                                             {"limit": config.limit, "concurrency": config.concurrency,
+                                              "model": runtime.model_name(adapter)})
     done = store.done_keys(evaluation_id)
     jobs = [(ex, s) for ex in examples for s in range(config.samples) if (ex.id, s) not in done]
     if on_start:
@@ -190,8 +192,16 @@ def execute(task: Task, source: str, *, store: Store, runtime: PolicyRuntime, co
         seed = rollout_seed(config.seed, ex.id, sample)
         door = runtime.service.open_door(rid, model)
         try:
-            res = run_in_sandbox(source, ex.visible(), door=door, task_info=task_info, seed=seed, sample=sample,
-                                 output_kind=task.spec.output, limits=config.limits)
+            res = run_in_sandbox(
+                source,
+                ex.visible(),
+                door=door,
+                task_info=task_info,
+                seed=seed,
+                sample=sample,
+                output_kind=task.spec.output,
+                limits=config.limits,
+            )
         finally:
             record = runtime.service.close_door(door)
         res = verified(res, record, runtime.service.healthy())
@@ -203,14 +213,39 @@ def execute(task: Task, source: str, *, store: Store, runtime: PolicyRuntime, co
         if res.ok:  # the output itself is stored once, on the rollout
             events.append({"kind": "output", "t": now, "data": {"type": type(res.output).__name__, "chars": len(json.dumps(res.output))}})
         else:
-            events.append({"kind": "error", "t": now, "data": {"boundary": "harness" if error_type != "policy" else "policy",
-                                                               "error_type": error_type, "message": error,
-                                                               "stdout_tail": res.stdout_tail, "stderr_tail": res.stderr_tail,
-                                                               "exit_code": res.exit_code}})
+            events.append(
+                {
+                    "kind": "error",
+                    "t": now,
+                    "data": {
+                        "boundary": "harness" if error_type != "policy" else "policy",
+                        "error_type": error_type,
+                        "message": error,
+                        "stdout_tail": res.stdout_tail,
+                        "stderr_tail": res.stderr_tail,
+                        "exit_code": res.exit_code,
+                    },
+                }
+            )
         events.append({"kind": "grade", "t": now, "data": grade.to_dict()})
-        return NewRollout(rid, evaluation_id, candidate_id, ex.id, ex.split, sample, seed, "ok" if res.ok else "error", error_type,
-                          error, res.output if res.ok else None, grade.score, grade.passed, grade.feedback, res.duration_s,
-                          events), record.asked or not began
+        return NewRollout(
+            rid,
+            evaluation_id,
+            candidate_id,
+            ex.id,
+            ex.split,
+            sample,
+            seed,
+            "ok" if res.ok else "error",
+            error_type,
+            error,
+            res.output if res.ok else None,
+            grade.score,
+            grade.passed,
+            grade.feedback,
+            res.duration_s,
+            events,
+        ), record.asked or not began
 
     watch = InfraWatch(len(jobs), config.limits.timeout_s, config.infra)
     with ThreadPoolExecutor(max_workers=max(1, config.concurrency), thread_name_prefix="sia-rollout") as pool:
@@ -234,8 +269,16 @@ def execute(task: Task, source: str, *, store: Store, runtime: PolicyRuntime, co
     return summarise(task, store, evaluation_id, harness_version, adapter, duration, len(jobs), runtime.stats())
 
 
-def summarise(task: Task, store: Store, evaluation_id: str, harness_version: str, adapter: str | None,
-              duration: float = 0.0, ran: int = 0, policy_stats: dict | None = None) -> EvalResult:
+def summarise(
+    task: Task,
+    store: Store,
+    evaluation_id: str,
+    harness_version: str,
+    adapter: str | None,
+    duration: float = 0.0,
+    ran: int = 0,
+    policy_stats: dict | None = None,
+) -> EvalResult:
     ev = store.evaluation(evaluation_id)
     rows = store.rollouts(evaluation_id)
     by_example: dict[str, list[float]] = {}
@@ -250,6 +293,22 @@ def summarise(task: Task, store: Store, evaluation_id: str, harness_version: str
     score, ci = mean_ci(list(per_example.values()), binary=task.spec.score == "binary" and ev.samples == 1)
     if ev.finished is None and len(rows) == ev.expected:
         store.finish_evaluation(evaluation_id, score, ci)
-    return EvalResult(str(store.run_dir), task.name, ev.split, evaluation_id, ev.candidate_id, harness_version, adapter, score, ci,
-                      len(per_example), len(rows), ev.samples, failures, per_example, duration,
-                      ran / duration if duration > 0 else 0.0, policy_stats or {})
+    return EvalResult(
+        str(store.run_dir),
+        task.name,
+        ev.split,
+        evaluation_id,
+        ev.candidate_id,
+        harness_version,
+        adapter,
+        score,
+        ci,
+        len(per_example),
+        len(rows),
+        ev.samples,
+        failures,
+        per_example,
+        duration,
+        ran / duration if duration > 0 else 0.0,
+        policy_stats or {},
+    )

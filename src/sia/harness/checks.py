@@ -28,7 +28,7 @@ def check_harness_source(source: str, name: str = "harness.py") -> None:
         raise HarnessError(f"{name} defines no solve(example, ctx)", "a harness must define solve(example, ctx)")
 
 
-def refusal(source: str, task: "Task", isolation: str = "auto", unsafe: bool = False) -> str | None:
+def refusal(source: str, task: Task, isolation: str = "auto", unsafe: bool = False) -> str | None:
     """Why `source` may not run at all (it does not compile or define solve, the guards refuse it, or the sandbox here
     cannot contain it), or None."""
     try:

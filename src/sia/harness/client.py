@@ -115,7 +115,7 @@ class LLMClient:
         for attempt in range(self.retries + 1):
             try:
                 status, raw = self._send(path, payload)
-            except (OSError, http.client.HTTPException, socket.timeout) as e:
+            except (TimeoutError, OSError, http.client.HTTPException) as e:
                 if attempt == self.retries:
                     raise LLMError(f"cannot reach {self.base_url}: {type(e).__name__}: {e}") from None
             else:

@@ -36,7 +36,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sia.harness import cgroups
-from sia.harness.cgroups import Cgroups
 
 SANDBOX_ROOT = "/opt/sia"
 """Where sia's child code is bound inside the sandbox."""

@@ -47,6 +47,7 @@ from pathlib import Path
 from typing import Any
 
 from sia.harness import isolation as iso
+from sia.harness.cgroups import Cgroups
 from sia.harness.outputs import OutputError, loads
 from sia.harness.sandbox import SandboxLimits
 
@@ -100,7 +101,7 @@ class ProgramWorker:
             command = args + ["--", sys.executable, "-I", f"{IN}/runner.py"]
             if self.how.cgroups:
                 where = self.how.cgroups + (self.how.timing if self.cpus else ())
-                self.cgroups = iso.Cgroups(where, self.limits.memory_mb, self.limits.max_procs, self.cpus)
+                self.cgroups = Cgroups(where, self.limits.memory_mb, self.limits.max_procs, self.cpus)
                 command = self.cgroups.wrap(command)
             popen_env = {"PATH": env["PATH"]}
         else:
@@ -266,7 +267,7 @@ class ProgramWorker:
             os.close(fd)
         shutil.rmtree(self.host, ignore_errors=True)
 
-    def __enter__(self) -> "ProgramWorker":
+    def __enter__(self) -> ProgramWorker:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from sia.harness import isolation as iso
+from sia.harness.cgroups import Cgroups
 from sia.harness.outputs import OutputError, parse
 
 
@@ -152,7 +153,7 @@ def run_in_sandbox(source: str, example: dict[str, Any], *, door, task_info: dic
             env.update(HOME=iso.WORK, TMPDIR="/tmp")
             command = iso.bwrap_command(host / "job.json", door.socket, w, limits.disk_mb, env)
             if how.cgroups:
-                cgroups = iso.Cgroups(how.cgroups, limits.memory_mb, limits.max_procs)
+                cgroups = Cgroups(how.cgroups, limits.memory_mb, limits.max_procs)
                 command = cgroups.wrap(command)
             cwd, popen_env = host, {"PATH": env["PATH"]}
         else:

@@ -98,7 +98,7 @@ class TemplateConfig:
         return d
 
     @classmethod
-    def from_literal(cls, value: dict[str, Any]) -> "TemplateConfig":
+    def from_literal(cls, value: dict[str, Any]) -> TemplateConfig:
         known = {f.name for f in fields(cls)}
         d = {k: v for k, v in value.items() if k in known}
         for key in ("labels", "fields", "calibrate_inputs", "ensemble"):

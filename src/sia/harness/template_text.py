@@ -137,18 +137,18 @@ ASK_ONE = '''    reply = ctx.llm.chat(messages, temperature=0.0, max_tokens=CONF
     answer = extract(reply)
 '''
 
-ASK_VOTE = '''    replies = ctx.llm.chat(messages, temperature=CONFIG["vote_temperature"], max_tokens=CONFIG["max_tokens"], n=CONFIG["votes"]).texts
+ASK_VOTE = """    replies = ctx.llm.chat(messages, temperature=CONFIG["vote_temperature"], max_tokens=CONFIG["max_tokens"], n=CONFIG["votes"]).texts
     reply = replies[0]
     answer = vote([extract(r) for r in replies])
-'''
+"""  # noqa: E501 (the harness's own code, kept as generated harnesses have it)
 
-RETRY = '''    if answer is None and CONFIG["labels"]:
+RETRY = """    if answer is None and CONFIG["labels"]:
         follow_up = messages + [{"role": "assistant", "content": reply},
                                 {"role": "user", "content": "Answer with exactly one of: " + ", ".join(CONFIG["labels"]) + "."}]
         reply = ctx.llm.chat(follow_up, temperature=0.0, max_tokens=CONFIG["max_tokens"]).text
         answer = extract(reply)
         ctx.log("retried an unparseable reply", answer=answer)
-'''
+"""
 CLIP = '''
 
 def clip(text):
@@ -221,17 +221,32 @@ def _variants(src: str, cfg: TemplateConfig) -> str:
     if cfg.max_input_chars > 0:
         head, rest = src.split("\ndef format_input(example):\n    return ", 1)
         line, rest = rest.split("\n", 1)
-        src = head + CLIP.lstrip("\n").rstrip("\n").join(["", "\n\n\n"]) + "def format_input(example):\n    return clip(" + line + ")\n" + rest
+        src = (
+            head
+            + CLIP.lstrip("\n").rstrip("\n").join(["", "\n\n\n"])
+            + "def format_input(example):\n    return clip("
+            + line
+            + ")\n"
+            + rest
+        )
     if cfg.mode == "score" and cfg.labels and cfg.label_words:
-        src = src.replace('''ctx.llm.logprobs(prompt, CONFIG["labels"])''',
-                          '''ctx.llm.logprobs(prompt, [CONFIG["label_words"].get(label, label) for label in CONFIG["labels"]])''')
+        src = src.replace(
+            """ctx.llm.logprobs(prompt, CONFIG["labels"])""",
+            """ctx.llm.logprobs(prompt, [CONFIG["label_words"].get(label, label) for label in CONFIG["labels"]])""",
+        )
     if cfg.mode == "score" and cfg.labels and cfg.calibrate and tuple(cfg.calibrate_inputs) != ("N/A",):
         src = src.replace(CALIBRATE, CALIBRATE_MANY)
     src = template_shapes.apply(src, cfg)
     if ensemble(cfg):
         src = src.replace("label_scores(ctx, build_messages(example))", "ensemble_scores(ctx, example)")
-        src = src.replace('''label_scores(ctx, build_messages({CONFIG["input_field"]: text}))''', '''ensemble_scores(ctx, {CONFIG["input_field"]: text})''')
-        src = src.replace('''label_scores(ctx, build_messages({CONFIG["input_field"]: "N/A"}))''', '''ensemble_scores(ctx, {CONFIG["input_field"]: "N/A"})''')
+        src = src.replace(
+            """label_scores(ctx, build_messages({CONFIG["input_field"]: text}))""",
+            """ensemble_scores(ctx, {CONFIG["input_field"]: text})""",
+        )
+        src = src.replace(
+            """label_scores(ctx, build_messages({CONFIG["input_field"]: "N/A"}))""",
+            """ensemble_scores(ctx, {CONFIG["input_field"]: "N/A"})""",
+        )
         src = src.replace("\n\ndef solve(", ENSEMBLE.rstrip("\n") + "\n\n\ndef solve(", 1)
     return src
 
@@ -244,17 +259,21 @@ def render_text(cfg: TemplateConfig) -> str:
     fmt = FORMAT_TEMPLATE if cfg.input_template else FORMAT_FIELDS if cfg.fields else FORMAT_ONE
     inline = bool(cfg.demos) and cfg.demo_layout == "inline"
     shown = "with_demos(format_input(example))" if inline else "format_input(example)"
-    src = HEADER.format(config=pprint.pformat(cfg.literal(), width=110, sort_dicts=False),
-                        demos=DEMOS if cfg.demos and not inline else "", format_input="\n" + fmt.lstrip("\n"),
-                        user_turn=_user_turn(cfg, ensemble(cfg)), bm_sig="example, instruction=None" if ensemble(cfg) else "example",
-                        bm_arg=f"{shown}, instruction" if ensemble(cfg) else shown)
+    src = HEADER.format(
+        config=pprint.pformat(cfg.literal(), width=110, sort_dicts=False),
+        demos=DEMOS if cfg.demos and not inline else "",
+        format_input="\n" + fmt.lstrip("\n"),
+        user_turn=_user_turn(cfg, ensemble(cfg)),
+        bm_sig="example, instruction=None" if ensemble(cfg) else "example",
+        bm_arg=f"{shown}, instruction" if ensemble(cfg) else shown,
+    )
     if cfg.mode == "neighbours" and cfg.demos:
         src += template_shapes.NEIGHBOURS
     elif cfg.mode == "score" and cfg.labels:
         src += SCORE
         if cfg.calibrate:
             src += CALIBRATE
-        cal = ("    bias = content_free_scores(ctx)\n    scores = [s - b for s, b in zip(scores, bias)]\n" if cfg.calibrate else "")
+        cal = "    bias = content_free_scores(ctx)\n    scores = [s - b for s, b in zip(scores, bias)]\n" if cfg.calibrate else ""
         src += SOLVE_SCORE.format(calibrate=cal)
     else:
         src += EXTRACT

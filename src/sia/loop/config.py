@@ -11,7 +11,8 @@ from it. A field marked `{"cli": False}` is not offered on the command line.
 from __future__ import annotations
 
 import re
-from typing import Any, Iterator, Literal
+from collections.abc import Iterator
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic.fields import FieldInfo
@@ -41,7 +42,8 @@ class RunConfig(BaseModel):
     budget: float = Field(600.0, gt=0, json_schema_extra={"cli_type": str, "cli_default": "10m"})
     """Wall-clock budget of the whole run, resumes included: 10m, 90s, 1h30m or seconds."""
     levers: tuple[str, ...] = Field((), json_schema_extra={"cli_type": str, "cli_default": None})
-    """Comma-separated levers the Feedback-Agent may pull: harness, weights (LoRA training), or both. Default: both (harness only with --task-model)."""
+    """Comma-separated levers the Feedback-Agent may pull: harness, weights (LoRA training), or both. Default: both
+    (harness only with --task-model)."""
     seed: int = 0
     """Seed for sampling, demonstrations and the gate."""
     max_generations: int = Field(20, ge=1)
@@ -111,15 +113,17 @@ class RunConfig(BaseModel):
         return data
 
     @model_validator(mode="after")
-    def _check(self) -> "RunConfig":
+    def _check(self) -> RunConfig:
         from sia.loop.levers import lever_names
 
         unknown = [x for x in self.levers if x not in lever_names()]
         if unknown:
             raise ValueError(f"unknown lever(s) {', '.join(unknown)}: choose from {', '.join(lever_names())}, comma-separated")
         if self.agents.task_model and "weights" in self.levers:
-            raise SiaError(f"the weights lever trains a LoRA adapter on the local model, and --task-model {self.agents.task_model} "
-                           "is remote", "use --levers harness with a remote task model, or drop --task-model")
+            raise SiaError(
+                f"the weights lever trains a LoRA adapter on the local model, and --task-model {self.agents.task_model} is remote",
+                "use --levers harness with a remote task model, or drop --task-model",
+            )
         return self
 
 
@@ -141,7 +145,9 @@ def option_name(path: tuple[str, ...], f: FieldInfo) -> str:
 def from_flat(**settings: Any) -> RunConfig:
     """A checked RunConfig from flat settings (`tau=`, `feedback_model=`, ...) as the CLI and `sia.run()` take them."""
     nested: dict[str, Any] = {}
-    offered = [(path, f) for path, f in leaf_fields() if not (isinstance(f.json_schema_extra, dict) and f.json_schema_extra.get("cli") is False)]
+    offered = [
+        (path, f) for path, f in leaf_fields() if not (isinstance(f.json_schema_extra, dict) and f.json_schema_extra.get("cli") is False)
+    ]
     by_name = {path[-1]: path for path, _ in offered}
     by_name.update({option_name(path, f): path for path, f in offered})
     unknown = sorted(set(settings) - set(by_name))

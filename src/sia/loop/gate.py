@@ -60,7 +60,7 @@ class GateConfig(BaseModel):
     """Largest loss a cheaper challenger (a distilled harness and adapter) may show: it is accepted when significantly not
     worse by this much and cheaper in model calls per example."""
 
-    def non_inferiority(self) -> "GateConfig":
+    def non_inferiority(self) -> GateConfig:
         """This gate for a change that must be cheaper, not better: tau = -margin."""
         return self.model_copy(update={"tau": -self.margin})
 
@@ -149,7 +149,8 @@ def decided(champion: dict[str, float], partial: dict[str, float], *, binary: bo
         why = f"accepted after {len(partial)}/{len(champion)}: even scoring {lo} on the rest would pass ({now.reason})"
         return Verdict(True, now.delta, now.ci, now.p_value, now.n, len(champion), now.method, True, why)
     if now.delta >= config.tau and now.p_value < config.interim_alpha:
-        why = f"accepted after {len(partial)}/{len(champion)}: p {now.p_value:.2g} below the interim boundary {config.interim_alpha} ({now.reason})"
+        why = (f"accepted after {len(partial)}/{len(champion)}: p {now.p_value:.2g} below the interim boundary "
+               f"{config.interim_alpha} ({now.reason})")
         return Verdict(True, now.delta, now.ci, now.p_value, now.n, len(champion), now.method, True, why)
     if not best.accept:
         why = f"rejected after {len(partial)}/{len(champion)}: even scoring {hi} on the rest would fail ({now.reason})"

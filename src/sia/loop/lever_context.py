@@ -6,8 +6,9 @@ and the registry that lists them, so that no lever imports another.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any, Callable, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from sia.evaluation.executor import EvalConfig, EvalResult, execute
 from sia.harness.checks import refusal
@@ -36,7 +37,7 @@ class Challenger:
 class LeverContext:
     """What a lever may use: the run, the task, rollouts through a harness, adapter serving, progress."""
 
-    def __init__(self, run: Run, runtime: "PolicyRuntime", *, seed: int, concurrency: int, limits: SandboxLimits,
+    def __init__(self, run: Run, runtime: PolicyRuntime, *, seed: int, concurrency: int, limits: SandboxLimits,
                  report: Callable[..., None], on_saved: Callable[[], None], unsafe_sandbox: bool = False,
                  tick: Callable[[], None] = lambda: None, seconds_left: Callable[[], float] = lambda: float("inf")) -> None:
         """`seconds_left`: seconds of the budget left for this generation's work (the final test's time kept aside)."""
@@ -71,7 +72,7 @@ class LeverContext:
         if version and not self.runtime.has_model(version):
             self.runtime.load_adapter(version, self.store.adapter_path(version))
 
-    def run_rollouts(self, cid: str, eid: str, split: str, examples: list["Example"], label: str, *, samples: int = 1,
+    def run_rollouts(self, cid: str, eid: str, split: str, examples: list[Example], label: str, *, samples: int = 1,
                      seed: int | None = None, model: str | None = None, challenger: bool = False) -> EvalResult:
         """Run `examples` into evaluation `eid` with candidate `cid`'s harness; `model` overrides its adapter."""
         cand = self.store.candidate(cid)
@@ -89,7 +90,7 @@ class LeverContext:
         self._saved()
         return result
 
-    def collect(self, cid: str, purpose: str, examples: list["Example"], label: str, *, samples: int, seed: int,
+    def collect(self, cid: str, purpose: str, examples: list[Example], label: str, *, samples: int, seed: int,
                 model: str | None, temperature: float | None = None) -> str:
         """Rollouts of candidate `cid`'s unchanged harness on train `examples`, registered under `purpose`.
 

@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, replace
-from typing import Any, Callable, Mapping
+from typing import Any
 
 from sia.agents.builtin import BuiltinFeedbackAgent
 from sia.agents.clients import AgentModelError
@@ -25,8 +26,8 @@ from sia.agents.contract import AgentState, FeedbackAgent
 from sia.agents.costs import machine_slowdown
 from sia.agents.meta import initial_harness, llm_initial_harness
 from sia.agents.proposal import Invalid, Stop, from_dict, to_dict
-from sia.evaluation.analysis import analyse, calls_per_example
 from sia.errors import SiaError
+from sia.evaluation.analysis import analyse, calls_per_example
 from sia.evaluation.executor import EvalResult, InfraFailure
 from sia.harness.sandbox import SandboxLimits
 from sia.loop.budget import Budget
@@ -200,12 +201,15 @@ class Loop:
     def _validate_first(self, source: str, attempt: int) -> str | None:
         """Why a Meta-Agent harness cannot be the baseline, or None: it may run (see `refusal`) and runs on train examples."""
         refused = self.ctx.refusal(source)
-        version = self.store.add_harness_version(source, f"[Meta-Agent attempt {attempt}]" + (" [refused before running]" if refused else ""))
+        note = f"[Meta-Agent attempt {attempt}]" + (" [refused before running]" if refused else "")
+        version = self.store.add_harness_version(source, note)
         if refused:
             return refused
         cid = self.store.add_candidate(version, None, "meta", f"Meta-Agent attempt {attempt}")
         examples = self.task.split("train")[: max(2, self.config.smoke_examples)]
-        rows = self.store.rollouts(self._eval(cid, "meta", "train", examples, f"Meta-Agent attempt {attempt}", challenger=True).evaluation_id)
+        rows = self.store.rollouts(
+            self._eval(cid, "meta", "train", examples, f"Meta-Agent attempt {attempt}", challenger=True).evaluation_id
+        )
         bad = [r for r in rows if r.status != "ok"]
         if bad:
             msg = (bad[0].error or bad[0].error_type or "").strip().splitlines()
@@ -214,18 +218,34 @@ class Loop:
 
     def _state(self, gen: int, champion: str) -> AgentState:
         self.ui("phase", text=f"generation {gen}: analysing the champion on train")
-        ana_eid = self._eval(champion, "train", "train", self.task.split("train")[: self._analysis_size(champion)],
-                             "analysis (train)").evaluation_id
+        ana_eid = self._eval(
+            champion, "train", "train", self.task.split("train")[: self._analysis_size(champion)], "analysis (train)"
+        ).evaluation_id
         adapter = self.records.adapter(champion)
         span, n = self.records.fresh_seconds_of(champion, "val")  # a change's evaluation scores prompts new to the service
         analysis = analyse(self.task, self.store, ana_eid)
         if self.store.get_meta("task_features") is None:  # the task as the run first measured it: what later runs compare with
             self.store.set_meta("task_features", asdict(priors.features(self.task, analysis)))
-        return AgentState(self.task, self.records.source(champion), analysis, self.records.memory(),
-                          self.task.split("train"), {sha for sha, a in self.store.tried_pairs() if a == adapter}, gen,
-                          tuple(self.config.levers), self.config.seed, adapter, span / n if n > 1 else 60.0 / max(1, len(self.val)),
-                          len(self.val), self.budget.left(champion), self.records.mean_of(champion, "val"), ana_eid,
-                          machine_slowdown() if "weights" in self.config.levers else 1.0, self.priors, self._features())
+        return AgentState(
+            self.task,
+            self.records.source(champion),
+            analysis,
+            self.records.memory(),
+            self.task.split("train"),
+            {sha for sha, a in self.store.tried_pairs() if a == adapter},
+            gen,
+            tuple(self.config.levers),
+            self.config.seed,
+            adapter,
+            span / n if n > 1 else 60.0 / max(1, len(self.val)),
+            len(self.val),
+            self.budget.left(champion),
+            self.records.mean_of(champion, "val"),
+            ana_eid,
+            machine_slowdown() if "weights" in self.config.levers else 1.0,
+            self.priors,
+            self._features(),
+        )
 
     def _features(self) -> priors.Features | None:
         saved = self.store.get_meta("task_features")
@@ -265,10 +285,14 @@ class Loop:
             if gen > self.config.max_generations:
                 return f"generation budget of {self.config.max_generations} reached"
             champion = store.champion()
-            if self.records.memory().stalled_for() >= self.config.patience and self.budget.left(champion) <= PATIENT_SHARE * self.budget.budget_s:
+            if (
+                self.records.memory().stalled_for() >= self.config.patience
+                and self.budget.left(champion) <= PATIENT_SHARE * self.budget.budget_s
+            ):
                 return f"no gain in the last {self.config.patience} generations"
-            reason = self.budget.exhausted(self.budget.test_reserve(champion) + self._generation_estimate(champion),
-                                           "the final test and the shortest generation")
+            reason = self.budget.exhausted(
+                self.budget.test_reserve(champion) + self._generation_estimate(champion), "the final test and the shortest generation"
+            )
             if reason:
                 return reason
             state = self._state(gen, champion)
@@ -280,9 +304,16 @@ class Loop:
                 return f"Feedback-Agent model: {e}"
             proposal = decision.proposal
             prior = priors.prior(list(self.priors), proposal.kind, state.features) if state.features and self.priors else None
-            store.add_generation(gen, champion, {**to_dict(proposal), "analysis": state.analysis.summary(),
-                                                 "ranking": [list(r) for r in decision.ranking[:6]],
-                                                 "prior": asdict(prior) if prior else None})
+            store.add_generation(
+                gen,
+                champion,
+                {
+                    **to_dict(proposal),
+                    "analysis": state.analysis.summary(),
+                    "ranking": [list(r) for r in decision.ranking[:6]],
+                    "prior": asdict(prior) if prior else None,
+                },
+            )
         self.ui("proposal", gen=gen, proposal=proposal)
         t0, r0 = time.monotonic(), store.count_rollouts()
         if isinstance(proposal, Stop):
@@ -309,14 +340,32 @@ class Loop:
             if store.champion() != cid:
                 store.push_champion(cid, f"accepted in generation {gen}: {verdict.reason}", gen)
             self._show_champion()
-        store.update_generation(gen, status="decided", candidate_id=cid, verdict=verdict.to_dict(), lesson=lesson,
-                                val_eval=val_eid, finished=time.time(), rollouts=store.count_rollouts() - r0,
-                                seconds=time.monotonic() - t0)
+        store.update_generation(
+            gen,
+            status="decided",
+            candidate_id=cid,
+            verdict=verdict.to_dict(),
+            lesson=lesson,
+            val_eval=val_eid,
+            finished=time.time(),
+            rollouts=store.count_rollouts() - r0,
+            seconds=time.monotonic() - t0,
+        )
         self.ui("verdict", gen=gen, verdict=verdict, lesson=lesson)
         features = self._features()
         if self.config.memory and features is not None and cid is not None:
-            priors.append(priors.Record(self.task.name, proposal.lever, proposal.kind, bool(verdict.accept), float(verdict.delta or 0.0),
-                                        (time.monotonic() - t0) / 60, features, str(self.store.run_dir)))
+            priors.append(
+                priors.Record(
+                    self.task.name,
+                    proposal.lever,
+                    proposal.kind,
+                    bool(verdict.accept),
+                    float(verdict.delta or 0.0),
+                    (time.monotonic() - t0) / 60,
+                    features,
+                    str(self.store.run_dir),
+                )
+            )
         self.budget.save()
         return None
 
@@ -342,12 +391,16 @@ class Loop:
             first = (rows[0].error or "").splitlines()[0] if rows[0].error else rows[0].error_type
             return self._reject(f"harness fails on every smoke example ({rows[0].error_type}: {first})"), smoke.evaluation_id
         champ_scores = self.records.scores_of(champion, "val")
-        eid = store.evaluation_for(cid, "val", lambda: store.add_evaluation(
-            cid, "val", self.config.seed, 1, len(self.val), {"purpose": purpose_key(cid, "val")}))
+        eid = store.evaluation_for(
+            cid, "val", lambda: store.add_evaluation(cid, "val", self.config.seed, 1, len(self.val), {"purpose": purpose_key(cid, "val")})
+        )
         chunk = max(1, self.config.gate.chunk)
         gate = self.config.gate.non_inferiority() if cheaper else self.config.gate
-        self.ui("phase", text=f"generation {gen}: gate on validation (sequential, chunks of {chunk}"
-                              f"{f'; non-inferiority within {gate.margin}, and fewer model calls' if cheaper else ''})")
+        self.ui(
+            "phase",
+            text=f"generation {gen}: gate on validation (sequential, chunks of {chunk}"
+            f"{f'; non-inferiority within {gate.margin}, and fewer model calls' if cheaper else ''})",
+        )
         verdict = None
         while True:  # one look per chunk; a chunk is cut to what the time left buys
             done = self.records.scores(eid)
@@ -358,18 +411,22 @@ class Loop:
             fits = self._gate_fits(champion, cid, len(done))
             if fits < 1:
                 return self._reject(f"budget ran out before the gate decided ({len(done)}/{len(self.val)} examples)"), eid
-            self.ctx.run_rollouts(cid, eid, "val", todo[:min(chunk, fits)], f"gate gen {gen}", challenger=True)
+            self.ctx.run_rollouts(cid, eid, "val", todo[: min(chunk, fits)], f"gate gen {gen}", challenger=True)
             if len(self.records.scores(eid)) == len(done):
                 break  # nothing new was scored: decide on what there is
         if verdict is None:
             scores = self.records.scores(eid)
-            verdict = decided(champ_scores, scores, binary=self.binary, config=gate) or \
-                compare(champ_scores, scores, binary=self.binary, config=gate)
+            verdict = decided(champ_scores, scores, binary=self.binary, config=gate) or compare(
+                champ_scores, scores, binary=self.binary, config=gate
+            )
         if cheaper and verdict.accept:
             mine, theirs = calls_per_example(store, eid), calls_per_example(store, store.evaluation_id(champion, "val"))
             if mine >= theirs:
-                verdict = replace(verdict, accept=False, reason=f"{verdict.reason}, but not cheaper: {mine:.2f} model calls per "
-                                                                f"example against the champion's {theirs:.2f}")
+                verdict = replace(
+                    verdict,
+                    accept=False,
+                    reason=f"{verdict.reason}, but not cheaper: {mine:.2f} model calls per example against the champion's {theirs:.2f}",
+                )
             else:
                 verdict = replace(verdict, reason=f"{verdict.reason}; model calls per example {theirs:.2f} -> {mine:.2f}")
         return verdict, eid

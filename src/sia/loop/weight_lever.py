@@ -88,6 +88,8 @@ class WeightLever:
 
         store, task, runtime = ctx.store, ctx.task, ctx.runtime
         wp = plan(proposal.algorithm, proposal.config, proposal.data)
+        if "seed" not in proposal.config:  # the run's seed and the generation pick the LoRA initialisation and the order
+            wp = wp.model_copy(update={"train": wp.train.model_copy(update={"seed": update_seed(ctx.seed, gen)})})
         policy = runtime.local_policy()  # fails clearly when the policy is a remote endpoint
         parent = store.candidate(champion).adapter_version
         version = f"a{gen}"  # one adapter version per generation at most, so a resumed generation finds its own
@@ -179,6 +181,13 @@ class WeightLever:
         def grade(example_id: str, answer: str) -> float:
             return float(example_id in answers and answer == answers[example_id])
         return grade
+
+
+def update_seed(run_seed: int, generation: int) -> int:
+    """The seed of generation `generation`'s weight update in a run seeded `run_seed`: runs with other seeds start their
+    adapters from other random LoRA weights and take their groups in another order (three seeds of an ablation are
+    three samples of training, not one)."""
+    return run_seed * 1000 + generation
 
 
 def gold_answers(task, examples) -> dict[str, str]:

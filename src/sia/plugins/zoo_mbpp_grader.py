@@ -22,7 +22,9 @@ from sia.harness.programs import RUNNER_PRELUDE, ProgramWorker, WorkerError
 from sia.task.graders import Grade, grader
 
 FENCE = re.compile(r"```(?:python|py)?[ \t]*\n(.*?)(?:```|\Z)", re.S)
-RUNNER = RUNNER_PRELUDE + '''
+RUNNER = (
+    RUNNER_PRELUDE
+    + '''
 import traceback
 
 PLAIN = (int, float, bool, str, type(None))
@@ -43,9 +45,11 @@ def plain(v, depth=0):
     if isinstance(v, str) or v is None:
         return ["str", str.__str__(v)] if v is not None else ["NoneType", None]
     if isinstance(v, (list, tuple)):
-        return ["tuple" if isinstance(v, tuple) else "list", [plain(x, depth + 1) for x in (tuple.__iter__(v) if isinstance(v, tuple) else list.__iter__(v))]]
+        items = tuple.__iter__(v) if isinstance(v, tuple) else list.__iter__(v)
+        return ["tuple" if isinstance(v, tuple) else "list", [plain(x, depth + 1) for x in items]]
     if isinstance(v, (set, frozenset)):
-        return ["set", sorted((plain(x, depth + 1) for x in (frozenset.__iter__(v) if isinstance(v, frozenset) else set.__iter__(v))), key=repr)]
+        items = frozenset.__iter__(v) if isinstance(v, frozenset) else set.__iter__(v)
+        return ["set", sorted((plain(x, depth + 1) for x in items), key=repr)]
     if isinstance(v, dict):
         return ["dict", sorted(([plain(k, depth + 1), plain(x, depth + 1)] for k, x in dict.items(v)), key=repr)]
     raise ValueError(f"a value of type {type(v).__name__}")
@@ -66,6 +70,7 @@ for cmd in commands():
     except BaseException as e:
         reply(ok=False, error=f"{type(e).__name__}: {str(e)[:300]}")
 '''
+)
 
 
 def program_of(output) -> str | None:
@@ -100,8 +105,12 @@ def _split(test: str):
     """(call source, expected literal) for `assert CALL == LITERAL`, else None."""
     try:
         node = ast.parse(test.strip()).body[0]
-        if isinstance(node, ast.Assert) and isinstance(node.test, ast.Compare) and len(node.test.ops) == 1 \
-                and isinstance(node.test.ops[0], ast.Eq):
+        if (
+            isinstance(node, ast.Assert)
+            and isinstance(node.test, ast.Compare)
+            and len(node.test.ops) == 1
+            and isinstance(node.test.ops[0], ast.Eq)
+        ):
             return ast.unparse(node.test.left), ast.literal_eval(node.test.comparators[0])
     except (SyntaxError, ValueError, IndexError, TypeError):
         return None
@@ -140,5 +149,6 @@ def grade(example, output, timeout_s: float = 20.0) -> Grade:
         notes.append(f"stopped: {e}")
     score = passed / len(tests) if tests else 0.0
     outcome = "" if score == 1.0 else "wrong"
-    return Grade(score, score == 1.0, f"{passed} of {len(tests)} tests passed" + ("; " + "; ".join(notes)[:400] if notes else ""),
-                 outcome=outcome)
+    return Grade(
+        score, score == 1.0, f"{passed} of {len(tests)} tests passed" + ("; " + "; ".join(notes)[:400] if notes else ""), outcome=outcome
+    )

@@ -143,7 +143,9 @@ class LocalBackend:
     def _budget(self, prompt_ids: list[int], max_tokens: int | None) -> int:
         room = self.policy.config.max_context - len(prompt_ids)
         if room <= 0:
-            raise HTTPError(400, f"prompt has {len(prompt_ids)} tokens; the context holds {self.policy.config.max_context}", "context_length_exceeded")
+            raise HTTPError(
+                400, f"prompt has {len(prompt_ids)} tokens; the context holds {self.policy.config.max_context}", "context_length_exceeded"
+            )
         return min(max_tokens if max_tokens is not None else room, room)
 
     async def chat(self, req: ChatRequest, owner: str = "") -> tuple[dict, dict]:
@@ -151,24 +153,46 @@ class LocalBackend:
         prompt = self.policy.render_chat(req.messages)
         prompt_ids = self.policy.encode(prompt)
         max_tokens = self._budget(prompt_ids, req.max_completion_tokens if req.max_completion_tokens is not None else req.max_tokens)
-        items = [GenRequest(prompt_ids, max_tokens, req.temperature, req.top_p, _stops(req.stop),
-                            None if req.seed is None else req.seed + i) for i in range(req.n)]
+        items = [
+            GenRequest(prompt_ids, max_tokens, req.temperature, req.top_p, _stops(req.stop), None if req.seed is None else req.seed + i)
+            for i in range(req.n)
+        ]
         results = await self._submit("generate", model, items, owner)
         choices = []
         for i, r in enumerate(results):
-            choice: dict[str, Any] = {"index": i, "message": {"role": "assistant", "content": r.text},
-                                      "finish_reason": r.finish_reason, "token_ids": r.token_ids}
+            choice: dict[str, Any] = {
+                "index": i,
+                "message": {"role": "assistant", "content": r.text},
+                "finish_reason": r.finish_reason,
+                "token_ids": r.token_ids,
+            }
             if req.logprobs:
                 toks = self.policy.token_strings(r.token_ids)
-                choice["logprobs"] = {"content": [{"token": t, "logprob": lp, "bytes": list(t.encode()), "top_logprobs": []}
-                                                  for t, lp in zip(toks, r.logprobs)]}
+                choice["logprobs"] = {
+                    "content": [
+                        {"token": t, "logprob": lp, "bytes": list(t.encode()), "top_logprobs": []} for t, lp in zip(toks, r.logprobs)
+                    ]
+                }
             choices.append(choice)
         n_out = sum(len(r.token_ids) for r in results)
-        resp = {"id": f"chatcmpl-{secrets.token_hex(8)}", "object": "chat.completion", "created": int(time.time()),
-                "model": model, "choices": choices, "prompt_token_ids": prompt_ids,
-                "usage": {"prompt_tokens": len(prompt_ids), "completion_tokens": n_out, "total_tokens": len(prompt_ids) + n_out}}
-        record = {"kind": "chat", "model": model, "messages": req.messages, "prompt": prompt, "prompt_token_ids": prompt_ids,
-                  "params": _params(req), "completions": [_completion_record(r) for r in results]}
+        resp = {
+            "id": f"chatcmpl-{secrets.token_hex(8)}",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": model,
+            "choices": choices,
+            "prompt_token_ids": prompt_ids,
+            "usage": {"prompt_tokens": len(prompt_ids), "completion_tokens": n_out, "total_tokens": len(prompt_ids) + n_out},
+        }
+        record = {
+            "kind": "chat",
+            "model": model,
+            "messages": req.messages,
+            "prompt": prompt,
+            "prompt_token_ids": prompt_ids,
+            "params": _params(req),
+            "completions": [_completion_record(r) for r in results],
+        }
         return resp, record
 
     async def completions(self, req: CompletionRequest, owner: str = "") -> tuple[dict, dict]:
@@ -192,39 +216,69 @@ class LocalBackend:
                 for t in toks:
                     offsets.append(pos)
                     pos += len(t)
-                choices.append({"index": i, "text": p, "finish_reason": "length", "token_ids": ids,
-                                "logprobs": {"tokens": toks, "token_logprobs": lps, "text_offset": offsets, "top_logprobs": None}})
+                choices.append(
+                    {
+                        "index": i,
+                        "text": p,
+                        "finish_reason": "length",
+                        "token_ids": ids,
+                        "logprobs": {"tokens": toks, "token_logprobs": lps, "text_offset": offsets, "top_logprobs": None},
+                    }
+                )
                 records.append({"prompt": p, "prompt_token_ids": ids, "prompt_logprobs": lps})
             n_in = sum(len(x) for x in encoded)
-            resp = {"id": f"cmpl-{secrets.token_hex(8)}", "object": "text_completion", "created": int(time.time()), "model": model,
-                    "choices": choices, "usage": {"prompt_tokens": n_in, "completion_tokens": 0, "total_tokens": n_in}}
+            resp = {
+                "id": f"cmpl-{secrets.token_hex(8)}",
+                "object": "text_completion",
+                "created": int(time.time()),
+                "model": model,
+                "choices": choices,
+                "usage": {"prompt_tokens": n_in, "completion_tokens": 0, "total_tokens": n_in},
+            }
             return resp, {"kind": "score", "model": model, "params": _params(req), "prompts": records, "computed": computed}
         items = []
         for ids in encoded:
             if not ids:
                 raise HTTPError(400, "a prompt is empty; generation needs at least one token")
             mt = self._budget(ids, req.max_tokens)
-            items += [GenRequest(ids, mt, req.temperature, req.top_p, _stops(req.stop), None if req.seed is None else req.seed + k)
-                      for k in range(req.n)]
+            items += [
+                GenRequest(ids, mt, req.temperature, req.top_p, _stops(req.stop), None if req.seed is None else req.seed + k)
+                for k in range(req.n)
+            ]
         results = await self._submit("generate", model, items, owner)
         for i, r in enumerate(results):
             p = prompts[i // req.n]
             choice = {"index": i, "text": (p if req.echo else "") + r.text, "finish_reason": r.finish_reason, "token_ids": r.token_ids}
             if req.logprobs is not None:
-                choice["logprobs"] = {"tokens": self.policy.token_strings(r.token_ids), "token_logprobs": r.logprobs,
-                                      "text_offset": None, "top_logprobs": None}
+                choice["logprobs"] = {
+                    "tokens": self.policy.token_strings(r.token_ids),
+                    "token_logprobs": r.logprobs,
+                    "text_offset": None,
+                    "top_logprobs": None,
+                }
             choices.append(choice)
         n_in = sum(len(x) for x in encoded) * req.n
         n_out = sum(len(r.token_ids) for r in results)
-        resp = {"id": f"cmpl-{secrets.token_hex(8)}", "object": "text_completion", "created": int(time.time()), "model": model,
-                "choices": choices, "usage": {"prompt_tokens": n_in, "completion_tokens": n_out, "total_tokens": n_in + n_out}}
-        record = {"kind": "completion", "model": model, "params": _params(req),
-                  "prompts": [{"prompt": p, "prompt_token_ids": ids} for p, ids in zip(prompts, encoded)],
-                  "completions": [_completion_record(r) for r in results]}
+        resp = {
+            "id": f"cmpl-{secrets.token_hex(8)}",
+            "object": "text_completion",
+            "created": int(time.time()),
+            "model": model,
+            "choices": choices,
+            "usage": {"prompt_tokens": n_in, "completion_tokens": n_out, "total_tokens": n_in + n_out},
+        }
+        record = {
+            "kind": "completion",
+            "model": model,
+            "params": _params(req),
+            "prompts": [{"prompt": p, "prompt_token_ids": ids} for p, ids in zip(prompts, encoded)],
+            "completions": [_completion_record(r) for r in results],
+        }
         return resp, record
 
-    async def _score(self, model: str, prompts: tuple[str, ...], encoded: list[list[int]],
-                     owner: str = "") -> tuple[list[list[float]], bool]:
+    async def _score(
+        self, model: str, prompts: tuple[str, ...], encoded: list[list[int]], owner: str = ""
+    ) -> tuple[list[list[float]], bool]:
         """Per-token logprobs of `prompts` under `model`, and whether this call computed them.
 
         A calibrating harness scores the same content-free prompts for every example, often from several rollouts at
@@ -365,21 +419,46 @@ class RemoteBackend:
         comps = []
         for ch in resp.get("choices", []):
             content = (ch.get("logprobs") or {}).get("content") or []
-            comps.append({"text": (ch.get("message") or {}).get("content") or "", "token_ids": ch.get("token_ids"),
-                          "logprobs": [c.get("logprob") for c in content] or None, "finish_reason": ch.get("finish_reason")})
-        record = {"kind": "chat", "model": self.model, "messages": req.messages, "prompt_token_ids": resp.get("prompt_token_ids"),
-                  "params": _params(req), "completions": comps, "usage": resp.get("usage")}
+            comps.append(
+                {
+                    "text": (ch.get("message") or {}).get("content") or "",
+                    "token_ids": ch.get("token_ids"),
+                    "logprobs": [c.get("logprob") for c in content] or None,
+                    "finish_reason": ch.get("finish_reason"),
+                }
+            )
+        record = {
+            "kind": "chat",
+            "model": self.model,
+            "messages": req.messages,
+            "prompt_token_ids": resp.get("prompt_token_ids"),
+            "params": _params(req),
+            "completions": comps,
+            "usage": resp.get("usage"),
+        }
         return resp, record
 
     async def completions(self, req: CompletionRequest, owner: str = "") -> tuple[dict, dict]:
         resp = await self._forward("/completions", req.model_dump(exclude_none=True), owner)
-        comps = [{"text": ch.get("text", ""), "token_ids": ch.get("token_ids"),
-                  "logprobs": (ch.get("logprobs") or {}).get("token_logprobs"), "finish_reason": ch.get("finish_reason")}
-                 for ch in resp.get("choices", [])]
+        comps = [
+            {
+                "text": ch.get("text", ""),
+                "token_ids": ch.get("token_ids"),
+                "logprobs": (ch.get("logprobs") or {}).get("token_logprobs"),
+                "finish_reason": ch.get("finish_reason"),
+            }
+            for ch in resp.get("choices", [])
+        ]
         prompts = [req.prompt] if isinstance(req.prompt, str) else req.prompt
         kind = "score" if req.max_tokens == 0 else "completion"
-        record = {"kind": kind, "model": self.model, "params": _params(req), "prompts": [{"prompt": p} for p in prompts],
-                  "completions": comps, "usage": resp.get("usage")}
+        record = {
+            "kind": kind,
+            "model": self.model,
+            "params": _params(req),
+            "prompts": [{"prompt": p} for p in prompts],
+            "completions": comps,
+            "usage": resp.get("usage"),
+        }
         return resp, record
 
     async def embeddings(self, req: EmbeddingRequest, owner: str = "") -> tuple[dict, dict]:

@@ -19,9 +19,10 @@ from __future__ import annotations
 import queue
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 
 class Cancelled(Exception):
@@ -164,7 +165,7 @@ class Batcher:
                 self._session.drop(lambda tag: tag[0].cancelled)
                 if not self._session.active:
                     self._session = None
-            if self._session is None and self._backlog:
+            if self._session is None and self._backlog and self._open_session is not None:
                 try:
                     self._session = self._open_session(self._backlog[0].model)
                 except Exception as e:

@@ -182,6 +182,7 @@ class DecodeSession:
         next_pos = pos[:, -1] + 1
         if self.rows:
             T_old, T_new = self.attn.shape[1], attn.shape[1]
+            assert self.attn is not None and self.pos is not None and self.pending is not None  # rows hold a cache
             self.attn = self._pad_left(self.cache, self.attn, T_new - T_old)
             attn = self._pad_left(cache, attn, T_old - T_new)
             for mine, theirs in zip(_layers(self.cache), _layers(cache)):
@@ -214,6 +215,7 @@ class DecodeSession:
         """One decode step for every active row; returns (tag, GenResult) of rows that finished."""
         if not self.rows:
             return []
+        assert self.attn is not None and self.pos is not None and self.pending is not None  # rows hold a cache
         self.attn = torch.cat([self.attn, torch.ones((self.attn.shape[0], 1), dtype=torch.long)], dim=1)
         out = self.policy._forward(input_ids=self.pending[:, None], attention_mask=self.attn, position_ids=self.pos[:, None],
                                    past_key_values=self.cache)

@@ -94,7 +94,7 @@ class Relays:
     def __init__(self, inner: str, folder: Path) -> None:
         self.inner, self.folder = inner, folder
         self.loop = asyncio.new_event_loop()
-        self._servers: dict[str, tuple[asyncio.AbstractServer, set[asyncio.StreamWriter], int]] = {}
+        self._servers: dict[str, tuple[asyncio.Server, set[asyncio.StreamWriter], int]] = {}
         self._thread = threading.Thread(target=self.loop.run_forever, name="sia-door-relay", daemon=True)
         self._thread.start()
 

@@ -74,5 +74,7 @@ def resolve_model_path(model: str | None) -> Path:
         return path
     path = Path(model).expanduser()
     if not (path / "config.json").is_file():
-        raise SetupError(f"model folder {path} has no config.json", "pass a local Hugging Face model folder; sia never downloads at run time")
+        raise SetupError(
+            f"model folder {path} has no config.json", "pass a local Hugging Face model folder; sia never downloads at run time"
+        )
     return path

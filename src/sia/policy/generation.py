@@ -43,6 +43,9 @@ class GenResult:
 class TokenizerMethods:
     """Prompts and names through the HF tokenizer of the served model: shared by both engines (`LlamaPolicy` too)."""
 
+    tokenizer: Any
+    name: str
+
     def render_chat(self, messages: list[dict[str, Any]]) -> str:
         return self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
 
@@ -56,7 +59,7 @@ class TokenizerMethods:
         return [self.tokenizer.decode([i]) for i in ids]
 
     def model_names(self) -> list[str]:
-        return [self.name, "base", *self.adapters]
+        return [self.name, "base", *getattr(self, "adapters", {})]
 
 
 def cpu_threads() -> int:

@@ -31,16 +31,17 @@ import ctypes
 import json
 import os
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 
 from sia.errors import PolicyError
 from sia.policy.embedded import EMBEDDED_NAME, gguf_path, resolve_model_path
-from sia.policy.gguf_lora import adapter_gguf, requantized
 from sia.policy.generation import GenRequest, GenResult, TokenizerMethods, common_prefix, cpu_threads
+from sia.policy.gguf_lora import adapter_gguf, requantized
 
 EXTRA_BUFFERS = os.environ.get("SIA_LLAMA_EXTRA_BUFFERS", "0") == "1"
 """llama.cpp's extra weight buffers (repacked and AMX layouts). Off: on a Sapphire Rapids VM here, ggml's AMX matrix

@@ -17,7 +17,6 @@ from sia.errors import PolicyError
 from sia.policy.generation import GenRequest, GenResult, common_prefix
 
 
-
 @dataclass
 class _Row:
     request: GenRequest
@@ -108,7 +107,9 @@ class LlamaSession:
         p = self.policy
         with p._lock:
             new = []
-            while self.pending and p.free_seqs and p.cells + self._need(self.pending[0].request) <= p.config.n_ctx - 2 * p.config.max_context:
+            while (
+                self.pending and p.free_seqs and p.cells + self._need(self.pending[0].request) <= p.config.n_ctx - 2 * p.config.max_context
+            ):
                 row = self.pending.pop(0)
                 row.seq = p.free_seqs.pop(0)
                 p.cells += self._need(row.request)

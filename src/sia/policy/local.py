@@ -18,9 +18,8 @@ from __future__ import annotations
 
 import os
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from sia.policy.embedded import EMBEDDED_NAME, resolve_model_path
 from sia.policy.generation import GenRequest, GenResult, TokenizerMethods, common_prefix, cpu_threads
@@ -57,7 +56,9 @@ class LocalPolicy(TokenizerMethods):
         self.model = AutoModelForCausalLM.from_pretrained(str(path), dtype=torch.float32)
         self.model.eval()
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
-        self.stop_ids = {i for i in (self.tokenizer.eos_token_id, self.tokenizer.convert_tokens_to_ids("<|im_end|>")) if isinstance(i, int) and i >= 0}
+        self.stop_ids = {
+            i for i in (self.tokenizer.eos_token_id, self.tokenizer.convert_tokens_to_ids("<|im_end|>")) if isinstance(i, int) and i >= 0
+        }
         self.forward_passes = 0
         self._lock = threading.RLock()
         self._adapters: dict[str, str] = {}
@@ -91,8 +92,9 @@ class LocalPolicy(TokenizerMethods):
                 self._inject(name, path)
             except Exception as e:  # the check missed something: put the served model back as it was
                 self._reload()
-                raise PolicyError(f"cannot load adapter {path}: {type(e).__name__}: {str(e)[:300]}",
-                                  "save the adapter again with PEFT on this base model") from None
+                raise PolicyError(
+                    f"cannot load adapter {path}: {type(e).__name__}: {str(e)[:300]}", "save the adapter again with PEFT on this base model"
+                ) from None
             self._adapters[name] = str(path.resolve())
 
     def _inject(self, name: str, path: Path) -> None:
@@ -151,9 +153,9 @@ class LocalPolicy(TokenizerMethods):
             results.update(session.step())
         if refused := next((r for r in results.values() if isinstance(r, Exception)), None):
             raise refused
-        return [results[i] for i in range(len(requests))]
+        return [r for r in (results[i] for i in range(len(requests))) if isinstance(r, GenResult)]
 
-    def session(self, model: str | None = None) -> "ModelSession":
+    def session(self, model: str | None = None) -> ModelSession:
         """A continuous-batching decode session for `model` (see `sia.policy.decode`)."""
         return ModelSession(self, model)
 
@@ -184,7 +186,7 @@ class LocalPolicy(TokenizerMethods):
             body = getattr(base, base.base_model_prefix)
             out: list[list[float]] = []
             for start in range(0, len(sequences), 16):
-                ids, attn = self._right_padded(sequences[start:start + 16], torch)
+                ids, attn = self._right_padded(sequences[start : start + 16], torch)
                 self.forward_passes += 1
                 hidden = body(input_ids=ids, attention_mask=attn).last_hidden_state.float()
                 mask = attn[..., None].float()
@@ -225,7 +227,7 @@ class LocalPolicy(TokenizerMethods):
         g = min(common_prefix(flat), min(lcp_r) - 1, min(len(s) for s in flat) - 2)
         if g < 1:
             return None
-        mids = [min(l, min(len(s) for s in grp) - 1) - g for l, grp in zip(lcp_r, groups)]
+        mids = [min(n, min(len(s) for s in grp) - 1) - g for n, grp in zip(lcp_r, groups)]
         if min(mids) < 1:
             return None
         return g, mids

@@ -21,7 +21,7 @@ class PolicyRuntime:
         self.engine, self.note = "remote", ""
 
     @classmethod
-    def local(cls, model: str | None = None, max_batch: int = 32, backend: str = "auto") -> "PolicyRuntime":
+    def local(cls, model: str | None = None, max_batch: int = 32, backend: str = "auto") -> PolicyRuntime:
         """The local model served by the engine `backend` names (auto: the faster one measured at setup)."""
         from sia.policy.choice import choose
 
@@ -42,7 +42,7 @@ class PolicyRuntime:
         return runtime
 
     @classmethod
-    def remote(cls, base_url: str, model: str, api_key: str | None = None) -> "PolicyRuntime":
+    def remote(cls, base_url: str, model: str, api_key: str | None = None) -> PolicyRuntime:
         check_endpoint(base_url, api_key)
         service = PolicyService(RemoteBackend(base_url, model, api_key))
         service.start()
@@ -71,7 +71,7 @@ class PolicyRuntime:
     def close(self) -> None:
         self.service.stop()
 
-    def __enter__(self) -> "PolicyRuntime":
+    def __enter__(self) -> PolicyRuntime:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -86,6 +86,8 @@ def check_endpoint(base_url: str, api_key: str | None = None, timeout_s: float =
     try:
         r = httpx.get(base_url.rstrip("/") + "/models", headers=headers, timeout=timeout_s)
     except httpx.HTTPError as e:
-        raise PolicyError(f"cannot reach endpoint {base_url} ({type(e).__name__})", "check the URL and that the server is running") from None
+        raise PolicyError(
+            f"cannot reach endpoint {base_url} ({type(e).__name__})", "check the URL and that the server is running"
+        ) from None
     if r.status_code in (401, 403):
         raise PolicyError(f"endpoint {base_url} refused the API key (HTTP {r.status_code})", "set SIA_API_KEY (or OPENAI_API_KEY)")

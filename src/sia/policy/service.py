@@ -47,18 +47,25 @@ import socket
 import tempfile
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 
 from sia import values
 from sia.errors import PolicyError
-from sia.policy.backends import (CANCELLED, ChatRequest, CompletionRequest, EmbeddingRequest, HTTPError, LocalBackend, RemoteBackend,
-                                 within_tokens)
+from sia.policy.backends import (
+    CANCELLED,
+    ChatRequest,
+    CompletionRequest,
+    EmbeddingRequest,
+    HTTPError,
+    LocalBackend,
+    RemoteBackend,
+    within_tokens,
+)
 from sia.policy.door import Door, DoorLimits, DoorRecord, DoorState, Relays
 
 __all__ = ["ChatRequest", "CompletionRequest", "Door", "DoorLimits", "DoorRecord", "HTTPError", "LocalBackend", "PolicyService",
@@ -128,7 +135,8 @@ class PolicyService:
             else:
                 self._explore[prefix] = temperature
 
-    def _exploring(self, rollout: str, req: BaseModel) -> None:
+    def _exploring(self, rollout: str, req: Any) -> None:
+        """`req`: a chat or completion request (an embedding request has no temperature and is left alone)."""
         if not self._explore or getattr(req, "max_tokens", None) == 0 or "temperature" not in type(req).model_fields:
             return
         with self._lock:
@@ -150,7 +158,7 @@ class PolicyService:
                 raise ValueError(f"the body is over the limit of {cap} bytes")
         return values.loads(bytes(raw))
 
-    def _admit(self, state: DoorState, req: BaseModel) -> JSONResponse | None:
+    def _admit(self, state: DoorState, req: Any) -> JSONResponse | None:
         """Count a request against its rollout's limits; the refusal, or None once admitted (and cut to the tokens left)."""
         with self._lock:
             state.asked = True
@@ -341,7 +349,7 @@ class PolicyService:
             shutil.rmtree(folder, ignore_errors=True)
         self.backend.close()
 
-    def __enter__(self) -> "PolicyService":
+    def __enter__(self) -> PolicyService:
         if not self.url:
             self.start()
         return self

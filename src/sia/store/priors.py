@@ -50,7 +50,7 @@ class Features:
     unparseable: float
     error: float
 
-    def similarity(self, other: "Features") -> float:
+    def similarity(self, other: Features) -> float:
         """1 for the same shape, size and failures; towards 0 as they differ (another output kind halves it)."""
         d = (abs(math.log1p(self.labels) - math.log1p(other.labels)) / 2
              + abs(math.log1p(self.input_chars) - math.log1p(other.input_chars)) / 3

@@ -143,7 +143,7 @@ class Event:
     data: dict[str, Any]
 
     @classmethod
-    def from_row(cls, row) -> "Event":
+    def from_row(cls, row) -> Event:
         return cls(row["rollout_id"], row["seq"], row["kind"], row["t"], json.loads(row["data"]))
 
 

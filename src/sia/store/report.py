@@ -86,20 +86,31 @@ def _plot(summary: dict[str, Any]) -> str:
                      f'<text x="{L - 6}" y="{Y(v) + 4:.1f}" font-size="11" text-anchor="end">{v:.2f}</text>')
     for i in range(n + 1):
         parts.append(f'<text x="{X(i):.1f}" y="{H - B + 16}" font-size="11" text-anchor="middle">{i}</text>')
-    parts.append(f'<text x="{(W + L) / 2:.0f}" y="{H - 6}" font-size="12" text-anchor="middle">generation</text>'
-                 f'<text x="14" y="{(H - B) / 2:.0f}" font-size="12" transform="rotate(-90 14 {(H - B) / 2:.0f})" text-anchor="middle">validation score</text>')
+    parts.append(
+        f'<text x="{(W + L) / 2:.0f}" y="{H - 6}" font-size="12" text-anchor="middle">generation</text>'
+        f'<text x="14" y="{(H - B) / 2:.0f}" font-size="12" transform="rotate(-90 14 {(H - B) / 2:.0f})" '
+        'text-anchor="middle">validation score</text>'
+    )
     path = " ".join(f"{'M' if i == 0 else 'L'}{X(i):.1f},{Y(v):.1f}" for i, v in enumerate(champ))
     parts.append(f'<path d="{path}" fill="none" stroke="#111" stroke-width="2"/>')
     for gen, v, lever, acc, kind in points:
         c = LEVER_COLOURS.get(lever, "#555")
-        parts.append(f'<circle cx="{X(gen):.1f}" cy="{Y(v):.1f}" r="6" fill="{c if acc else "white"}" stroke="{c}" stroke-width="2">'
-                     f'<title>gen {gen} {html.escape(kind)}: {v:.3f} {"accepted" if acc else "rejected"}</title></circle>')
+        parts.append(
+            f'<circle cx="{X(gen):.1f}" cy="{Y(v):.1f}" r="6" fill="{c if acc else "white"}" stroke="{c}" stroke-width="2">'
+            f"<title>gen {gen} {html.escape(kind)}: {v:.3f} {'accepted' if acc else 'rejected'}</title></circle>"
+        )
     lx = L + 10
-    parts.append(f'<line x1="{lx}" x2="{lx + 20}" y1="14" y2="14" stroke="#111" stroke-width="2"/><text x="{lx + 24}" y="18" font-size="11">champion</text>')
+    parts.append(
+        f'<line x1="{lx}" x2="{lx + 20}" y1="14" y2="14" stroke="#111" stroke-width="2"/>'
+        f'<text x="{lx + 24}" y="18" font-size="11">champion</text>'
+    )
     for i, (lever, c) in enumerate([(k, v) for k, v in LEVER_COLOURS.items() if k != "baseline"]):
         x = lx + 100 + i * 250
-        parts.append(f'<circle cx="{x}" cy="14" r="5" fill="{c}"/><text x="{x + 9}" y="18" font-size="11">{lever} accepted</text>'
-                     f'<circle cx="{x + 125}" cy="14" r="5" fill="white" stroke="{c}" stroke-width="2"/><text x="{x + 134}" y="18" font-size="11">{lever} rejected</text>')
+        parts.append(
+            f'<circle cx="{x}" cy="14" r="5" fill="{c}"/><text x="{x + 9}" y="18" font-size="11">{lever} accepted</text>'
+            f'<circle cx="{x + 125}" cy="14" r="5" fill="white" stroke="{c}" stroke-width="2"/>'
+            f'<text x="{x + 134}" y="18" font-size="11">{lever} rejected</text>'
+        )
     parts.append("</svg>")
     return "".join(parts)
 
@@ -107,7 +118,13 @@ def _plot(summary: dict[str, Any]) -> str:
 def _diff(old: str, new: str, name: str) -> str:
     lines = []
     for line in difflib.unified_diff(old.splitlines(), new.splitlines(), f"{name} (before)", f"{name} (after)", lineterm="", n=2):
-        cls = "add" if line.startswith("+") and not line.startswith("+++") else "del" if line.startswith("-") and not line.startswith("---") else ""
+        cls = (
+            "add"
+            if line.startswith("+") and not line.startswith("+++")
+            else "del"
+            if line.startswith("-") and not line.startswith("---")
+            else ""
+        )
         lines.append(f'<span class="{cls}">{html.escape(line)}</span>' if cls else html.escape(line))
     return "<pre>" + "\n".join(lines) + "</pre>"
 
@@ -116,24 +133,34 @@ def render_report(run: Run) -> str:
     store, task = run.store, run.task
     s = run_summary(run)
     b, f = s["baseline"], s["final"]
-    out = [f"<!doctype html><html><head><meta charset='utf-8'><title>sia report: {html.escape(task.name)}</title><style>{CSS}</style></head><body>",
-           f"<h1>sia run on <code>{html.escape(task.name)}</code></h1>",
-           f"<p class=muted>{html.escape(str(s['run_dir']))} · status {_fmt(s['status'])} · {_fmt(s['stop_reason'])} · "
-           f"{s['rollouts']} rollouts · {s['tokens']} tokens · {s['elapsed_s']} s"
-           + (f" · agent models: {s['agents']['calls']} calls, {s['agents']['tokens']} tokens, ${s['agents']['usd']}" if s["agents"]["calls"] else "")
-           + "</p>",
-           "<h2>Baseline versus final</h2><table><tr><th></th><th>version</th><th>validation</th><th>test (held out)</th></tr>",
-           f"<tr><td>baseline</td><td>{_fmt(b.get('harness_version'))}</td><td>{_scored(b.get('val_detail'))}</td>"
-           f"<td class=big>{_scored(b.get('test_detail'))}</td></tr>",
-           f"<tr><td>final</td><td>{_fmt(f.get('harness_version'))}{' + ' + _fmt(f.get('adapter')) if f.get('adapter') else ''}</td>"
-           f"<td>{_scored(f.get('val_detail'))}</td><td class=big>{_scored(f.get('test_detail'))}</td></tr></table>",
-           _notes(s),
-           "<h2>Scores per generation</h2>", _plot(s),
-           "<h2>Lineage</h2><table><tr><th>#</th><th>champion</th><th>version</th><th>why</th></tr>"]
+    out = [
+        f"<!doctype html><html><head><meta charset='utf-8'><title>sia report: {html.escape(task.name)}</title>"
+        f"<style>{CSS}</style></head><body>",
+        f"<h1>sia run on <code>{html.escape(task.name)}</code></h1>",
+        f"<p class=muted>{html.escape(str(s['run_dir']))} · status {_fmt(s['status'])} · {_fmt(s['stop_reason'])} · "
+        f"{s['rollouts']} rollouts · {s['tokens']} tokens · {s['elapsed_s']} s"
+        + (
+            f" · agent models: {s['agents']['calls']} calls, {s['agents']['tokens']} tokens, ${s['agents']['usd']}"
+            if s["agents"]["calls"]
+            else ""
+        )
+        + "</p>",
+        "<h2>Baseline versus final</h2><table><tr><th></th><th>version</th><th>validation</th><th>test (held out)</th></tr>",
+        f"<tr><td>baseline</td><td>{_fmt(b.get('harness_version'))}</td><td>{_scored(b.get('val_detail'))}</td>"
+        f"<td class=big>{_scored(b.get('test_detail'))}</td></tr>",
+        f"<tr><td>final</td><td>{_fmt(f.get('harness_version'))}{' + ' + _fmt(f.get('adapter')) if f.get('adapter') else ''}</td>"
+        f"<td>{_scored(f.get('val_detail'))}</td><td class=big>{_scored(f.get('test_detail'))}</td></tr></table>",
+        _notes(s),
+        "<h2>Scores per generation</h2>",
+        _plot(s),
+        "<h2>Lineage</h2><table><tr><th>#</th><th>champion</th><th>version</th><th>why</th></tr>",
+    ]
     for i, c in enumerate(s["champions"]):
         cand = store.candidate(c["candidate"])
-        out.append(f"<tr><td>{i}</td><td>{_fmt(c['candidate'])}</td><td>{_fmt(cand.harness_version)}"
-                   f"{' + ' + _fmt(cand.adapter_version) if cand.adapter_version else ''}</td><td>{_fmt(c['reason'])}</td></tr>")
+        out.append(
+            f"<tr><td>{i}</td><td>{_fmt(c['candidate'])}</td><td>{_fmt(cand.harness_version)}"
+            f"{' + ' + _fmt(cand.adapter_version) if cand.adapter_version else ''}</td><td>{_fmt(c['reason'])}</td></tr>"
+        )
     out.append("</table><h2>Accepted changes</h2>")
     accepted = [g for g in s["generations"] if g["accepted"]]
     if not accepted:
@@ -142,19 +169,29 @@ def render_report(run: Run) -> str:
         cand = store.candidate(g["candidate"])
         old = run.source(cand.parent) if cand.parent else ""
         new = store.harness_source(cand.harness_version)
-        out.append(f"<h3>generation {g['generation']}: {_fmt(g['kind'])} (Δ {_fmt(g['delta'])}, p {_fmt(g['p_value'], 4)})</h3>"
-                   f"<p>{_fmt(g['rationale'])}</p>{_diff(old, new, 'harness.py')}")
-    out.append("<h2>Decision log</h2><table><tr><th>gen</th><th>lever / kind</th><th>verdict</th><th>prior Δ (records)</th><th>expected Δ</th>"
-               "<th>realised Δ (95% CI)</th><th>p</th><th>n</th><th>rationale</th><th>gate</th></tr>")
+        out.append(
+            f"<h3>generation {g['generation']}: {_fmt(g['kind'])} (Δ {_fmt(g['delta'])}, p {_fmt(g['p_value'], 4)})</h3>"
+            f"<p>{_fmt(g['rationale'])}</p>{_diff(old, new, 'harness.py')}"
+        )
+    out.append(
+        "<h2>Decision log</h2><table><tr><th>gen</th><th>lever / kind</th><th>verdict</th><th>prior Δ (records)</th><th>expected Δ</th>"
+        "<th>realised Δ (95% CI)</th><th>p</th><th>n</th><th>rationale</th><th>gate</th></tr>"
+    )
     for g in s["generations"]:
-        verdict = "<span class=acc>accepted</span>" if g["accepted"] else ("<span class=rej>rejected</span>" if g["delta"] is not None or g["lever"] != "stop" else "stop")
+        verdict = (
+            "<span class=acc>accepted</span>"
+            if g["accepted"]
+            else ("<span class=rej>rejected</span>" if g["delta"] is not None or g["lever"] != "stop" else "stop")
+        )
         ci = f" ({_fmt(g['ci'][0])}, {_fmt(g['ci'][1])})" if g.get("ci") else ""
         early = " · stopped early" if g.get("stopped_early") else ""
         prior = _fmt(g.get("prior")) + (f" ({g['prior_records']})" if g.get("prior_records") else "")
-        out.append(f"<tr><td>{g['generation']}</td><td>{_fmt(g['lever'])} / {_fmt(g['kind'])}</td><td>{verdict}</td>"
-                   f"<td>{prior}</td>"
-                   f"<td>{_fmt(g.get('expected_gain'))}</td><td>{_fmt(g['delta'])}{ci}</td><td>{_fmt(g['p_value'], 4)}</td><td>{_fmt(g['n'])}</td>"
-                   f"<td>{_fmt(g['rationale'])}</td><td>{_fmt(g['reason'])}{early}</td></tr>")
+        out.append(
+            f"<tr><td>{g['generation']}</td><td>{_fmt(g['lever'])} / {_fmt(g['kind'])}</td><td>{verdict}</td>"
+            f"<td>{prior}</td>"
+            f"<td>{_fmt(g.get('expected_gain'))}</td><td>{_fmt(g['delta'])}{ci}</td><td>{_fmt(g['p_value'], 4)}</td><td>{_fmt(g['n'])}</td>"
+            f"<td>{_fmt(g['rationale'])}</td><td>{_fmt(g['reason'])}{early}</td></tr>"
+        )
     out.append("</table><h2>Design memory</h2><ul>")
     for g in store.generations():
         out.append(f"<li>gen {g.gen}: {_fmt(g.lesson)}</li>")

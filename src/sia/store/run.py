@@ -22,7 +22,7 @@ class Run:
         self.store, self.task = store, task
 
     @classmethod
-    def open(cls, run_dir: Path | str, write: bool = False, need_run: bool = True) -> "Run":
+    def open(cls, run_dir: Path | str, write: bool = False, need_run: bool = True) -> Run:
         """Open a run directory and load its task; `need_run`: refuse a directory that holds only `sia eval` work."""
         store = Store(run_dir, write=write, create=False)
         try:
@@ -42,7 +42,7 @@ class Run:
     def close(self) -> None:
         self.store.close()
 
-    def __enter__(self) -> "Run":
+    def __enter__(self) -> Run:
         return self
 
     def __exit__(self, *exc) -> None:

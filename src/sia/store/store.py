@@ -18,13 +18,24 @@ import os
 import sqlite3
 import subprocess
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 from sia.errors import StoreError
 from sia.store.dbfile import SCHEMA, check_file, rollout_tokens
-from sia.store.records import (AdapterVersion, AgentCall, Candidate, ChampionChange, Evaluation, Event, Generation, NewRollout,
-                               Rollout, eval_key)
+from sia.store.records import (
+    AdapterVersion,
+    AgentCall,
+    Candidate,
+    ChampionChange,
+    Evaluation,
+    Event,
+    Generation,
+    NewRollout,
+    Rollout,
+    eval_key,
+)
 
 
 def source_sha(source: str) -> str:
@@ -84,7 +95,9 @@ class Store:
         except BlockingIOError:
             os.close(fd)
             holder = (self.run_dir / ".lock").read_text().strip() or "another process"
-            raise StoreError(f"run directory {self.run_dir} is in use by {holder}", "wait for it to finish, or use another --run-dir") from None
+            raise StoreError(
+                f"run directory {self.run_dir} is in use by {holder}", "wait for it to finish, or use another --run-dir"
+            ) from None
         os.ftruncate(fd, 0)
         os.write(fd, f"pid {os.getpid()}".encode())
         self._lock_fd = fd
@@ -97,7 +110,7 @@ class Store:
             os.close(self._lock_fd)
             self._lock_fd = None
 
-    def __enter__(self) -> "Store":
+    def __enter__(self) -> Store:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -160,8 +173,10 @@ class Store:
         path = self.adapters_dir() / version
         if not (path / "adapter_config.json").is_file():
             raise StoreError(f"adapter folder {path} is missing or incomplete", "train it again with `sia resume`")
-        self.db.execute("INSERT OR IGNORE INTO adapter_versions VALUES (?, ?, ?, ?, ?, ?)",
-                        (version, parent, str(path.relative_to(self.run_dir)), algorithm, json.dumps(info, default=str), time.time()))
+        self.db.execute(
+            "INSERT OR IGNORE INTO adapter_versions VALUES (?, ?, ?, ?, ?, ?)",
+            (version, parent, str(path.relative_to(self.run_dir)), algorithm, json.dumps(info, default=str), time.time()),
+        )
         return version
 
     def adapter_version(self, version: str) -> AdapterVersion | None:
@@ -179,21 +194,27 @@ class Store:
 
     def tried_pairs(self) -> set[tuple[str, str | None]]:
         """(harness source hash, adapter version) of every candidate this run has made."""
-        rows = self.db.execute("SELECT h.source_sha, c.adapter_version FROM candidates c "
-                               "JOIN harness_versions h ON h.version = c.harness_version")
+        rows = self.db.execute(
+            "SELECT h.source_sha, c.adapter_version FROM candidates c JOIN harness_versions h ON h.version = c.harness_version"
+        )
         return {(r[0], r[1]) for r in rows}
 
     # -- candidates and evaluations -----------------------------------------------------------
-    def add_candidate(self, harness_version: str, adapter_version: str | None, lever: str, rationale: str,
-                      parent: str | None = None) -> str:
-        row = self.db.execute("SELECT id FROM candidates WHERE harness_version = ? AND adapter_version IS ? AND lever = ?",
-                              (harness_version, adapter_version, lever)).fetchone()
+    def add_candidate(
+        self, harness_version: str, adapter_version: str | None, lever: str, rationale: str, parent: str | None = None
+    ) -> str:
+        row = self.db.execute(
+            "SELECT id FROM candidates WHERE harness_version = ? AND adapter_version IS ? AND lever = ?",
+            (harness_version, adapter_version, lever),
+        ).fetchone()
         if row:
             return row["id"]
         n = self.db.execute("SELECT COUNT(*) FROM candidates").fetchone()[0]
         cid = f"c{n}"
-        self.db.execute("INSERT INTO candidates VALUES (?, ?, ?, ?, ?, ?, ?)",
-                        (cid, harness_version, adapter_version, parent, lever, rationale, time.time()))
+        self.db.execute(
+            "INSERT INTO candidates VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (cid, harness_version, adapter_version, parent, lever, rationale, time.time()),
+        )
         return cid
 
     def candidate(self, cid: str) -> Candidate:
@@ -205,8 +226,10 @@ class Store:
     def add_evaluation(self, candidate_id: str, split: str, seed: int, samples: int, n_examples: int, config: dict) -> str:
         n = self.db.execute("SELECT COUNT(*) FROM evaluations").fetchone()[0]
         eid = f"e{n}"
-        self.db.execute("INSERT INTO evaluations(id, candidate_id, split, seed, samples, n_examples, config, created) "
-                        "VALUES (?, ?, ?, ?, ?, ?, ?, ?)", (eid, candidate_id, split, seed, samples, n_examples, json.dumps(config), time.time()))
+        self.db.execute(
+            "INSERT INTO evaluations(id, candidate_id, split, seed, samples, n_examples, config, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (eid, candidate_id, split, seed, samples, n_examples, json.dumps(config), time.time()),
+        )
         return eid
 
     def resize_evaluation(self, eid: str, n_examples: int) -> None:
@@ -214,7 +237,9 @@ class Store:
         self.db.execute("UPDATE evaluations SET n_examples = ? WHERE id = ? AND finished IS NULL", (n_examples, eid))
 
     def finish_evaluation(self, eid: str, score: float, ci: tuple[float, float]) -> None:
-        self.db.execute("UPDATE evaluations SET finished = ?, score = ?, ci_lo = ?, ci_hi = ? WHERE id = ?", (time.time(), score, ci[0], ci[1], eid))
+        self.db.execute(
+            "UPDATE evaluations SET finished = ?, score = ?, ci_lo = ?, ci_hi = ? WHERE id = ?", (time.time(), score, ci[0], ci[1], eid)
+        )
 
     def evaluation(self, eid: str) -> Evaluation | None:
         row = self.db.execute("SELECT * FROM evaluations WHERE id = ?", (eid,)).fetchone()
@@ -242,12 +267,35 @@ class Store:
         """Write a rollout and its events in one transaction."""
         now = time.time()
         with self._transaction():
-            self.db.execute("INSERT INTO rollouts VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                            (r.id, r.evaluation_id, r.candidate_id, r.example_id, r.split, r.sample, r.seed, r.status, r.error_type,
-                             r.error, json.dumps(r.output), r.score, int(r.passed), r.feedback, r.duration_s, now, rollout_tokens(r.events)))
-            self.db.executemany("INSERT INTO events VALUES (?, ?, ?, ?, ?)",
-                                [(r.id, i, ev["kind"], float(ev.get("t", now)), json.dumps(ev.get("data", {}), default=repr))
-                                 for i, ev in enumerate(r.events)])
+            self.db.execute(
+                "INSERT INTO rollouts VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    r.id,
+                    r.evaluation_id,
+                    r.candidate_id,
+                    r.example_id,
+                    r.split,
+                    r.sample,
+                    r.seed,
+                    r.status,
+                    r.error_type,
+                    r.error,
+                    json.dumps(r.output),
+                    r.score,
+                    int(r.passed),
+                    r.feedback,
+                    r.duration_s,
+                    now,
+                    rollout_tokens(r.events),
+                ),
+            )
+            self.db.executemany(
+                "INSERT INTO events VALUES (?, ?, ?, ?, ?)",
+                [
+                    (r.id, i, ev["kind"], float(ev.get("t", now)), json.dumps(ev.get("data", {}), default=repr))
+                    for i, ev in enumerate(r.events)
+                ],
+            )
 
     @contextlib.contextmanager
     def _transaction(self) -> Iterator[None]:
@@ -260,7 +308,10 @@ class Store:
         self.db.execute("COMMIT")
 
     def done_keys(self, eid: str) -> set[tuple[str, int]]:
-        return {(r["example_id"], r["sample"]) for r in self.db.execute("SELECT example_id, sample FROM rollouts WHERE evaluation_id = ?", (eid,))}
+        return {
+            (r["example_id"], r["sample"])
+            for r in self.db.execute("SELECT example_id, sample FROM rollouts WHERE evaluation_id = ?", (eid,))
+        }
 
     def rollouts(self, eid: str | None = None, limit: int | None = None, split: str | None = None) -> list[Rollout]:
         where, args = [], []
@@ -282,7 +333,9 @@ class Store:
             "SELECT COUNT(*) FROM rollouts r WHERE r.evaluation_id = ? "
             "AND EXISTS (SELECT 1 FROM events e WHERE e.rollout_id = r.id AND e.kind = 'llm_call') "
             "AND NOT EXISTS (SELECT 1 FROM events e WHERE e.rollout_id = r.id AND e.kind = 'llm_call' "
-            "AND COALESCE(json_extract(e.data, '$.computed'), 1) != 0)", (eid,)).fetchone()[0]
+            "AND COALESCE(json_extract(e.data, '$.computed'), 1) != 0)",
+            (eid,),
+        ).fetchone()[0]
 
     def events(self, rollout_id: str) -> list[Event]:
         return [Event.from_row(r) for r in self.db.execute("SELECT * FROM events WHERE rollout_id = ? ORDER BY seq", (rollout_id,))]
@@ -295,8 +348,10 @@ class Store:
 
     # -- loop records -----------------------------------------------------------------------
     def push_champion(self, candidate_id: str, reason: str, generation: int | None = None) -> None:
-        self.db.execute("INSERT INTO champions(candidate_id, reason, generation, created) VALUES (?, ?, ?, ?)",
-                        (candidate_id, reason, generation, time.time()))
+        self.db.execute(
+            "INSERT INTO champions(candidate_id, reason, generation, created) VALUES (?, ?, ?, ?)",
+            (candidate_id, reason, generation, time.time()),
+        )
 
     def champion(self) -> str | None:
         row = self.db.execute("SELECT candidate_id FROM champions ORDER BY seq DESC LIMIT 1").fetchone()
@@ -309,22 +364,51 @@ class Store:
         return [Generation.from_row(r) for r in self.db.execute("SELECT * FROM generations ORDER BY gen")]
 
     def add_generation(self, gen: int, champion: str, proposal: dict) -> None:
-        self.db.execute("INSERT INTO generations(gen, champion, proposal, status, started) VALUES (?, ?, ?, 'proposed', ?)",
-                        (gen, champion, json.dumps(proposal), time.time()))
+        self.db.execute(
+            "INSERT INTO generations(gen, champion, proposal, status, started) VALUES (?, ?, ?, 'proposed', ?)",
+            (gen, champion, json.dumps(proposal), time.time()),
+        )
 
     def update_generation(self, gen: int, **fields: Any) -> None:
         cols = ", ".join(f"{k} = ?" for k in fields)
         vals = [json.dumps(v) if isinstance(v, (dict, list)) else v for v in fields.values()]
         self.db.execute(f"UPDATE generations SET {cols} WHERE gen = ?", (*vals, gen))
 
-    def add_agent_call(self, role: str, provider: str, model: str, url: str, request: str, status: int,
-                       headers: dict[str, str], response: str, input_tokens: int = 0, output_tokens: int = 0,
-                       cost: float = 0.0, replayed: bool = False) -> None:
+    def add_agent_call(
+        self,
+        role: str,
+        provider: str,
+        model: str,
+        url: str,
+        request: str,
+        status: int,
+        headers: dict[str, str],
+        response: str,
+        input_tokens: int = 0,
+        output_tokens: int = 0,
+        cost: float = 0.0,
+        replayed: bool = False,
+    ) -> None:
         """One HTTP exchange of a Meta- or Feedback-Agent model call (status 0: no response, `response` holds the error)."""
-        self.db.execute("INSERT INTO agent_calls(role, provider, model, url, request, status, headers, response, input_tokens,"
-                        " output_tokens, cost, replayed, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                        (role, provider, model, url, request, status, json.dumps(headers), response, input_tokens,
-                         output_tokens, cost, int(replayed), time.time()))
+        self.db.execute(
+            "INSERT INTO agent_calls(role, provider, model, url, request, status, headers, response, input_tokens,"
+            " output_tokens, cost, replayed, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                role,
+                provider,
+                model,
+                url,
+                request,
+                status,
+                json.dumps(headers),
+                response,
+                input_tokens,
+                output_tokens,
+                cost,
+                int(replayed),
+                time.time(),
+            ),
+        )
 
     def _has_agent_calls(self) -> bool:
         """Run directories written before agent calls were recorded, opened read-only, lack the table."""
@@ -346,6 +430,7 @@ class Store:
         """(tokens, USD) spent by the Meta- and Feedback-Agents in this run."""
         if not self._has_agent_calls():
             return 0, 0.0
-        row = self.db.execute("SELECT COALESCE(SUM(input_tokens + output_tokens), 0) AS t, COALESCE(SUM(cost), 0) AS c"
-                              " FROM agent_calls").fetchone()
+        row = self.db.execute(
+            "SELECT COALESCE(SUM(input_tokens + output_tokens), 0) AS t, COALESCE(SUM(cost), 0) AS c FROM agent_calls"
+        ).fetchone()
         return int(row["t"]), float(row["c"])

@@ -8,7 +8,7 @@ if TYPE_CHECKING:
     from sia.store.run import Run
 
 
-def run_summary(run: "Run") -> dict[str, Any]:
+def run_summary(run: Run) -> dict[str, Any]:
     """The JSON summary of a run: baseline and final scores on val and test, and every generation."""
     store = run.store
     champs = store.champions()

@@ -32,7 +32,9 @@ def check_task(path: str | Path) -> tuple[Task | None, list[Check]]:
         task = load_task(path)
     except TaskError as e:
         return None, [Check("task.toml", False, str(e))]
-    out.append(Check("task.toml", True, f"{task.name}: score {task.spec.score}, output {task.spec.output}, grader {task.spec.grader.entry}"))
+    out.append(
+        Check("task.toml", True, f"{task.name}: score {task.spec.score}, output {task.spec.output}, grader {task.spec.grader.entry}")
+    )
     try:
         examples = task.examples
     except TaskError as e:
@@ -40,7 +42,9 @@ def check_task(path: str | Path) -> tuple[Task | None, list[Check]]:
     out.append(Check("data", True, f"{len(examples)} examples with labels, ids unique"))
     sizes = task.sizes()
     empty = [s for s in SPLITS if not sizes[s]]
-    out.append(Check("splits", not empty, ", ".join(f"{k} {v}" for k, v in sizes.items()) + (f"; empty: {', '.join(empty)}" if empty else "")))
+    out.append(
+        Check("splits", not empty, ", ".join(f"{k} {v}" for k, v in sizes.items()) + (f"; empty: {', '.join(empty)}" if empty else ""))
+    )
     try:
         fn = task.grader
     except TaskError as e:
@@ -75,6 +79,13 @@ def check_task(path: str | Path) -> tuple[Task | None, list[Check]]:
     if failures and note:
         out.append(Check("dry grading", None, f"{len(failures)} of {len(examples)} gold outputs score below {full:g}: {note}"))
     else:
-        out.append(Check("dry grading", not failures, f"each gold output scores full marks ({len(examples)} examples)" if not failures
-                         else f"{len(failures)} of {len(examples)} gold outputs do not score {full:g}; first: {failures[0]}"))
+        out.append(
+            Check(
+                "dry grading",
+                not failures,
+                f"each gold output scores full marks ({len(examples)} examples)"
+                if not failures
+                else f"{len(failures)} of {len(examples)} gold outputs do not score {full:g}; first: {failures[0]}",
+            )
+        )
     return task, out

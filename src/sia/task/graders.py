@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from sia.task.example import Example
@@ -34,7 +35,7 @@ class Grade:
 Grader = Callable[["Example", Any], Grade]
 
 
-def grader(*fields: str, gold: Callable[["Example"], Any] | None = None, gold_note: str = "") -> Callable[[Grader], Grader]:
+def grader(*fields: str, gold: Callable[[Example], Any] | None = None, gold_note: str = "") -> Callable[[Grader], Grader]:
     """Declare what a grader reads: the label fields every row must have, and the output that scores full marks.
 
     `sia task check` uses both: it refuses a labels file that lacks a field, and
@@ -65,7 +66,7 @@ def normalise_label(text: str) -> str:
 
 
 @grader("label", gold=lambda ex: str(ex.target["label"]))
-def exact_label(example: "Example", output: Any) -> Grade:
+def exact_label(example: Example, output: Any) -> Grade:
     """1 if the first line of the output is exactly the label (case and edge punctuation ignored)."""
     label = str(example.target["label"])
     got = first_line(output)
@@ -94,7 +95,7 @@ def options_in(text: str, options: list[str]) -> set[str]:
 
 @grader("labels", gold=lambda ex: ";".join(ex.target["labels"]),
         gold_note="as in LawBench, a charge name that contains another also credits it, so such gold sets score below 1")
-def option_set_f1(example: "Example", output: Any) -> Grade:
+def option_set_f1(example: Example, output: Any) -> Grade:
     """LawBench's multi-label grading: F1 between the gold set and the options found in the output.
 
     The allowed options come from the task (`labels`), passed on the example as
@@ -111,7 +112,7 @@ def option_set_f1(example: "Example", output: Any) -> Grade:
 
 
 @grader("label", gold=lambda ex: str(ex.target["label"]))
-def single_choice(example: "Example", output: Any) -> Grade:
+def single_choice(example: Example, output: Any) -> Grade:
     """LawBench's `multi_choice_judge`: correct only if the gold option is the only one in the output."""
     text = output if isinstance(output, str) else ""
     pred = options_in(text, example.options)
@@ -137,7 +138,7 @@ def _number(text: str) -> float | None:
 
 
 @grader("answer", gold=lambda ex: str(ex.target["answer"]))
-def numeric(example: "Example", output: Any, rel_tol: float = 0.0, abs_tol: float = 0.0) -> Grade:
+def numeric(example: Example, output: Any, rel_tol: float = 0.0, abs_tol: float = 0.0) -> Grade:
     """The last number in the output's first line against `answer`: exact, or within `abs_tol` / `rel_tol` (grader options)."""
     gold = float(example.target["answer"])
     line = first_line(output)
@@ -155,13 +156,13 @@ def normalise_text(text: str) -> str:
     return " ".join(text.strip().strip(".,;:!?\"'`*()[]").split())
 
 
-def _answers(example: "Example") -> list[str]:
+def _answers(example: Example) -> list[str]:
     t = example.target
     return [str(x) for x in t["answers"]] if "answers" in t else [str(t["answer"])]
 
 
 @grader("answer", gold=lambda ex: _answers(ex)[0])
-def text_match(example: "Example", output: Any, exact: bool = False) -> Grade:
+def text_match(example: Example, output: Any, exact: bool = False) -> Grade:
     """The output's first line equals `answer` (or one of `answers`) after normalisation (case, accents, punctuation, spaces),
     or, with the grader option `exact`, with only the surrounding spaces removed (for answers where case and punctuation
     are the answer, such as string operations)."""
@@ -174,7 +175,7 @@ def text_match(example: "Example", output: Any, exact: bool = False) -> Grade:
 
 
 @grader("answer")
-def regex_match(example: "Example", output: Any, pattern: str = r"(?i)answer\s*[:=]\s*(.+)") -> Grade:
+def regex_match(example: Example, output: Any, pattern: str = r"(?i)answer\s*[:=]\s*(.+)") -> Grade:
     """The first match of `pattern` (a grader option; its first group if it has one) equals `answer` after normalisation."""
     text = output if isinstance(output, str) else ""
     m = re.search(pattern, text)
@@ -189,7 +190,7 @@ CHOICE = re.compile(r"^\(?([A-Z])(?:[).:\s]|$)")
 
 
 @grader("answer", gold=lambda ex: str(ex.target["answer"]).strip().upper())
-def multiple_choice(example: "Example", output: Any) -> Grade:
+def multiple_choice(example: Example, output: Any) -> Grade:
     """The option letter that starts the output's first line ("B", "(B)", "B. ...") equals `answer` (a letter)."""
     m = CHOICE.match(first_line(output).upper())
     gold = str(example.target["answer"]).strip().upper()

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import json
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from sia.errors import SetupError
 from sia.paths import downloads_dir

@@ -27,10 +27,10 @@ from typing import Any
 from pydantic import ValidationError
 
 from sia.errors import TaskError
+from sia.paths import task_data_dir
 from sia.task.example import Example
 from sia.task.graders import Grade, Grader
 from sia.task.spec import TaskSpec
-from sia.paths import task_data_dir
 
 RENAMED = {"sia.grader": "sia.task.graders", "sia.graders": "sia.task.graders"}
 """Module paths a task.toml written for an earlier sia may name for a builtin grader: they keep working, with a note."""
@@ -187,7 +187,7 @@ class Task:
             fields = ", ".join(sorted(example.target)) or "none"
             raise TaskError(f"task {self.name!r}: the grader {self.spec.grader.entry!r} fails on example {example.id!r} "
                             f"({type(e).__name__}: {e}); its label row has fields: {fields}",
-                            "make the grader read the fields your labels file has (see README 'Tasks')") from None
+                            "make the grader read the fields your labels file has (see README 'Writing a task')") from None
 
     def sizes(self) -> dict[str, int]:
         return {s: len(self.split(s)) for s in SPLITS}
@@ -271,7 +271,7 @@ def load_task(name_or_path: str | Path) -> Task:
         raise TaskError(f"task {str(name_or_path)!r} not found", f"use a builtin task ({', '.join(builtin_tasks())}), a zoo task "
                         "(`make zoo` builds them; `sia tasks` lists them) or a folder with task.toml")
     if not toml_path.is_file():
-        raise TaskError(f"{folder} has no task.toml", "a task folder needs task.toml; see README 'Tasks'")
+        raise TaskError(f"{folder} has no task.toml", "a task folder needs task.toml; see README 'Writing a task'")
     try:
         raw = tomllib.loads(toml_path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as e:
@@ -281,5 +281,5 @@ def load_task(name_or_path: str | Path) -> Task:
     except ValidationError as e:
         first = e.errors()[0]
         where = ".".join(str(x) for x in first["loc"]) or "(top level)"
-        raise TaskError(f"{toml_path}: {where}: {first['msg']}", "fix task.toml (see README 'Tasks')") from None
+        raise TaskError(f"{toml_path}: {where}: {first['msg']}", "fix task.toml (see README 'Writing a task')") from None
     return Task(folder.resolve(), spec)

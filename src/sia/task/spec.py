@@ -63,7 +63,7 @@ class TaskSpec(BaseModel):
     harness: HarnessSpec = Field(default_factory=HarnessSpec)
 
     @model_validator(mode="after")
-    def _check(self) -> "TaskSpec":
+    def _check(self) -> TaskSpec:
         if self.score == "binary" and self.multi_label:
             raise ValueError("a multi_label task scores F1, so set score = \"continuous\"")
         return self

@@ -38,8 +38,9 @@ from __future__ import annotations
 
 import json
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Any, Callable
+from typing import Any
 
 from sia.harness.template_programs import FALLBACK_NOTE
 from sia.policy.local import common_prefix

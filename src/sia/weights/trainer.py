@@ -43,15 +43,23 @@ import random
 import shutil
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from sia.task.graders import first_line, normalise_label
 from sia.weights.config import TrainConfig
+from sia.weights.grpo import (
+    gmts_scores,
+    group_advantages,
+    has_spread,
+    importance_weights,
+    policy_loss,
+    shared_prompt_logprobs,
+    token_entropy,
+)
 from sia.weights.samples import Sample, calibration_subset, hardest, samples_from_store  # noqa: F401 (samples_from_store: the trainer's input)
-from sia.weights.grpo import (gmts_scores, group_advantages, has_spread, importance_weights, policy_loss, shared_prompt_logprobs,
-                              token_entropy)
 
 
 @dataclass
@@ -203,7 +211,7 @@ class Trainer:
         """The trainer's own logprobs of this round's samples before any step: the "old" policy of the clipped ratio, and,
         against the recorded (behaviour) logprobs, the importance weights and the per-token gap between the two engines."""
         torch = self.torch
-        self._old: dict[int, Any] = {}
+        self._old = {}
         if self.config.algorithm != "grpo" or self.config.grpo.is_cap <= 0:
             return
         gaps, n = 0.0, 0
@@ -328,9 +336,15 @@ class Trainer:
         self.window = self.window[-config.prompts_per_step * config.collapse_patience:]
         rewards = [s.reward for s in batch_samples]
         mean = sum(rewards) / len(rewards)
-        entry = {"step": len(self.log) + 1, "reward_mean": mean, "reward_std": (sum((r - mean) ** 2 for r in rewards) / len(rewards)) ** 0.5,
-                 **stats, "outputs": dict(Counter(s.output for s in batch_samples).most_common(5)),
-                 "predicted": dict(Counter(p for p, _ in self.window[-len(spans):]).most_common(5)), "seconds": round(time.monotonic() - t0, 3)}
+        entry = {
+            "step": len(self.log) + 1,
+            "reward_mean": mean,
+            "reward_std": (sum((r - mean) ** 2 for r in rewards) / len(rewards)) ** 0.5,
+            **stats,
+            "outputs": dict(Counter(s.output for s in batch_samples).most_common(5)),
+            "predicted": dict(Counter(p for p, _ in self.window[-len(spans) :]).most_common(5)),
+            "seconds": round(time.monotonic() - t0, 3),
+        }
         self.log.append(entry)
         if on_step:
             on_step(entry)
@@ -349,8 +363,9 @@ class Trainer:
         keep = keep_graph and sum(len(p) + len(c) for p, c in pairs) <= CE_PART_TOKENS
         with self.torch.set_grad_enabled(keep):  # one content-free prompt serves every example: computed once
             seq = dict(zip(pairs, self._pair_scores(pairs)))
-        return self.torch.stack([self.torch.stack([seq[p] for p in s.bias]).mean() if s.bias else self.torch.zeros(())
-                                 for s in batch_samples])
+        return self.torch.stack(
+            [self.torch.stack([seq[p] for p in s.bias]).mean() if s.bias else self.torch.zeros(()) for s in batch_samples]
+        )
 
     def _pair_scores(self, pairs: list[tuple[tuple[int, ...], tuple[int, ...]]]):
         lp, _, mask = shared_prompt_logprobs(self.model, [(list(p), list(c)) for p, c in pairs], self.pad_id)
@@ -373,10 +388,21 @@ class Trainer:
         tmp = out_dir.with_name(out_dir.name + ".tmp")
         shutil.rmtree(tmp, ignore_errors=True)
         self.model.save_pretrained(tmp)
-        (tmp / "sia_training.json").write_text(json.dumps({"config": self.config.model_dump(), "lineage": lineage or {}, "log": self.log,
-                                                           "stopped_early": self.stopped, "samples": self.samples_seen,
-                                                           "heldout": self.heldout_log,
-                                                           "groups_used": self.groups_used}, indent=1, default=str))
+        (tmp / "sia_training.json").write_text(
+            json.dumps(
+                {
+                    "config": self.config.model_dump(),
+                    "lineage": lineage or {},
+                    "log": self.log,
+                    "stopped_early": self.stopped,
+                    "samples": self.samples_seen,
+                    "heldout": self.heldout_log,
+                    "groups_used": self.groups_used,
+                },
+                indent=1,
+                default=str,
+            )
+        )
         shutil.rmtree(out_dir, ignore_errors=True)
         tmp.rename(out_dir)
         return out_dir
@@ -394,8 +420,7 @@ def _in_parts(items: list, tokens: Callable[[Any], int]) -> list[list]:
     return parts + [part] if part else parts
 
 
-def _label_loss(torch, new, comp, batch_samples: list[Sample], spans: list[tuple[int, int]], bias=None
-                ) -> tuple[Any, dict[str, float]]:
+def _label_loss(torch, new, comp, batch_samples: list[Sample], spans: list[tuple[int, int]], bias=None) -> tuple[Any, dict[str, float]]:
     """Cross-entropy of each group's best-rewarded candidates against the others (softmax over the candidates' sequence
     log-likelihoods, less their content-free `bias` for a calibrating harness), plus the gold candidates' own token-mean
     NLL where the group is `absolute`; averaged over groups."""
@@ -416,13 +441,26 @@ def _label_loss(torch, new, comp, batch_samples: list[Sample], spans: list[tuple
         losses.append(loss)
         right += int(bool(gold[int(seq[a:b].detach().argmax())]))
     loss = torch.stack(losses).mean()
-    return loss, {"loss": float(loss.detach()), "kl": 0.0, "label_accuracy": right / len(spans), "gold_nll": nll_sum / len(spans),
-                  "tokens": int(comp.sum())}
+    return loss, {
+        "loss": float(loss.detach()),
+        "kl": 0.0,
+        "label_accuracy": right / len(spans),
+        "gold_nll": nll_sum / len(spans),
+        "tokens": int(comp.sum()),
+    }
 
 
-def train(model_dir: str | Path, samples: list[Sample], config: TrainConfig, out_dir: str | Path, *, pad_id: int = 0,
-          lineage: dict[str, Any] | None = None, init_adapter: str | Path | None = None,
-          on_step: Callable[[dict[str, Any]], None] | None = None) -> TrainResult:
+def train(
+    model_dir: str | Path,
+    samples: list[Sample],
+    config: TrainConfig,
+    out_dir: str | Path,
+    *,
+    pad_id: int = 0,
+    lineage: dict[str, Any] | None = None,
+    init_adapter: str | Path | None = None,
+    on_step: Callable[[dict[str, Any]], None] | None = None,
+) -> TrainResult:
     """Train a LoRA adapter on one batch of collected `samples` and save it, in PEFT's layout, to `out_dir`."""
     trainer = Trainer(model_dir, config, pad_id=pad_id, init_adapter=init_adapter)
     trainer.round(samples, config.steps, on_step)

@@ -11,9 +11,8 @@
 
 import json
 
-import numpy as np
-
 import denoise
+import numpy as np
 
 
 def baseline(example):
