@@ -65,6 +65,7 @@ def test_bad_adapter_folder_is_a_clear_error(runtime, tmp_path):
     assert r.status_code == 400 and "adapter_config.json" in r.json()["error"]["message"]
 
 
+@pytest.mark.model
 def test_sia_eval_with_adapter_records_it(adapter_dir, tiny_task, tmp_path):
     import json
     import subprocess

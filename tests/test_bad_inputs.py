@@ -85,6 +85,7 @@ def test_rich_markup_in_a_message_is_printed_as_written(tmp_path):
     assert_one_line_error(r, "splits.train")
 
 
+@pytest.mark.model
 def test_status_of_a_killed_run_says_interrupted_and_resume_needs_its_harness_history(finished_run):
     with sqlite3.connect(finished_run / "sia.db") as con:
         con.execute("UPDATE meta SET value = ? WHERE key = 'status'", (json.dumps("running"),))
@@ -95,6 +96,7 @@ def test_status_of_a_killed_run_says_interrupted_and_resume_needs_its_harness_hi
     assert_one_line_error(sia("resume", finished_run, timeout=300), "harness repository", "is missing")
 
 
+@pytest.mark.model
 def test_the_budget_clock_is_saved_every_few_seconds(tmp_path):
     from sia.loop.budget import Budget
     from sia.loop.config import from_flat

@@ -3,6 +3,7 @@
 import json
 import subprocess
 
+import pytest
 from conftest import SIA
 
 
@@ -52,6 +53,7 @@ def test_tasks_lists_sizes():
     assert rows["lawbench-charges"]["sizes"]["val"] == 125
 
 
+@pytest.mark.model
 def test_eval_json_and_trace_show_token_ids_and_logprobs(tmp_path, tiny_task):
     run = tmp_path / "run"
     r = sia("eval", tiny_task, "--split", "val", "--limit", "4", "--json", "--run-dir", run)

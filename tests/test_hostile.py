@@ -258,6 +258,7 @@ def solve(example, ctx):
 
 
 @pytest.mark.parametrize("engine", ["runtime", "hf_runtime"])
+@pytest.mark.model
 def test_a_malformed_adapter_leaves_the_served_model_exactly_as_it_was(engine, request, tmp_path):
     """On each engine: the default (llama.cpp where it is faster) and HF, where PEFT injects layers before it checks."""
     import json
@@ -284,6 +285,7 @@ def test_a_malformed_adapter_leaves_the_served_model_exactly_as_it_was(engine, r
     assert client.logprobs(prompt, ["Yes", "No"]) == before, "a failed load must not touch the served model"
 
 
+@pytest.mark.model
 def test_a_replayed_llm_agent_proposing_a_label_reading_harness_is_not_accepted(tmp_path):
     """End to end: the harness passes the guards (names built at run time) and the smoke test finds it cannot run."""
     from agent_recordings import openai_reply, write

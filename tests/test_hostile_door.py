@@ -205,6 +205,7 @@ def test_requests_past_a_rollouts_concurrency_are_answered_429(runtime, monkeypa
 
 
 @pytest.mark.parametrize("engine", ["runtime", "hf_runtime"])
+@pytest.mark.model
 def test_a_request_that_cannot_be_admitted_fails_alone_and_the_engine_gets_everything_back(engine, request):
     """A prompt longer than the context joins a session that is decoding another request. Before: the whole session
     failed and, on llama.cpp, the rows it held kept their sequences and KV cells."""

@@ -6,6 +6,7 @@ import sqlite3
 import subprocess
 import time
 
+import pytest
 from conftest import SIA
 
 from sia.store.store import Store
@@ -57,6 +58,7 @@ def _alive(pids: list[int]) -> list[int]:
     return [p for p in pids if os.path.exists(f"/proc/{p}") and b"sia.harness.child" in open(f"/proc/{p}/cmdline", "rb").read()]
 
 
+@pytest.mark.model
 def test_sigkill_during_eval_loses_no_finished_rollout(tmp_path):
     run = tmp_path / "run"
     proc = subprocess.Popen(
@@ -89,6 +91,7 @@ def test_sigkill_during_eval_loses_no_finished_rollout(tmp_path):
     Store(run).close()
 
 
+@pytest.mark.model
 def test_killed_sia_leaves_no_harness_running(tmp_path, tiny_task):
     """Harnesses stuck in a loop die with sia instead of running on to their CPU limit."""
     harness = tmp_path / "spin.py"

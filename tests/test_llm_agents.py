@@ -6,6 +6,7 @@ sandbox, the gate and the trainer are the real ones.
 
 import json
 
+import pytest
 from agent_recordings import anthropic_reply, openai_rate_limit, openai_reply, write
 
 from sia.api import resume, run
@@ -20,6 +21,7 @@ def _requests(store, role):
     return [json.loads(c.request) for c in store.agent_calls(role)]
 
 
+@pytest.mark.model
 def test_openai_feedback_agent_rewrite_accepted_fuzzy_edit_guard_and_exact_replay(tmp_path):
     task = load_task("sentiment")
     template = render(make_config(task.public_info()))
@@ -65,6 +67,7 @@ def test_openai_feedback_agent_rewrite_accepted_fuzzy_edit_guard_and_exact_repla
         assert all(c.replayed for c in store.agent_calls()) and len(store.agent_calls()) == 6
 
 
+@pytest.mark.model
 def test_anthropic_feedback_agent_repairs_uses_a_tool_trains_weights_and_stops_when_the_budget_is_spent(tmp_path):
     small = {"rounds": 1, "examples": 4, "samples": 4, "steps": 1, "prompts_per_step": 2}
     recording = write(tmp_path / "anthropic.jsonl", [
@@ -122,6 +125,7 @@ def solve(example, ctx):
 '''
 
 
+@pytest.mark.model
 def test_a_verify_and_repair_rewrite_for_trimul_is_accepted_with_a_gain(tmp_path):
     """The LLM Feedback-Agent on a program task: its harness checks the model's kernel locally, asks for a repair, and falls back."""
     naive = "def solve(example, ctx):\n    return 'def custom_kernel(data):\\n    return data[0]\\n'\n"

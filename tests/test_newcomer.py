@@ -28,6 +28,7 @@ def test_builtin_graders_for_numbers_free_text_patterns_and_choices():
     assert multiple_choice(_ex(answer="B"), "(B) because").passed and not multiple_choice(_ex(answer="B"), "A. no").passed
 
 
+@pytest.mark.model
 def test_a_new_task_is_scaffolded_checked_and_evaluated_without_reading_any_source(tmp_path):
     folder = tmp_path / "word-count"
     r = sia("task", "new", folder)
@@ -50,6 +51,7 @@ def test_a_new_task_is_scaffolded_checked_and_evaluated_without_reading_any_sour
     assert_one_line_error(sia("eval", folder, "--run-dir", tmp_path / "run2"), "label row has fields: count")
 
 
+@pytest.mark.model
 def test_a_run_where_every_rollout_times_out_stops_with_one_message_and_no_lessons(tmp_path):
     run = tmp_path / "run"
     r = subprocess.run([SIA, "run", "sentiment", "--timeout", "0.3", "--val-limit", "8", "--test-limit", "4", "--run-dir", run],
@@ -79,6 +81,7 @@ def test_a_harness_that_spins_in_its_own_code_is_scored_not_taken_for_a_slow_mac
     assert len(rows) == 4 and {r.error_type for r in rows} == {"timeout"} and result.score == 0.0
 
 
+@pytest.mark.model
 def test_a_run_whose_baseline_does_not_fit_is_limited_ends_in_budget_and_logs_progress_without_a_terminal(tmp_path):
     r = subprocess.run([SIA, "run", "sentiment", "--budget", "45s", "--levers", "harness", "--analysis-examples", "8",
                         "--run-dir", tmp_path / "run", "--json"], capture_output=True, text=True, timeout=600,

@@ -7,6 +7,7 @@ import sqlite3
 import subprocess
 import time
 
+import pytest
 from conftest import SIA
 
 from sia.store.store import Store
@@ -49,6 +50,7 @@ def _kill_when(proc, db, condition, timeout=300):
             proc.wait()
 
 
+@pytest.mark.model
 def test_kill_at_several_points_then_resume(tmp_path):
     run = tmp_path / "run"
     db = run / "sia.db"
@@ -83,6 +85,7 @@ def test_kill_at_several_points_then_resume(tmp_path):
     assert summary["rollouts"] == len(final)
 
 
+@pytest.mark.model
 def test_kill_during_weight_training_then_resume(tmp_path):
     """SIGKILL between training rounds: resume retrains the generation (a new attempt) and keeps every recorded rollout."""
     from agent_recordings import openai_reply, write
