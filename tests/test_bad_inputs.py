@@ -52,7 +52,7 @@ def test_bad_run_settings_are_refused_before_anything_starts(tmp_path, args, nee
 
 
 def test_sia_eval_refuses_a_negative_timeout(tmp_path, tiny_task):
-    assert_one_line_error(sia("eval", tiny_task, "--timeout", "-5", "--run-dir", tmp_path / "run"), "--timeout must be positive")
+    assert_one_line_error(sia("eval", tiny_task, "--timeout", "-5", "--run-dir", tmp_path / "run"), "--timeout", "greater than 0")
 
 
 def _task_copy(tiny_task, tmp_path, **edits):

@@ -42,7 +42,7 @@ def test_unreachable_endpoint(tmp_path, tiny_task):
 
 
 def test_unknown_split(tmp_path, tiny_task):
-    assert_one_line_error(sia("eval", tiny_task, "--split", "dev", "--run-dir", tmp_path / "run"), "unknown split")
+    assert_one_line_error(sia("eval", tiny_task, "--split", "dev", "--run-dir", tmp_path / "run"), "--split", "train", "test")
 
 
 def test_tasks_lists_sizes():

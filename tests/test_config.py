@@ -58,3 +58,30 @@ def test_the_llm_agents_evidence_lists_the_generated_settings(tmp_path):
 
         text = build_context(state, store, Evidence(state, store), 16000)
     assert settings_help() in text
+
+
+def test_eval_run_and_the_api_share_one_option_model():
+    """`sia eval`, `sia run` and `sia.evaluate()`/`sia.run()` read the same fields, so their defaults cannot drift (eval's
+    concurrency was 8 against run's 16)."""
+    import subprocess
+
+    import pytest
+    from conftest import SIA
+
+    from sia.api import evaluate
+    from sia.errors import SiaError
+    from sia.evaluation.options import EvalOptions, ExecutionOptions
+    from sia.loop.config import RunConfig
+
+    shared = set(ExecutionOptions.model_fields)
+    assert shared <= set(RunConfig.model_fields) and shared <= set(EvalOptions.model_fields)
+    assert all(EvalOptions.model_fields[k].default == RunConfig.model_fields[k].default for k in shared)
+    wide = {"COLUMNS": "200", "PATH": ""}
+    help_text = subprocess.run([SIA, "eval", "--help"], capture_output=True, text=True, timeout=60, env=wide).stdout
+    for name in EvalOptions.model_fields:
+        if name != "task":
+            assert f"--{name.replace('_', '-')}" in help_text, name
+    with pytest.raises(SiaError, match="--concurrency"):
+        evaluate("sentiment", concurrency=0)
+    with pytest.raises(SiaError, match="--colour"):
+        evaluate("sentiment", colour="blue")

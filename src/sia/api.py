@@ -18,9 +18,10 @@ from typing import Any
 
 from sia.errors import HarnessError, SiaError, StoreError
 from sia.evaluation.executor import EvalConfig, EvalResult, execute
+from sia.evaluation.options import EvalOptions
 from sia.harness.checks import read_harness, sandbox_refusal
 from sia.harness.sandbox import SandboxLimits
-from sia.loop.config import RunConfig, from_flat
+from sia.loop.config import RunConfig, checked, from_flat
 from sia.loop.loop import Loop, Observer, _quiet
 from sia.paths import default_run_dir
 from sia.store.run import Run
@@ -151,17 +152,18 @@ def resume(run_dir: str | Path, observer: Observer = _quiet, **raised: Any) -> d
         return _loop(run, config, observer, started_at)
 
 
-def evaluate(task: str | Path | Task, *, harness: Path | str | None = None, split: str = "val", limit: int | None = None,
-             samples: int = 1, seed: int = 0, concurrency: int = 8, timeout: float | None = None,
-             run_dir: Path | str | None = None, endpoint: str | None = None, model: str | None = None,
-             adapter: Path | str | None = None, sandbox: str = "auto", unsafe_sandbox: bool = False, policy_backend: str = "auto",
+def evaluate(task: str | Path | Task = "sentiment", *, run_dir: Path | str | None = None,
              on_start: Callable[[int, int], None] | None = None, on_rollout: Callable[[Any], None] | None = None,
-             on_loading: Callable[[str], None] | None = None) -> EvalResult:
-    """Run a harness (default: the task's own, or the template) on a split; `sia eval`."""
+             on_loading: Callable[[str], None] | None = None, **settings: Any) -> EvalResult:
+    """Run a harness (default: the task's own, or the template) on a split; `sia eval`. `settings` are `EvalOptions`'s
+    fields (split, limit, samples, seed, concurrency, timeout, harness, endpoint, model, adapter, sandbox, ...), checked
+    in one place, with one line naming the option to fix."""
     task_obj = task if isinstance(task, Task) else load_task(task)
-    task_obj.require(split)  # the split name, the data, a non-empty split and a grader that runs
-    if timeout is not None and timeout <= 0:
-        raise SiaError(f"--timeout must be positive, not {timeout:g}", "give the wall-clock seconds per rollout")
+    opts: EvalOptions = checked(EvalOptions, {**settings, "task": str(task_obj.folder if isinstance(task, Task) else task)}, "eval")
+    split, limit, samples, seed, harness, sandbox = opts.split, opts.limit, opts.samples, opts.seed, opts.harness, opts.sandbox
+    unsafe_sandbox, concurrency, timeout, adapter, model, endpoint = (opts.unsafe_sandbox, opts.concurrency, opts.timeout, opts.adapter,
+                                                                       opts.model, opts.endpoint)
+    task_obj.require(split)  # the data, a non-empty split and a grader that runs
     if harness is not None:
         source, rationale = read_harness(Path(harness)), f"harness from {Path(harness).name}"
     else:
@@ -179,7 +181,7 @@ def evaluate(task: str | Path | Task, *, harness: Path | str | None = None, spli
         store.set_meta("task", {"name": task_obj.name, "folder": str(task_obj.folder)})
         if on_loading:
             on_loading("loading the policy model...")
-        with _runtime(model, endpoint=endpoint, backend=policy_backend) as runtime:
+        with _runtime(model, endpoint=endpoint, backend=opts.policy_backend) as runtime:
             adapter_name = None
             if adapter is not None:
                 adapter_name = re.sub(r"[^A-Za-z0-9_.-]", "-", Path(adapter).resolve().name)

@@ -181,61 +181,23 @@ def zoo_cmd(names: Annotated[list[str] | None, typer.Argument(help="Zoo tasks to
     out.print(f"{len(built)} zoo tasks in {zoo_dir()}; `sia tasks` lists them", highlight=False)
 
 
-@app.command("eval")
-def eval_cmd(
-    task: Annotated[str, typer.Argument(help="Builtin task name or task folder.")],
-    harness: Annotated[Path | None, typer.Option(help="Harness file; default: the task's harness or the template.")] = None,
-    split: Annotated[str, typer.Option(help="train, val or test.")] = "val",
-    limit: Annotated[int | None, typer.Option(min=1, help="Only the first N examples of the split.")] = None,
-    samples: Annotated[int, typer.Option(min=1, help="Rollouts per example.")] = 1,
-    seed: Annotated[int, typer.Option(help="Base seed for sampling.")] = 0,
-    concurrency: Annotated[int, typer.Option(min=1, help="Rollouts at once.")] = 8,
-    timeout: Annotated[float | None, typer.Option(help="Wall-clock seconds per rollout (default: the task's).")] = None,
-    run_dir: Annotated[Path | None, typer.Option(help="Run directory (default: runs/TASK-eval-TIMESTAMP).")] = None,
-    endpoint: Annotated[str | None, typer.Option(help="External OpenAI-compatible base URL, e.g. http://localhost:8000/v1.")] = None,
-    model: Annotated[str | None, typer.Option(help="Model name at --endpoint, or a local HF model folder.")] = None,
-    adapter: Annotated[Path | None, typer.Option(help="A PEFT LoRA adapter folder to run the local policy with.")] = None,
-    sandbox: Annotated[str, typer.Option(help="Rollout isolation: auto (bubblewrap where it runs), bwrap, or process.")] = "auto",
-    policy_backend: Annotated[
-        str, typer.Option(help="Engine of the local policy: auto (the faster one measured at setup), hf or llamacpp.")
-    ] = "auto",
-    unsafe_sandbox: Annotated[
-        bool, typer.Option(help="Run a harness sia did not write even where only the process sandbox is available.")
-    ] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON result on stdout.")] = False,
-) -> None:
-    """Run a harness on a task split and print the score with a 95% confidence interval."""
+def _eval(settings: dict, extras: dict) -> None:
+    """`sia eval`: its options are `EvalOptions`'s fields (`sia.evaluation.options`), as `sia.evaluate()` takes them."""
+    as_json = extras["as_json"]
     try:
         from sia import api
         from sia.cli.live import EvalProgress, PlainView
         from sia.task.loading import load_task
 
-        sandbox_note(sandbox)
-        engine_note(policy_backend, model, endpoint)
+        task = settings.get("task", "sentiment")
+        sandbox_note(settings.get("sandbox", "auto"))
+        engine_note(settings.get("policy_backend", "auto"), settings.get("model"), settings.get("endpoint"))
         deprecation_notes(load_task(task))
-        label = f"{Path(str(task)).name}/{split}"
+        label = f"{Path(str(task)).name}/{settings.get('split', 'val')}"
         with EvalProgress(err, label) if sys.stderr.isatty() else PlainView(sys.stderr) as bar:
             if not sys.stderr.isatty():
                 bar.label = label
-            result = api.evaluate(
-                task,
-                harness=harness,
-                split=split,
-                limit=limit,
-                samples=samples,
-                seed=seed,
-                concurrency=concurrency,
-                timeout=timeout,
-                run_dir=run_dir,
-                endpoint=endpoint,
-                model=model,
-                adapter=adapter,
-                sandbox=sandbox,
-                unsafe_sandbox=unsafe_sandbox,
-                policy_backend=policy_backend,
-                on_start=bar.on_start,
-                on_rollout=bar.on_rollout,
-            )
+            result = api.evaluate(run_dir=extras["run_dir"], on_start=bar.on_start, on_rollout=bar.on_rollout, **settings)
     except SiaError as e:
         fail(e)
     if as_json:
@@ -249,6 +211,21 @@ def eval_cmd(
     if result.failures:
         out.print("outcomes other than correct: " + ", ".join(f"{k} {v}" for k, v in sorted(result.failures.items())))
     out.print(f"run directory: {result.run_dir}  (see `sia trace {result.run_dir}`)")
+
+
+def _register_eval() -> None:
+    from sia.cli.options import command, extra_option
+    from sia.evaluation.options import EvalOptions
+
+    extra = [
+        extra_option("run_dir", Optional[Path], None, "Run directory (default: runs/TASK-eval-TIMESTAMP)."),  # noqa: UP045
+        extra_option("as_json", bool, False, "Print a JSON result on stdout.", "--json"),
+    ]
+    app.command("eval")(command(EvalOptions, extra, _eval, "Run a harness on a task split and print the score with a 95% confidence "
+                                                         "interval."))
+
+
+_register_eval()
 
 
 @app.command()

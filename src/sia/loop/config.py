@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic.fields import FieldInfo
 
 from sia.agents.config import AgentsConfig
 from sia.errors import SiaError
+from sia.evaluation.options import ExecutionOptions
 from sia.loop.gate import GateConfig
 
 
@@ -35,7 +36,10 @@ def parse_duration(text: str | float | int) -> float:
     return sum(float(a) * {"h": 3600, "m": 60, "s": 1}[b] for a, b in parts)
 
 
-class RunConfig(BaseModel):
+class RunConfig(ExecutionOptions):
+    """Every setting of `sia run` and `sia.run()`: how rollouts run (`ExecutionOptions`, shared with `sia eval`), and a run's
+    budgets, levers, gate and agents."""
+
     model_config = ConfigDict(frozen=True, extra="forbid", use_attribute_docstrings=True)
     task: str = Field("sentiment", json_schema_extra={"cli": "argument"})
     """Builtin task name or task folder."""
@@ -44,8 +48,6 @@ class RunConfig(BaseModel):
     levers: tuple[str, ...] = Field((), json_schema_extra={"cli_type": str, "cli_default": None})
     """Comma-separated levers the Feedback-Agent may pull: harness, weights (LoRA training), or both. Default: both
     (harness only with --task-model)."""
-    seed: int = 0
-    """Seed for sampling, demonstrations and the gate."""
     max_generations: int = Field(20, ge=1)
     """At most this many generations."""
     max_rollouts: int | None = Field(None, ge=1)
@@ -61,23 +63,13 @@ class RunConfig(BaseModel):
     """Train examples the champion is run on for the Feedback-Agent each time it changes."""
     smoke_examples: int = Field(2, ge=1)
     """Train examples a new challenger must survive before it is evaluated on validation."""
-    concurrency: int = Field(16, ge=1)
-    """Rollouts at once."""
     val_limit: int | None = Field(None, ge=1)
     """Gate on the first N validation examples only."""
     test_limit: int | None = Field(None, ge=1)
     """Report on the first N test examples only."""
-    timeout: float | None = Field(None, gt=0)
-    """Wall-clock seconds per rollout, queueing at the policy service included (default: the task's timeout_s)."""
     auto_limits: bool = True
     """When the measured throughput says the baseline would take over half the budget, evaluate on the first val and test
     examples only, and say so; --no-auto-limits stops with the limits to pass instead."""
-    policy_backend: Literal["auto", "hf", "llamacpp"] = "auto"
-    """Engine of the local policy: auto (the faster one measured by `sia setup`), hf (PyTorch, fp32) or llamacpp (the GGUF)."""
-    sandbox: Literal["auto", "bwrap", "process"] = "auto"
-    """Rollout isolation: auto (bubblewrap where it runs), bwrap, or process (no namespaces; sia's template harnesses only)."""
-    unsafe_sandbox: bool = False
-    """Run LLM-written harnesses even where only the process sandbox is available (they could read hidden labels)."""
     gate: GateConfig = Field(default_factory=GateConfig)
     agents: AgentsConfig = Field(default_factory=AgentsConfig)
 
@@ -162,7 +154,7 @@ def from_flat(**settings: Any) -> RunConfig:
     return checked(RunConfig, nested)
 
 
-def checked(cls: type[BaseModel], data: dict[str, Any]) -> Any:
+def checked(cls: type[BaseModel], data: dict[str, Any], command: str = "run") -> Any:
     """`cls.model_validate(data)`, with a validation error turned into one line naming the option to fix."""
     try:
         return cls.model_validate(data)
@@ -172,4 +164,4 @@ def checked(cls: type[BaseModel], data: dict[str, Any]) -> Any:
         option = "--" + loc[-1].replace("_", "-") if loc else "the settings"
         msg = first["msg"].removeprefix("Value error, ")
         got = f" (got {first['input']!r})" if loc and "input" in first and not isinstance(first["input"], dict) else ""
-        raise SiaError(f"{option}: {msg}{got}", "fix the option; see `sia run --help`") from None
+        raise SiaError(f"{option}: {msg}{got}", f"fix the option; see `sia {command} --help`") from None
