@@ -8,9 +8,15 @@ from contextlib import contextmanager
 from pathlib import Path
 
 
-def _phases(kind: str, **d) -> None:
-    if kind == "phase":
-        print(f"  {kind}: {d.get('text', '')}", flush=True)
+def _phases():
+    """An observer that prints the loop's phases, nothing else."""
+    from sia.loop.events import RunObserver
+
+    class Phases(RunObserver):
+        def on_phase(self, text: str) -> None:
+            print(f"  phase: {text}", flush=True)
+
+    return Phases()
 
 
 @contextmanager
@@ -30,4 +36,4 @@ def scripted_run(task: str, config, agent, run_dir: Path) -> Iterator[tuple]:
         store.set_meta("task", {"name": loaded.name, "folder": str(loaded.folder)})
         run = Run(store, loaded)
         with PolicyRuntime.local() as runtime:
-            yield run, Loop(run, runtime, config, agent=agent, observer=_phases)
+            yield run, Loop(run, runtime, config, agent=agent, observer=_phases())

@@ -36,7 +36,7 @@ class PrefixLever:
             return Challenger(None, refused="the champion is not a template harness")
         source = render(replace(cfg, input_prefix=proposal.prefix))
         version = ctx.store.add_harness_version(source, proposal.rationale)
-        ctx.report("phase", text=f"prefix lever: {proposal.prefix!r}")
+        ctx.observer.on_phase(f"prefix lever: {proposal.prefix!r}")
         return Challenger(ctx.store.add_candidate(version, ctx.run.adapter(champion), self.name, proposal.rationale, champion))
 
 

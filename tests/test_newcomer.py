@@ -105,7 +105,7 @@ def test_without_a_terminal_a_line_is_printed_even_while_nothing_finishes():
 
     stream = io.StringIO()
     with PlainView(stream, budget_s=60, every_s=0.5) as view:
-        view("phase", text="generation 1: training a1")
+        view.on_phase("generation 1: training a1")
         time.sleep(1.8)  # a long training step: no event, but the log must not go quiet
     lines = stream.getvalue().splitlines()
     assert len(lines) >= 3 and all(line.startswith("[sia ") for line in lines), lines
@@ -121,15 +121,15 @@ def test_the_heartbeat_names_the_training_step_once_a_weight_updates_collection_
 
     stream = io.StringIO()
     with PlainView(stream, budget_s=60, every_s=0.4) as view:
-        view("phase", text="generation 1: training a1 by ce")
-        view("train_start", steps=16)
-        view("eval_start", label="collect round 1/1")
-        view("eval_total", total=2, done=0)
+        view.on_phase("generation 1: training a1 by ce")
+        view.on_train_start(16)
+        view.on_eval_start("collect round 1/1", "")
+        view.on_eval_total(2, 0)
         for _ in range(2):
-            view("rollout", record=SimpleNamespace(score=1.0, error_type=None))
-        view("train_step", reward_mean=0.5, loss=1.0)
+            view.on_rollout(SimpleNamespace(score=1.0, error_type=None))
+        view.on_train_step({"reward_mean": 0.5, "loss": 1.0})
         time.sleep(1.0)  # the second step runs: no event
-        view("phase", text="generation 1: gate on validation")
+        view.on_phase("generation 1: gate on validation")
         time.sleep(1.0)
     lines = stream.getvalue().splitlines()
     during = [x for x in lines if "working: training step 2/16" in x]
@@ -146,18 +146,18 @@ def test_a_gate_in_chunks_counts_up_to_its_whole_evaluation():
 
     stream = io.StringIO()
     view = PlainView(stream, budget_s=60, every_s=60)
-    view("eval_start", label="gate gen 2")
-    view("eval_total", total=4, done=1)  # a resumed evaluation: one rollout was scored before
-    view("rollout", record=SimpleNamespace(score=1.0, error_type=None))
+    view.on_eval_start("gate gen 2", "")
+    view.on_eval_total(4, 1)  # a resumed evaluation: one rollout was scored before
+    view.on_rollout(SimpleNamespace(score=1.0, error_type=None))
     for _ in range(2):  # the gate's next chunks start where the last one stopped
-        view("eval_start", label="gate gen 2")
-        view("eval_total", total=4, done=view.before + view.done)
-        view("rollout", record=SimpleNamespace(score=0.0, error_type="timeout"))
+        view.on_eval_start("gate gen 2", "")
+        view.on_eval_total(4, view.before + view.done)
+        view.on_rollout(SimpleNamespace(score=0.0, error_type="timeout"))
     lines = stream.getvalue().splitlines()
     assert "gate gen 2: 4/4 done" in lines[-1] and "1 timeouts" not in lines[-1] and "2 timeouts" in lines[-1], lines
     assert "score so far 0.333" in lines[-1], "the running score covers the rollouts this view saw"
-    view("eval_start", label="new champion val")
-    view("eval_total", total=10, done=4)
+    view.on_eval_start("new champion val", "")
+    view.on_eval_total(10, 4)
     assert view.before == 4 and view.done == 0, "another evaluation starts its own count"
 
 

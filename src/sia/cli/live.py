@@ -9,6 +9,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn, TimeElapsedColumn
 from rich.text import Text
 
+from sia.loop.events import RunObserver
+
 
 class RateColumn(ProgressColumn):
     """Rollouts per second of the current evaluation."""
@@ -18,7 +20,7 @@ class RateColumn(ProgressColumn):
         return Text(f"{speed:.2f} rollouts/s" if speed else "-- rollouts/s", style="cyan")
 
 
-class RunView:
+class RunView(RunObserver):
     def __init__(self, console: Console, budget_s: float, elapsed0: float = 0.0) -> None:
         self.console = console
         self.budget_s = budget_s
@@ -47,41 +49,50 @@ class RunView:
     def _refresh(self, **kw: Any) -> None:
         self.progress.update(self.bar, gen=self.gen, champ=self.champion, left=self._left(), **kw)
 
-    def __call__(self, event: str, **d: Any) -> None:
-        print_ = self.progress.console.print
-        if event == "phase":
-            print_(f"[dim]{d['text']}[/]")
-        elif event == "eval_start":
-            self._refresh(description=d["label"])
-        elif event == "eval_total":
-            self._started, self._count = time.monotonic(), 0
-            self.progress.reset(self.bar, total=d["total"], completed=d["done"], description=self.progress.tasks[0].description)
-            self._refresh(rate="")
-        elif event == "rollout":
-            self._count += 1
-            dt = time.monotonic() - self._started
-            self.progress.advance(self.bar)
-            self._refresh(rate=f"{self._count / dt:.2f} rollouts/s" if dt > 0 else "")
-        elif event == "train_start":
-            self._started, self._count = time.monotonic(), 0
-            self.progress.reset(self.bar, total=d["steps"], completed=0, description="training")
-            self._refresh(rate="")
-        elif event == "train_step":
-            self.progress.advance(self.bar)
-            predicted = ", ".join(f"{k[:12]}:{v}" for k, v in list(d.get("predicted", {}).items())[:3])
-            self._refresh(rate=f"reward {d['reward_mean']:.2f}±{d['reward_std']:.2f} loss {d['loss']:+.3f} [{predicted}]")
-        elif event == "proposal":
-            self.gen = d["gen"]
-            p = d["proposal"]
-            print_(f"[bold]generation {d['gen']}[/]: [cyan]{p.lever}/{p.kind}[/] {p.rationale[:300]}", highlight=False)
-        elif event == "verdict":
-            v = d["verdict"]
-            colour = "green" if v.accept else "red"
-            print_(f"  [{colour}]{'accepted' if v.accept else 'rejected'}[/] delta {v.delta:+.3f} "
-                   f"CI ({v.ci[0]:+.3f}, {v.ci[1]:+.3f}) p={v.p_value:.4f} n={v.n}/{v.n_total}"
-                   f"{' (stopped early)' if v.stopped_early else ''}: {v.reason}", highlight=False)
-        elif event == "champion":
-            self.champion = f"{d['score']:.3f}"
+    def on_phase(self, text: str) -> None:
+        self.progress.console.print(f"[dim]{text}[/]")
+        self._refresh()
+
+    def on_eval_start(self, label: str, evaluation: str) -> None:
+        self._refresh(description=label)
+
+    def on_eval_total(self, total: int, done: int) -> None:
+        self._started, self._count = time.monotonic(), 0
+        self.progress.reset(self.bar, total=total, completed=done, description=self.progress.tasks[0].description)
+        self._refresh(rate="")
+
+    def on_rollout(self, record: Any) -> None:
+        self._count += 1
+        dt = time.monotonic() - self._started
+        self.progress.advance(self.bar)
+        self._refresh(rate=f"{self._count / dt:.2f} rollouts/s" if dt > 0 else "")
+
+    def on_train_start(self, steps: int) -> None:
+        self._started, self._count = time.monotonic(), 0
+        self.progress.reset(self.bar, total=steps, completed=0, description="training")
+        self._refresh(rate="")
+
+    def on_train_step(self, stats: dict[str, Any]) -> None:
+        self.progress.advance(self.bar)
+        predicted = ", ".join(f"{k[:12]}:{v}" for k, v in list(stats.get("predicted", {}).items())[:3])
+        self._refresh(rate=f"reward {stats['reward_mean']:.2f}±{stats['reward_std']:.2f} loss {stats['loss']:+.3f} [{predicted}]")
+
+    def on_proposal(self, gen: int, proposal: Any) -> None:
+        self.gen = gen
+        self.progress.console.print(f"[bold]generation {gen}[/]: [cyan]{proposal.lever}/{proposal.kind}[/] {proposal.rationale[:300]}",
+                                    highlight=False)
+        self._refresh()
+
+    def on_verdict(self, gen: int, verdict: Any, lesson: str) -> None:
+        v = verdict
+        colour = "green" if v.accept else "red"
+        self.progress.console.print(f"  [{colour}]{'accepted' if v.accept else 'rejected'}[/] delta {v.delta:+.3f} "
+                                    f"CI ({v.ci[0]:+.3f}, {v.ci[1]:+.3f}) p={v.p_value:.4f} n={v.n}/{v.n_total}"
+                                    f"{' (stopped early)' if v.stopped_early else ''}: {v.reason}", highlight=False)
+        self._refresh()
+
+    def on_champion(self, score: float) -> None:
+        self.champion = f"{score:.3f}"
         self._refresh()
 
 
@@ -117,7 +128,7 @@ class EvalProgress:
         self.progress.update(self.bar, advance=1, score=f"{self.total / self.n:.3f}")
 
 
-class PlainView:
+class PlainView(RunObserver):
     """Progress without a terminal (CI, nohup, a redirected log): plain lines, at least one every `every_s` seconds.
 
     It takes the same events as `RunView`. Phases and verdicts print at once;
@@ -176,43 +187,45 @@ class PlainView:
             return f"training step {self.step + 1}/{self.steps}"
         return self.label
 
-    def __call__(self, event: str, **d: Any) -> None:
-        if event == "phase":
-            self.label = d["text"].split(":")[0]
-            self.steps = self.step = 0  # a weight update announces its steps after its phase (train_start)
-            self._say(d["text"])
-        elif event == "eval_start":
-            self.label, self.total = d["label"], 0
-        elif event == "eval_total":
-            if not (d["done"] and d["done"] == self.before + self.done and self.label == self.counted):  # else a gate's next chunk
-                self.before, self.done, self.timeouts, self.errors, self.score = d["done"], 0, 0, 0, 0.0
-                self.started = time.monotonic()
-            self.total, self.counted = d["total"], self.label
-        elif event == "rollout":
-            r = d["record"]
-            self.done += 1
-            self.score += r.score
-            self.timeouts += r.error_type == "timeout"
-            self.errors += bool(r.error_type) and r.error_type != "timeout"
-            if time.monotonic() - self.last >= self.every_s or self.before + self.done == self.total:
-                self._say(self._status())
-        elif event == "train_start":  # counted apart from rollouts: collection rounds run between training steps
-            self.label, self.steps, self.step = "training", d["steps"], 0
-        elif event == "train_step":
-            self.step += 1
-            self._say(f"training step {self.step}/{self.steps}: reward {d['reward_mean']:.2f}, loss {d['loss']:+.3f}")
-        elif event == "proposal":
-            p = d["proposal"]
-            self._say(f"generation {d['gen']}: {p.lever}/{p.kind}: {p.rationale[:200]}")
-        elif event == "verdict":
-            v = d["verdict"]
-            self._say(f"{'accepted' if v.accept else 'rejected'} delta {v.delta:+.3f} p={v.p_value:.4f} n={v.n}/{v.n_total}: {v.reason}")
-        elif event == "champion":
-            self._say(f"champion validation score {d['score']:.3f}")
+    def on_phase(self, text: str) -> None:
+        self.label = text.split(":")[0]
+        self.steps = self.step = 0  # a weight update announces its steps after its phase (train_start)
+        self._say(text)
+
+    def on_eval_start(self, label: str, evaluation: str = "") -> None:
+        self.label, self.total = label, 0
+
+    def on_eval_total(self, total: int, done: int) -> None:
+        if not (done and done == self.before + self.done and self.label == self.counted):  # else a gate's next chunk
+            self.before, self.done, self.timeouts, self.errors, self.score = done, 0, 0, 0, 0.0
+            self.started = time.monotonic()
+        self.total, self.counted = total, self.label
+
+    def on_rollout(self, record: Any) -> None:
+        self.done += 1
+        self.score += record.score
+        self.timeouts += record.error_type == "timeout"
+        self.errors += bool(record.error_type) and record.error_type != "timeout"
+        if time.monotonic() - self.last >= self.every_s or self.before + self.done == self.total:
+            self._say(self._status())
+
+    def on_train_start(self, steps: int) -> None:  # counted apart from rollouts: collection rounds run between training steps
+        self.label, self.steps, self.step = "training", steps, 0
+
+    def on_train_step(self, stats: dict[str, Any]) -> None:
+        self.step += 1
+        self._say(f"training step {self.step}/{self.steps}: reward {stats['reward_mean']:.2f}, loss {stats['loss']:+.3f}")
+
+    def on_proposal(self, gen: int, proposal: Any) -> None:
+        self._say(f"generation {gen}: {proposal.lever}/{proposal.kind}: {proposal.rationale[:200]}")
+
+    def on_verdict(self, gen: int, verdict: Any, lesson: str) -> None:
+        v = verdict
+        self._say(f"{'accepted' if v.accept else 'rejected'} delta {v.delta:+.3f} p={v.p_value:.4f} n={v.n}/{v.n_total}: {v.reason}")
+
+    def on_champion(self, score: float) -> None:
+        self._say(f"champion validation score {score:.3f}")
 
     # the `sia eval` interface
     def on_start(self, total: int, already: int) -> None:
-        self("eval_total", total=total, done=already)
-
-    def on_rollout(self, record) -> None:
-        self("rollout", record=record)
+        self.on_eval_total(total, already)

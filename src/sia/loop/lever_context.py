@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from sia.evaluation.executor import EvalConfig, EvalResult, execute
 from sia.harness.checks import refusal
 from sia.harness.sandbox import SandboxLimits
+from sia.loop.events import RunObserver
 from sia.store.records import purpose_key
 from sia.store.run import Run
 
@@ -38,13 +39,15 @@ class LeverContext:
     """What a lever may use: the run, the task, rollouts through a harness, adapter serving, progress."""
 
     def __init__(self, run: Run, runtime: PolicyRuntime, *, seed: int, concurrency: int, limits: SandboxLimits,
-                 report: Callable[..., None], on_saved: Callable[[], None], unsafe_sandbox: bool = False,
+                 observer: RunObserver, on_saved: Callable[[], None], unsafe_sandbox: bool = False,
                  tick: Callable[[], None] = lambda: None, seconds_left: Callable[[], float] = lambda: float("inf")) -> None:
         """`seconds_left`: seconds of the budget left for this generation's work (the final test's time kept aside)."""
         self.run, self.runtime, self.seed = run, runtime, seed
         self.task = run.task
         self.store = run.store
-        self._concurrency, self._limits, self._report, self._saved = concurrency, limits, report, on_saved
+        self._concurrency, self._limits, self._saved = concurrency, limits, on_saved
+        self.observer = observer
+        """Where a lever reports progress: `observer.on_phase(text)`, `on_train_start(steps)`, `on_train_step(stats)`."""
         self._unsafe, self._tick, self.seconds_left = unsafe_sandbox, tick, seconds_left
 
     @property
@@ -59,12 +62,8 @@ class LeverContext:
         """Why harness `source` may not run in this run (compile, guards, sandbox), or None."""
         return refusal(source, self.task, self._limits.isolation, self._unsafe)
 
-    def report(self, event: str, **data: Any) -> None:
-        """Progress for the live view: ("phase", text=...), ("train_start", steps=...), ("train_step", **log entry)."""
-        self._report(event, **data)
-
     def _rollout_done(self, record) -> None:
-        self.report("rollout", record=record)
+        self.observer.on_rollout(record)
         self._tick()
 
     def serve_adapter(self, version: str | None) -> None:
@@ -82,10 +81,10 @@ class LeverContext:
         config = EvalConfig(split=split, seed=self.seed if seed is None else seed, samples=samples,
                             concurrency=self._concurrency, limits=self._limits, unsafe_sandbox=self._unsafe,
                             infra=("policy", "sandbox") if challenger else ("timeout", "policy", "sandbox"))
-        self.report("eval_start", label=label, evaluation=eid)
+        self.observer.on_eval_start(label, eid)
         result = execute(self.task, self.run.source(cid), store=self.store, runtime=self.runtime, config=config,
                          harness_version=cand.harness_version, adapter=adapter, candidate_id=cid, evaluation_id=eid,
-                         examples=examples, on_start=lambda total, done: self.report("eval_total", total=total, done=done),
+                         examples=examples, on_start=self.observer.on_eval_total,
                          on_rollout=self._rollout_done)
         self._saved()
         return result

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import asdict, replace
 from typing import Any
 
@@ -32,6 +32,7 @@ from sia.evaluation.executor import EvalResult, InfraFailure
 from sia.harness.sandbox import SandboxLimits
 from sia.loop.budget import Budget
 from sia.loop.config import RunConfig
+from sia.loop.events import RunObserver
 from sia.loop.gate import Verdict, compare, decided
 from sia.loop.levers import Lever, LeverContext, available_levers
 from sia.policy.runtime import PolicyRuntime
@@ -41,14 +42,14 @@ from sia.store.records import purpose_key
 from sia.store.run import Run
 from sia.store.summary import run_summary
 
-Observer = Callable[..., None]
+Observer = RunObserver
 
 PROBE_STRETCH = 4.0
 """Without --timeout, the throughput probe's rollouts may take this many times the task's timeout_s."""
 
 
-def _quiet(event: str, **data: Any) -> None:
-    pass
+_quiet = RunObserver()
+"""The observer of a run nobody watches: every event does nothing."""
 
 
 PATIENT_SHARE = 0.1
@@ -76,7 +77,7 @@ class Loop:
         timeout = config.timeout or limits.get("timeout") or self.task.spec.harness.timeout_s
         limits = SandboxLimits(timeout_s=timeout, isolation=config.sandbox)
         self.ctx = LeverContext(run, runtime, seed=config.seed, concurrency=config.concurrency, limits=limits,
-                                report=observer, on_saved=self.budget.save, unsafe_sandbox=config.unsafe_sandbox,
+                                observer=observer, on_saved=self.budget.save, unsafe_sandbox=config.unsafe_sandbox,
                                 tick=self.budget.tick, seconds_left=lambda: self.budget.left(self.store.champion()))
         self.priors = tuple(priors.load()) if config.memory else ()
 
@@ -92,7 +93,7 @@ class Loop:
     def _show_champion(self) -> None:
         score = self.records.mean_of(self.store.champion(), "val")
         if score is not None:
-            self.ui("champion", score=score)
+            self.ui.on_champion(score)
 
     # -- the run ----------------------------------------------------------------------------------
     def run(self) -> dict[str, Any]:
@@ -120,10 +121,10 @@ class Loop:
             store.push_champion(champion, f"baseline: {who}", 0)
         baseline = self.records.baseline()
         self._plan_limits(baseline)
-        self.ui("phase", text="baseline: validation")
+        self.ui.on_phase("baseline: validation")
         self._eval(baseline, "val", "val", self.val, "baseline val")
         self._show_champion()
-        self.ui("phase", text="baseline: test (reported only)")
+        self.ui.on_phase("baseline: test (reported only)")
         base_test = self._eval(baseline, "test", "test", self.test, "baseline test")
         store.set_meta("baseline_test", base_test.score)
         stop_reason = store.get_meta("stop_reason")
@@ -131,7 +132,7 @@ class Loop:
             stop_reason = self._generation()
         store.set_meta("stop_reason", stop_reason)
         champion = store.champion()
-        self.ui("phase", text=f"final champion: test ({stop_reason})")
+        self.ui.on_phase(f"final champion: test ({stop_reason})")
         self._eval(champion, "test", "test", self.test, "final test")
         store.set_meta("status", "done")
         self.budget.save()
@@ -149,7 +150,7 @@ class Loop:
         if c.timeout is None:  # queueing at the policy service is part of a rollout's time: measure it before judging
             self.ctx.set_timeout(PROBE_STRETCH * self.task.spec.harness.timeout_s)
         t0 = time.monotonic()
-        self.ui("phase", text=f"baseline: validation (measuring throughput on the first {k} examples)")
+        self.ui.on_phase(f"baseline: validation (measuring throughput on the first {k} examples)")
         self.ctx.run_rollouts(baseline, eid, "val", self.val[:k], "baseline val")
         rate = k / max(time.monotonic() - t0, 1e-3)
         limits = {"val": len(self.val), "test": len(self.test), "rate": rate}
@@ -173,7 +174,7 @@ class Loop:
         notes = [n for n in notes if n]
         limits["note"] = "; ".join(notes)
         for note in notes:
-            self.ui("phase", text=note)
+            self.ui.on_phase(note)
         store.set_meta("limits", {**limits, "timeout": self.ctx.timeout_s})
 
     def _fit_timeout(self, eid: str) -> str:
@@ -195,7 +196,7 @@ class Loop:
     def _initial_harness(self) -> tuple[str, str]:
         if self.meta_model is None:
             return initial_harness(self.task)
-        self.ui("phase", text=f"Meta-Agent {self.meta_model.spec.spelling}: writing the first harness")
+        self.ui.on_phase(f"Meta-Agent {self.meta_model.spec.spelling}: writing the first harness")
         return llm_initial_harness(self.task, self.meta_model, self._validate_first, self.config.agents.meta_attempts)
 
     def _validate_first(self, source: str, attempt: int) -> str | None:
@@ -217,7 +218,7 @@ class Loop:
         return None
 
     def _state(self, gen: int, champion: str) -> AgentState:
-        self.ui("phase", text=f"generation {gen}: analysing the champion on train")
+        self.ui.on_phase(f"generation {gen}: analysing the champion on train")
         ana_eid = self._eval(
             champion, "train", "train", self.task.split("train")[: self._analysis_size(champion)], "analysis (train)"
         ).evaluation_id
@@ -296,7 +297,7 @@ class Loop:
             if reason:
                 return reason
             state = self._state(gen, champion)
-            self.ui("phase", text=f"generation {gen}: asking the Feedback-Agent ({self.agent.name})")
+            self.ui.on_phase(f"generation {gen}: asking the Feedback-Agent ({self.agent.name})")
             try:
                 decision = self.agent.decide(state)
             except AgentModelError as e:  # budget spent, recording exhausted, endpoint down: stop with the state saved
@@ -314,7 +315,7 @@ class Loop:
                     "prior": asdict(prior) if prior else None,
                 },
             )
-        self.ui("proposal", gen=gen, proposal=proposal)
+        self.ui.on_proposal(gen, proposal)
         t0, r0 = time.monotonic(), store.count_rollouts()
         if isinstance(proposal, Stop):
             store.update_generation(gen, status="decided", verdict=None, lesson=proposal.reason, finished=time.time())
@@ -331,11 +332,11 @@ class Loop:
                 verdict = self._reject(challenger.refused)
             else:
                 if challenger.note:
-                    self.ui("phase", text=f"generation {gen}: {challenger.note}")
+                    self.ui.on_phase(f"generation {gen}: {challenger.note}")
                 verdict, val_eid = self._gate(gen, champion, cid, cheaper=challenger.cheaper)
         lesson = lesson_for(proposal.kind, verdict.accept, verdict.delta, verdict.reason)
         if verdict.accept:
-            self.ui("phase", text=f"generation {gen}: accepted; completing the new champion's validation scores")
+            self.ui.on_phase(f"generation {gen}: accepted; completing the new champion's validation scores")
             self._eval(cid, "val", "val", self.val, "new champion val")
             if store.champion() != cid:
                 store.push_champion(cid, f"accepted in generation {gen}: {verdict.reason}", gen)
@@ -351,7 +352,7 @@ class Loop:
             rollouts=store.count_rollouts() - r0,
             seconds=time.monotonic() - t0,
         )
-        self.ui("verdict", gen=gen, verdict=verdict, lesson=lesson)
+        self.ui.on_verdict(gen, verdict, lesson)
         features = self._features()
         if self.config.memory and features is not None and cid is not None:
             priors.append(
@@ -384,7 +385,7 @@ class Loop:
         """Smoke test, then the sequential paired gate on validation against the champion (for a `cheaper` change: not
         worse by the margin, and fewer model calls per example)."""
         store = self.store
-        self.ui("phase", text=f"generation {gen}: smoke test on {self.config.smoke_examples} train examples")
+        self.ui.on_phase(f"generation {gen}: smoke test on {self.config.smoke_examples} train examples")
         smoke = self._eval(cid, "smoke", "train", self.task.split("train")[: self.config.smoke_examples], "smoke", challenger=True)
         rows = store.rollouts(smoke.evaluation_id)
         if rows and all(r.status == "error" for r in rows):
@@ -396,11 +397,8 @@ class Loop:
         )
         chunk = max(1, self.config.gate.chunk)
         gate = self.config.gate.non_inferiority() if cheaper else self.config.gate
-        self.ui(
-            "phase",
-            text=f"generation {gen}: gate on validation (sequential, chunks of {chunk}"
-            f"{f'; non-inferiority within {gate.margin}, and fewer model calls' if cheaper else ''})",
-        )
+        self.ui.on_phase(f"generation {gen}: gate on validation (sequential, chunks of {chunk}"
+                         f"{f'; non-inferiority within {gate.margin}, and fewer model calls' if cheaper else ''})")
         verdict = None
         while True:  # one look per chunk; a chunk is cut to what the time left buys
             done = self.records.scores(eid)

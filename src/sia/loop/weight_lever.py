@@ -100,10 +100,10 @@ class WeightLever:
             ctx.serve_adapter(parent)
             trainer = Trainer(policy.model_path, wp.train, pad_id=policy.pad_id,
                               init_adapter=store.adapter_path(parent) if parent else None)
-            ctx.report("phase", text=f"generation {gen}: training {version} by {wp.train.algorithm} from {parent or 'the base model'}: "
+            ctx.observer.on_phase(f"generation {gen}: training {version} by {wp.train.algorithm} from {parent or 'the base model'}: "
                                      f"{wp.rounds} round(s) of {wp.samples} samples on {wp.examples} train examples, "
                                      f"{wp.train.steps_for(wp.examples)} step(s) each")
-            ctx.report("train_start", steps=wp.rounds * wp.train.steps_for(wp.examples))
+            ctx.observer.on_train_start(wp.rounds * wp.train.steps_for(wp.examples))
             rng = random.Random(f"{ctx.seed}:{gen}:collect")
             pool = task.split("train")
             behaviour, collected, taken = parent, [], 0
@@ -132,14 +132,14 @@ class WeightLever:
                 if wp.train.heldout > 0:
                     taken += until_heldout_stops(trainer, samples, wp, rng, ctx, gate_s)
                     break
-                taken += trainer.round(samples, wp.train.steps, on_step=lambda e: ctx.report("train_step", **e),
+                taken += trainer.round(samples, wp.train.steps, on_step=ctx.observer.on_train_step,
                                        time_left=lambda: ctx.seconds_left() - gate_s)  # keep the time to gate what was trained
                 if trainer.halted:
                     break
                 if r + 1 == wp.rounds:
                     break
                 if ctx.seconds_left() < (time.monotonic() - started) + gate_s:
-                    ctx.report("phase", text=f"generation {gen}: {r + 1} of {wp.rounds} rounds: another would leave no time to gate")
+                    ctx.observer.on_phase(f"generation {gen}: {r + 1} of {wp.rounds} rounds: another would leave no time to gate")
                     break
                 step_name = f"{version}-t{attempt}r{r + 1}"  # serve the adapter as trained so far: the next round is on-policy
                 trainer.save(store.adapters_dir() / ".rounds" / step_name)
@@ -214,9 +214,9 @@ def until_heldout_stops(trainer, samples, wp, rng, ctx, gate_s: float) -> int:
         return 0
     kept, worse, taken = trainer.snapshot(), 0, 0
     trainer.heldout_log.append({"steps": 0, "heldout_loss": best})
-    ctx.report("phase", text=f"training on {len(fit)} examples; held-out loss {best:.4f} on {len(held)}, read every {every} steps")
+    ctx.observer.on_phase(f"training on {len(fit)} examples; held-out loss {best:.4f} on {len(held)}, read every {every} steps")
     while taken < wp.train.steps and worse < 2:
-        steps = trainer.round(fit, min(every, wp.train.steps - taken), on_step=lambda e: ctx.report("train_step", **e),
+        steps = trainer.round(fit, min(every, wp.train.steps - taken), on_step=ctx.observer.on_train_step,
                               time_left=lambda: ctx.seconds_left() - gate_s)
         taken += steps
         loss = trainer.heldout_loss(held)
