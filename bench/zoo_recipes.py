@@ -6,11 +6,12 @@
   inputs (the mean final hidden state, as sia's service embeds); k is chosen on val from 1, 3, 5,
   9, 15 and 25, then test examples take the majority label of their k nearest train examples.
 - **finetune**: one LoRA fine-tune (PEFT, sia's default rank and targets) on the whole train split
-  with a held-out tenth for early stopping, on the template harness's own prompts: cross-entropy
+  with a held-out tenth (at most 64 examples) for early stopping, on the template harness's own prompts: cross-entropy
   over the label set's sequence likelihoods for labelled tasks (the gold label against the
   others), the likelihood of the gold answer otherwise. Evaluation every quarter epoch on the
-  held-out slice; training stops when it has not improved twice or the budget is spent, and the
-  best adapter is scored with the template harness (`sia eval --adapter`).
+  held-out slice (and once more when the budget ends between two readings); training stops when it
+  has not improved twice or the budget is spent, and the best adapter is scored with the template
+  harness (`sia eval --adapter`). A labelled example's candidates share one forward pass.
 
 Each returns per-example test scores (example id -> score), so the zoo table pairs them with sia's.
 """
@@ -128,23 +129,31 @@ def finetune(task, task_ref: str, work: Path, budget_s: float, seed: int = 0) ->
 
     train = task.split("train")
     rng.shuffle(train)
-    held, fit = train[: max(8, len(train) // 10)], train[max(8, len(train) // 10):]
+    cut = min(64, max(8, len(train) // 10))
+    held, fit = train[:cut], train[cut:]
     cache = {e.id: prompt(e) for e in train}
     end_id = tok.convert_tokens_to_ids("<|im_end|>")
 
-    def seq_logprob(p: list[int], answer: str) -> torch.Tensor:
-        a = tok(answer, add_special_tokens=False)["input_ids"] + [end_id]
-        ids = torch.tensor([p + a])
-        logits = model(input_ids=ids).logits[0, len(p) - 1:-1].float()
-        return torch.log_softmax(logits, -1).gather(1, torch.tensor(a)[:, None]).sum()
+    def seq_logprobs(p: list[int], answers: list[str]) -> torch.Tensor:
+        """Each answer's (and the end of the turn's) log-likelihood after prompt `p`, all answers in one forward pass."""
+        conts = [tok(a, add_special_tokens=False)["input_ids"] + [end_id] for a in answers]
+        width = len(p) + max(len(c) for c in conts)
+        ids = torch.full((len(conts), width), end_id, dtype=torch.long)
+        mask = torch.zeros((len(conts), width), dtype=torch.long)
+        for i, c in enumerate(conts):
+            ids[i, : len(p) + len(c)] = torch.tensor(p + c)
+            mask[i, : len(p) + len(c)] = 1
+        logp = torch.log_softmax(model(input_ids=ids, attention_mask=mask).logits.float(), -1)
+        return torch.stack([logp[i, len(p) - 1 : len(p) - 1 + len(c)].gather(1, torch.tensor(c)[:, None]).sum()
+                            for i, c in enumerate(conts)])
 
     def loss_of(e) -> torch.Tensor:
         p = cache[e.id]
         if labels and task.spec.output == "text" and not task.spec.multi_label:
-            scores = torch.stack([seq_logprob(p, lab) for lab in labels])
+            scores = seq_logprobs(p, labels)
             right = labels.index(str(gold(e)))
             return -torch.log_softmax(scores, 0)[right] - scores[right]  # the gold label against the others, and generated
-        return -seq_logprob(p, str(gold(e)))
+        return -seq_logprobs(p, [str(gold(e))])[0]
 
     def held_loss() -> float:
         model.eval()
@@ -180,6 +189,12 @@ def finetune(task, task_ref: str, work: Path, budget_s: float, seed: int = 0) ->
                     bad += 1
             if bad >= 2 or time.monotonic() - t0 >= train_budget:
                 break
+    if steps and steps % every:  # the budget ended between two readings: read once more, keep it if better
+        value = held_loss()
+        log.append({"step": steps, "held_loss": value, "s": round(time.monotonic() - t0, 1)})
+        if value < best - 1e-4:
+            best = value
+            model.save_pretrained(str(best_dir))
     info = {"steps": steps, "best_held_loss": best, "log": log, "train_s": round(time.monotonic() - t0, 1),
             "stopped": "held-out loss stopped improving" if bad >= 2 else "budget"}
     scores = sia_eval(task_ref, work / "eval", adapter=best_dir)
