@@ -4,7 +4,8 @@ Source: vaderSentiment 3.3.2 sdist (MIT), file additional_resources/hutto_ICWSM_
 member hutto_ICWSM_2014/movieReviewSnippets_GroundTruth.txt (id, mean human rating, text).
 We keep clearly polar snippets (|rating| >= 1.0) and draw a balanced, seeded sample of 800.
 
-Usage: pip download --no-deps --no-binary :all: vaderSentiment==3.3.2 -d DL && python scripts/extract_sentiment.py DL/vaderSentiment-3.3.2.tar.gz
+Usage: pip download --no-deps --no-binary :all: vaderSentiment==3.3.2 -d DL
+       python scripts/extract_sentiment.py DL/vaderSentiment-3.3.2.tar.gz
 """
 
 import io
