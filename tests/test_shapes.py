@@ -113,7 +113,7 @@ def test_a_gold_sft_update_trains_on_gold_answers_until_its_held_out_loss_stops_
     settings = {"examples": 16, "samples": 1, "steps": 24, "prompts_per_step": 2, "heldout": 0.25, "lr": 1e-3}
     agent = ScriptedAgent([WeightUpdate("sft", settings, data="gold", rationale="scripted gold sft", kind="gold_sft")])
     config = RunConfig(task=str(folder), budget=600, val_limit=4, test_limit=4, analysis_examples=4, levers=["weights"],
-                       gate=GateConfig.model_construct(tau=-1.0, alpha=1.01, futility_after=1.0))
+                       gate=GateConfig.model_construct(tau=-1.0, alpha=1.01, alpha_scope="gate", futility_after=1.0))
     with new_run(tmp_path / "run", config) as run:
         summary = Loop(run, own_runtime, config, agent=agent).run()
         gen = summary["generations"][0]

@@ -21,7 +21,7 @@ def test_weight_update_trains_on_policy_through_the_harness_and_becomes_a_gated_
     # a gate that accepts anything, so the adapter becomes the champion and rollback can be exercised
     # (built without validation: a negative tau and an alpha above 1 are refused from users)
     config = RunConfig(task="sentiment", budget=900, val_limit=16, test_limit=8, analysis_examples=4, levers=["weights"],
-                       gate=GateConfig.model_construct(tau=-1.0, alpha=1.01, futility_after=1.0))
+                       gate=GateConfig.model_construct(tau=-1.0, alpha=1.01, alpha_scope="gate", futility_after=1.0))
     run_dir = tmp_path / "run"
     with new_run(run_dir, config) as run:
         store = run.store
