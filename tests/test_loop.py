@@ -25,6 +25,11 @@ def test_broken_edits_are_rejected_with_reasons_and_the_loop_goes_on(scripted_ru
         third = gens[2]
         assert third["accepted"], third
         assert third["delta"] > 0 and third["p_value"] < 0.05
+        # the run's alpha is shared by its gated attempts: the first gated one (generation 3) tested at alpha/2
+        assert gens[0]["alpha"] is None and gens[1]["alpha"] is None and third["alpha"] == pytest.approx(0.025)
+        control = summary["error_control"]
+        assert control["scope"] == "run" and control["gates"] == [pytest.approx(0.025)]
+        assert "run-wide false-accept rate at most 0.05" in control["guarantee"]
         assert summary["final"]["harness_version"] != summary["baseline"]["harness_version"]
         assert summary["final"]["test"] is not None and summary["baseline"]["test"] is not None
         # the agent only ever saw train examples

@@ -1,4 +1,4 @@
-"""The Python API: `run`, `resume`, `evaluate`, `status`, `rollback`, `report`. The CLI calls these, and so may users.
+"""The Python API: `run`, `resume`, `evaluate`, `status`, `rollback`, `report`, `verify`. The CLI calls these, and so may users.
 
 Each function checks its inputs before anything heavy is loaded (settings,
 keys, the task and its data), opens the run directory through `sia.store.run.Run`,
@@ -235,11 +235,22 @@ def rollback(run_dir: str | Path, to: str) -> dict[str, Any]:
             raise StoreError(f"{to!r} was never an accepted version of this run", f"choose one of {', '.join(accepted)}")
         before = store.champion()
         store.push_champion(match, f"rollback from {before} to {to}")
+        store.set_meta("rolled_back_at", time.time())  # a candidate sealed on test before this may be scored again
         if store.get_meta("status") == "done":
             store.set_meta("status", "rolled back")
         summary = run_summary(run)
         summary["report"] = str(write_report(run))
         return summary
+
+
+def verify(run_dir: str | Path) -> dict[str, Any]:
+    """Recompute every hash of RUN_DIR/manifest.json (`sia verify`): {"ok", "changed": [...], "checked": {...}, "manifest_sha256"}."""
+    from sia.loop import manifest
+
+    with Run.open(run_dir) as run:
+        changed, checked = manifest.verify(run)
+    path = Path(run_dir) / "manifest.json"
+    return {"ok": not changed, "changed": changed, "checked": checked, "manifest_sha256": manifest.file_sha256(path)}
 
 
 def write_report(run: Run) -> Path:

@@ -256,6 +256,19 @@ def scored(d: dict) -> str:
     return f"{d['score']:.3f} ({d['ci'][0]:.3f}-{d['ci'][1]:.3f}, n={d['n']})"
 
 
+def attribution_table(a: dict) -> Table:
+    """The 2x2 attribution on test: each lever's effect, their interaction and the total, with paired 95% CIs."""
+    cells = a["cells"]
+    table = Table(title=f"attribution on test (n={a['n']}; cells: baseline {cells['h0,a0']:.3f}, harness only {cells['h,a0']:.3f}, "
+                        f"adapter only {cells['h0,a']:.3f}, both {cells['h,a']:.3f})")
+    for col in ("effect", "mean", "95% CI (paired)", "p (two-sided)"):
+        table.add_column(col)
+    for name in ("harness", "weights", "interaction", "total"):
+        e = a["effects"][name]
+        table.add_row(name, f"{e['mean']:+.3f}", f"{e['ci'][0]:+.3f} to {e['ci'][1]:+.3f}", f"{e['p_value']:.4f}")
+    return table
+
+
 def _print_summary(summary: dict) -> None:
     b, f = summary["baseline"], summary["final"]
     table = Table(title=f"sia run: {summary['task']} ({summary['stop_reason'] or summary['status']})")
@@ -279,9 +292,17 @@ def _print_summary(summary: dict) -> None:
     for g in summary["generations"]:
         mark = "[green]accepted[/]" if g["accepted"] else "[red]rejected[/]" if g["lever"] != "stop" else "stop"
         delta = "" if g["delta"] is None else f" delta {g['delta']:+.3f} p={g['p_value']:.4f}"
+        delta += "" if g.get("alpha") is None else f" (level {g['alpha']:.3g})"
         expected = "" if g.get("expected_gain") is None else f" (expected {g['expected_gain']:+.3f})"
         expected += "" if g.get("prior") is None else f" (prior {g['prior']:+.3f} from {g['prior_records']} records)"
         out.print(f"  gen {g['generation']} {g['lever']}/{g['kind']}: {mark}{delta}{expected}", highlight=False)
+    attribution = summary.get("attribution") or {}
+    if attribution.get("effects"):
+        out.print(attribution_table(attribution))
+    elif attribution.get("skipped"):
+        out.print(f"attribution skipped: {attribution['skipped']}", highlight=False)
+    if summary.get("error_control"):
+        out.print(f"error control: {summary['error_control']['guarantee']}", highlight=False)
     out.print(f"report: {summary.get('report')}")
 
 
@@ -406,6 +427,31 @@ def rollback_cmd(
         f"champion is now {s['final']['candidate']} ({s['final']['harness_version']}); "
         f"`sia resume {run_dir}` scores it on test. report: {s['report']}"
     )
+
+
+@app.command("verify")
+def verify_cmd(
+    run_dir: Annotated[Path, typer.Argument(help="A finished run directory.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Recompute the hashes in RUN_DIR/manifest.json (model, adapters, harness versions, task spec, grader, data, sealed test
+    scores); name anything that changed and exit 1 if something did."""
+    try:
+        from sia import api
+
+        r = api.verify(run_dir)
+    except SiaError as e:
+        fail(e)
+    if as_json:
+        print(json.dumps(r, ensure_ascii=False))
+    else:
+        checked = ", ".join(f"{n} {what}" for what, n in r["checked"].items())
+        for line in r["changed"]:
+            out.print(f"[red]changed[/] {line}", highlight=False)
+        verdict = "[green]verified[/]" if r["ok"] else f"[red]{len(r['changed'])} change(s)[/]"
+        out.print(f"{verdict}: checked {checked}; manifest sha256 {r['manifest_sha256']}", highlight=False)
+    if not r["ok"]:
+        raise typer.Exit(1)
 
 
 def main() -> None:

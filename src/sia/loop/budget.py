@@ -9,6 +9,7 @@ within its budget with a test score.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 from sia.store.run import Run
 
@@ -21,6 +22,8 @@ class Budget:
         self._elapsed0 = float(run.store.get_meta("elapsed_s", 0.0))
         self._saved_at = self._t0
         self._reserve: tuple[tuple[str, int] | None, float] = (None, 0.0)
+        self.test_cells: Callable[[str], int] = lambda cid: 1
+        """Test scorings a run ending on champion `cid` needs (its own, and the attribution's where it applies)."""
 
     def elapsed(self) -> float:
         return self._elapsed0 + time.monotonic() - self._t0
@@ -48,13 +51,14 @@ class Budget:
         return n / max(self.rate(cid, purpose, fresh) or 1.0, 1e-3)
 
     def test_reserve(self, cid: str) -> float:
-        """Seconds the final test evaluation of `cid` should take, from its measured val throughput on fresh inputs (the
-        test's inputs are new to the policy service, so validation rollouts it answered from its memo do not count)."""
+        """Seconds the final test evaluations of `cid` should take (`test_cells`), from its measured val throughput on fresh
+        inputs (the test's inputs are new to the policy service, so validation rollouts it answered from its memo do not
+        count)."""
         if self.run.seconds_of(cid, "val")[1] == 0 or self.run.finished(cid, "test"):
             return 0.0
         key = (cid, self.run.store.count_rollouts())
         if self._reserve[0] != key:  # the reserve is asked for often; it changes only when rollouts are added
-            self._reserve = (key, 1.2 * self.seconds_for(self.test_n, cid, fresh=True) + 5)
+            self._reserve = (key, self.test_cells(cid) * (1.2 * self.seconds_for(self.test_n, cid, fresh=True) + 5))
         return self._reserve[1]
 
     def left(self, cid: str) -> float:

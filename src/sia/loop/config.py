@@ -70,6 +70,9 @@ class RunConfig(ExecutionOptions):
     auto_limits: bool = True
     """When the measured throughput says the baseline would take over half the budget, evaluate on the first val and test
     examples only, and say so; --no-auto-limits stops with the limits to pass instead."""
+    attribution: bool = True
+    """When the final champion changed both the harness and the adapter, also score the harness alone and the adapter alone
+    on test, and report each lever's effect and their interaction (two more test evaluations, kept in the budget)."""
     gate: GateConfig = Field(default_factory=GateConfig)
     agents: AgentsConfig = Field(default_factory=AgentsConfig)
 

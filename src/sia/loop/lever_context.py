@@ -10,6 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Protocol
 
+from sia.errors import StoreError
 from sia.evaluation.executor import EvalConfig, EvalResult, execute
 from sia.harness.checks import refusal
 from sia.harness.sandbox import SandboxLimits
@@ -73,7 +74,13 @@ class LeverContext:
 
     def run_rollouts(self, cid: str, eid: str, split: str, examples: list[Example], label: str, *, samples: int = 1,
                      seed: int | None = None, model: str | None = None, challenger: bool = False) -> EvalResult:
-        """Run `examples` into evaluation `eid` with candidate `cid`'s harness; `model` overrides its adapter."""
+        """Run `examples` into evaluation `eid` with candidate `cid`'s harness; `model` overrides its adapter. Test examples
+        run only into the candidate's one sealed test evaluation (`Store.seal_test`): no lever scores on test."""
+        if split == "test" or any(e.split == "test" for e in examples):
+            ev = self.store.evaluation(eid)
+            if ev is None or ev.split != "test" or ev.config.get("purpose") != purpose_key(cid, "test"):
+                raise StoreError(f"the test split is sealed: {label!r} asked to run {cid} on test examples outside its one "
+                                 "test scoring", "levers and agents work on train and validation; test is for the report")
         cand = self.store.candidate(cid)
         adapter = model or cand.adapter_version
         if model is None:

@@ -29,7 +29,9 @@ from sia.agents.proposal import Invalid, Stop, from_dict, to_dict
 from sia.errors import SiaError
 from sia.evaluation.analysis import analyse, calls_per_example
 from sia.evaluation.executor import EvalResult, InfraFailure
+from sia.evaluation.stats import factorial_2x2
 from sia.harness.sandbox import SandboxLimits
+from sia.loop import alpha, holdout, manifest
 from sia.loop.budget import Budget
 from sia.loop.config import RunConfig
 from sia.loop.events import RunObserver
@@ -37,7 +39,7 @@ from sia.loop.gate import Verdict, compare, decided
 from sia.loop.levers import Lever, LeverContext, available_levers
 from sia.policy.runtime import PolicyRuntime
 from sia.store import priors
-from sia.store.memory import lesson_for
+from sia.store.memory import Memory, lesson_for
 from sia.store.records import purpose_key
 from sia.store.run import Run
 from sia.store.summary import run_summary
@@ -80,6 +82,7 @@ class Loop:
                                 observer=observer, on_saved=self.budget.save, unsafe_sandbox=config.unsafe_sandbox,
                                 tick=self.budget.tick, seconds_left=lambda: self.budget.left(self.store.champion()))
         self.priors = tuple(priors.load()) if config.memory else ()
+        self.budget.test_cells = self._test_cells
 
     # -- evaluations ------------------------------------------------------------------------------
     def _eval(self, cid: str, purpose: str, split: str, examples, label: str, challenger: bool = False) -> EvalResult:
@@ -125,18 +128,84 @@ class Loop:
         self._eval(baseline, "val", "val", self.val, "baseline val")
         self._show_champion()
         self.ui.on_phase("baseline: test (reported only)")
-        base_test = self._eval(baseline, "test", "test", self.test, "baseline test")
-        store.set_meta("baseline_test", base_test.score)
+        store.set_meta("baseline_test", self._score_test(baseline, "baseline test"))
+        self._record_error_control()
         stop_reason = store.get_meta("stop_reason")
         while stop_reason is None:
             stop_reason = self._generation()
         store.set_meta("stop_reason", stop_reason)
         champion = store.champion()
         self.ui.on_phase(f"final champion: test ({stop_reason})")
-        self._eval(champion, "test", "test", self.test, "final test")
+        self._score_test(champion, "final test")
+        self._attribute(champion)
         store.set_meta("status", "done")
         self.budget.save()
+        manifest.write(self.records)
         return run_summary(self.records)
+
+    # -- the sealed test and the attribution ------------------------------------------------------
+    def _score_test(self, cid: str, label: str) -> float | None:
+        """Candidate `cid`'s one scoring on the test split, sealed once finished (`Store.seal_test`); a candidate sealed
+        before is not scored again, its recorded scores stand. Returns its test score."""
+        if self.store.test_seal(cid) is None or self.store.evaluation_id(cid, "test") is None:
+            result = self._eval(cid, "test", "test", self.test, label)
+            if self.records.finished(cid, "test"):
+                self.store.seal_test(cid, result.evaluation_id, self.records.scores(result.evaluation_id))
+        return self.records.score(cid, "test")
+
+    def _cells(self, champion: str) -> dict[str, str] | None:
+        """The 2x2 attribution's candidates by cell (`sia.evaluation.stats.CELLS`) when the champion changed both the
+        harness and the adapter of the baseline and the run asks for attribution, else None. A cell's candidate is one
+        already recorded with that harness and adapter where there is one (an earlier champion), else a new one."""
+        base = self.records.baseline()
+        if not self.config.attribution or base is None:
+            return None
+        b, c = self.store.candidate(base), self.store.candidate(champion)
+        if b.harness_version == c.harness_version or b.adapter_version == c.adapter_version:
+            return None
+
+        def cell(harness: str, adapter: str | None) -> str:
+            known = self.store.candidates_with(harness, adapter)
+            sealed = [k for k in known if self.store.test_seal(k)]
+            if sealed or known:
+                return (sealed or known)[0]
+            return self.store.add_candidate(harness, adapter, "attribution", f"attribution: harness {harness}, adapter "
+                                            f"{adapter or 'none'}")
+
+        return {"h0,a0": base, "h,a0": cell(c.harness_version, b.adapter_version),
+                "h0,a": cell(b.harness_version, c.adapter_version), "h,a": champion}
+
+    def _test_cells(self, cid: str) -> int:
+        """Test scorings a run ending on champion `cid` still needs: its own, and the attribution's two single-lever cells
+        (counted without making them)."""
+        base = self.records.baseline()
+        if not self.config.attribution or base is None:
+            return 1
+        b, c = self.store.candidate(base), self.store.candidate(cid)
+        both = b.harness_version != c.harness_version and b.adapter_version != c.adapter_version
+        if not both:
+            return 1
+        singles = [(c.harness_version, b.adapter_version), (b.harness_version, c.adapter_version)]
+        return 1 + sum(1 for h, a in singles if not any(self.store.test_seal(k) for k in self.store.candidates_with(h, a)))
+
+    def _attribute(self, champion: str) -> None:
+        """Score the 2x2 attribution's single-lever cells on test and record each lever's effect and their interaction."""
+        cells = self._cells(champion)
+        if cells is None:
+            self.store.set_meta("attribution", None)
+            return
+        for name, cid in cells.items():
+            if self.store.test_seal(cid) is None:
+                left = self.budget.budget_s - self.budget.elapsed()
+                need = self.budget.seconds_for(len(self.test), cid if self.budget.rate(cid) else champion, fresh=True)
+                if need > left:
+                    self.store.set_meta("attribution", {"skipped": f"cell {name} ({cid}) needs ~{need:.0f}s on test, "
+                                                                   f"{max(left, 0):.0f}s of the budget left"})
+                    return
+                self.ui.on_phase(f"attribution: cell {name} ({cid}) on test")
+                self._score_test(cid, f"attribution {name}")
+        scores = {name: self.records.scores_of(cid, "test") for name, cid in cells.items()}
+        self.store.set_meta("attribution", {"candidates": cells, **factorial_2x2(scores, self.config.seed)})
 
     def _plan_limits(self, baseline: str) -> None:
         """Measure throughput on the first val examples; fit the timeout to it and, when the baseline would take over half
@@ -231,7 +300,7 @@ class Loop:
             self.task,
             self.records.source(champion),
             analysis,
-            self.records.memory(),
+            self._agents_memory(),
             self.task.split("train"),
             {sha for sha, a in self.store.tried_pairs() if a == adapter},
             gen,
@@ -241,12 +310,29 @@ class Loop:
             span / n if n > 1 else 60.0 / max(1, len(self.val)),
             len(self.val),
             self.budget.left(champion),
-            self.records.mean_of(champion, "val"),
+            self._agents_score(champion),
             ana_eid,
             machine_slowdown() if "weights" in self.config.levers else 1.0,
             self.priors,
             self._features(),
         )
+
+    def _agents_memory(self) -> Memory:
+        """The design memory as the agents read it: on the ladder by default (`sia.loop.holdout`)."""
+        memory = self.records.memory()
+        if self.config.gate.holdout == "exact":
+            return memory
+        steps = {g.gen: holdout.step(g.verdict.get("ci")) for g in self.store.generations()
+                 if g.verdict and g.verdict.get("alpha") is not None}
+        return holdout.ladder_memory(memory, steps)
+
+    def _agents_score(self, champion: str) -> float | None:
+        """The champion's validation score as the agents read it: rounded to its standard error on the ladder."""
+        score = self.records.mean_of(champion, "val")
+        detail = self.records.scored(champion, "val")
+        if score is None or self.config.gate.holdout == "exact" or not detail:
+            return score
+        return holdout.rung(score, holdout.step(detail["ci"]))
 
     def _features(self) -> priors.Features | None:
         saved = self.store.get_meta("task_features")
@@ -352,6 +438,7 @@ class Loop:
             rollouts=store.count_rollouts() - r0,
             seconds=time.monotonic() - t0,
         )
+        self._record_error_control()
         self.ui.on_verdict(gen, verdict, lesson)
         features = self._features()
         if self.config.memory and features is not None and cid is not None:
@@ -397,7 +484,8 @@ class Loop:
         )
         chunk = max(1, self.config.gate.chunk)
         gate = self.config.gate.non_inferiority() if cheaper else self.config.gate
-        self.ui.on_phase(f"generation {gen}: gate on validation (sequential, chunks of {chunk}"
+        gate, level = alpha.gate_for(gate, self._gated(), len(self.val))
+        self.ui.on_phase(f"generation {gen}: gate on validation (sequential, chunks of {chunk}, level {level:.2g}"
                          f"{f'; non-inferiority within {gate.margin}, and fewer model calls' if cheaper else ''})")
         verdict = None
         while True:  # one look per chunk; a chunk is cut to what the time left buys
@@ -427,4 +515,15 @@ class Loop:
                 )
             else:
                 verdict = replace(verdict, reason=f"{verdict.reason}; model calls per example {theirs:.2f} -> {mine:.2f}")
-        return verdict, eid
+        return replace(verdict, alpha=level), eid
+
+    def _record_error_control(self) -> None:
+        """What the run's gates spent and what that guarantees, for the summary, `sia status` and the report."""
+        gate = self.config.gate
+        spent = [float(g.verdict["alpha"]) for g in self.store.generations() if g.verdict and g.verdict.get("alpha") is not None]
+        self.store.set_meta("error_control", {"scope": gate.alpha_scope, "alpha": gate.alpha, "gates": spent,
+                                              "guarantee": alpha.guarantee(gate.alpha_scope, gate.alpha, spent)})
+
+    def _gated(self) -> list[bool]:
+        """Whether each earlier gated attempt of the run was accepted, in order (attempts refused before a gate excluded)."""
+        return [bool(g.verdict["accept"]) for g in self.store.generations() if g.verdict and g.verdict.get("alpha") is not None]

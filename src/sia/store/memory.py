@@ -7,6 +7,7 @@ avoid those that have not.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -82,7 +83,7 @@ class Memory:
     def summary(self) -> list[str]:
         return [f"gen {e.generation} [{e.lever}/{e.kind}{' on ' + e.base_adapter if e.base_adapter else ''}] "
                 f"{'ACCEPTED' if e.accepted else 'rejected'} "
-                f"delta={e.delta:+.3f} p={e.p_value:.3g}: {e.lesson}" for e in self.entries]
+                f"delta={e.delta:+.3f}{'' if math.isnan(e.p_value) else f' p={e.p_value:.3g}'}: {e.lesson}" for e in self.entries]
 
 
 def lesson_for(kind: str, accepted: bool, delta: float, reason: str) -> str:

@@ -12,6 +12,7 @@ spelling of the key under which an evaluation is registered ("val", "test",
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass, field, fields
 from typing import Any
@@ -25,6 +26,12 @@ def purpose_key(candidate_id: str, purpose: str) -> str:
 def eval_key(candidate_id: str, purpose: str) -> str:
     """The store key under which candidate `candidate_id`'s evaluation for `purpose` is registered."""
     return "eval:" + purpose_key(candidate_id, purpose)
+
+
+def scores_sha256(scores: dict[str, float]) -> str:
+    """sha256 of per-example scores, independent of their order: what seals a test scoring."""
+    text = json.dumps(sorted((str(k), float(v)) for k, v in scores.items()), separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def _json(value: Any, default: Any = None) -> Any:

@@ -129,6 +129,25 @@ def _diff(old: str, new: str, name: str) -> str:
     return "<pre>" + "\n".join(lines) + "</pre>"
 
 
+def _attribution(a: dict[str, Any] | None) -> str:
+    """The 2x2 attribution on test, when the champion changed both levers."""
+    if not a:
+        return ""
+    if not a.get("effects"):
+        return f"<p class=muted>Attribution skipped: {_fmt(a.get('skipped'))}</p>"
+    cells = a["cells"]
+    rows = "".join(
+        f"<tr><td>{name}</td><td>{_fmt(e['mean'])}</td><td>({_fmt(e['ci'][0])}, {_fmt(e['ci'][1])})</td>"
+        f"<td>{_fmt(e['p_value'], 4)}</td></tr>"
+        for name, e in ((k, a["effects"][k]) for k in ("harness", "weights", "interaction", "total"))
+    )
+    return (f"<h2>Attribution (test, n={a['n']})</h2><p>Cells: baseline {_fmt(cells['h0,a0'])}, final harness on the baseline "
+            f"adapter {_fmt(cells['h,a0'])}, baseline harness on the final adapter {_fmt(cells['h0,a'])}, both "
+            f"{_fmt(cells['h,a'])}. Harness = (h,a0) − (h0,a0); weights = (h0,a) − (h0,a0); interaction = the rest of the "
+            "total.</p><table><tr><th>effect</th><th>mean</th><th>95% CI (paired bootstrap)</th><th>p (two-sided, paired "
+            f"permutation)</th></tr>{rows}</table>")
+
+
 def render_report(run: Run) -> str:
     store, task = run.store, run.task
     s = run_summary(run)
@@ -151,6 +170,7 @@ def render_report(run: Run) -> str:
         f"<tr><td>final</td><td>{_fmt(f.get('harness_version'))}{' + ' + _fmt(f.get('adapter')) if f.get('adapter') else ''}</td>"
         f"<td>{_scored(f.get('val_detail'))}</td><td class=big>{_scored(f.get('test_detail'))}</td></tr></table>",
         _notes(s),
+        _attribution(s.get("attribution")),
         "<h2>Scores per generation</h2>",
         _plot(s),
         "<h2>Lineage</h2><table><tr><th>#</th><th>champion</th><th>version</th><th>why</th></tr>",
@@ -175,8 +195,11 @@ def render_report(run: Run) -> str:
         )
     out.append(
         "<h2>Decision log</h2><table><tr><th>gen</th><th>lever / kind</th><th>verdict</th><th>prior Δ (records)</th><th>expected Δ</th>"
-        "<th>realised Δ (95% CI)</th><th>p</th><th>n</th><th>rationale</th><th>gate</th></tr>"
+        "<th>realised Δ (95% CI)</th><th>p</th><th>level α</th><th>n</th><th>rationale</th><th>gate</th></tr>"
     )
+    ec = s.get("error_control")
+    if ec:
+        out.insert(-1, f"<p><b>Error control</b> (--alpha-scope {_fmt(ec['scope'])}): {_fmt(ec['guarantee'])}</p>")
     for g in s["generations"]:
         verdict = (
             "<span class=acc>accepted</span>"
@@ -189,7 +212,8 @@ def render_report(run: Run) -> str:
         out.append(
             f"<tr><td>{g['generation']}</td><td>{_fmt(g['lever'])} / {_fmt(g['kind'])}</td><td>{verdict}</td>"
             f"<td>{prior}</td>"
-            f"<td>{_fmt(g.get('expected_gain'))}</td><td>{_fmt(g['delta'])}{ci}</td><td>{_fmt(g['p_value'], 4)}</td><td>{_fmt(g['n'])}</td>"
+            f"<td>{_fmt(g.get('expected_gain'))}</td><td>{_fmt(g['delta'])}{ci}</td><td>{_fmt(g['p_value'], 4)}</td>"
+            f"<td>{_fmt(g.get('alpha'), 4)}</td><td>{_fmt(g['n'])}</td>"
             f"<td>{_fmt(g['rationale'])}</td><td>{_fmt(g['reason'])}{early}</td></tr>"
         )
     out.append("</table><h2>Design memory</h2><ul>")

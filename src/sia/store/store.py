@@ -35,6 +35,7 @@ from sia.store.records import (
     NewRollout,
     Rollout,
     eval_key,
+    scores_sha256,
 )
 
 
@@ -158,6 +159,9 @@ class Store:
         if self.db.execute("SELECT COUNT(*) FROM harness_versions").fetchone()[0] and not (self.harness_repo / ".git").is_dir():
             raise StoreError(f"the harness repository {self.harness_repo} is missing", "restore the run directory from a copy")
 
+    def harness_versions(self) -> list[str]:
+        return [r["version"] for r in self.db.execute("SELECT version FROM harness_versions ORDER BY created")]
+
     def harness_source(self, version: str) -> str:
         row = self.db.execute("SELECT commit_sha FROM harness_versions WHERE version = ?", (version,)).fetchone()
         if not row:
@@ -217,6 +221,12 @@ class Store:
         )
         return cid
 
+    def candidates_with(self, harness_version: str, adapter_version: str | None) -> list[str]:
+        """Ids of the candidates with this harness and adapter, oldest first."""
+        rows = self.db.execute("SELECT id FROM candidates WHERE harness_version = ? AND adapter_version IS ? ORDER BY created",
+                               (harness_version, adapter_version))
+        return [r["id"] for r in rows]
+
     def candidate(self, cid: str) -> Candidate:
         row = self.db.execute("SELECT * FROM candidates WHERE id = ?", (cid,)).fetchone()
         if row is None:
@@ -224,6 +234,8 @@ class Store:
         return Candidate.from_row(row)
 
     def add_evaluation(self, candidate_id: str, split: str, seed: int, samples: int, n_examples: int, config: dict) -> str:
+        if split == "test":
+            self._check_test(candidate_id, config)
         n = self.db.execute("SELECT COUNT(*) FROM evaluations").fetchone()[0]
         eid = f"e{n}"
         self.db.execute(
@@ -231,6 +243,36 @@ class Store:
             (eid, candidate_id, split, seed, samples, n_examples, json.dumps(config), time.time()),
         )
         return eid
+
+    # -- the sealed test -------------------------------------------------------------------
+    def _check_test(self, candidate_id: str, config: dict) -> None:
+        """Refuse a test evaluation of a run other than its one sealed scoring per candidate (`seal_test`)."""
+        if self.get_meta("run_config") is None:  # `sia eval`'s own store: scoring a split is what it is for
+            return
+        purpose = eval_key(candidate_id, "test")[len("eval:"):]
+        if config.get("purpose") != purpose:
+            raise StoreError(f"the test split is sealed: only the run's reporting scores it (purpose {purpose!r}), "
+                             f"not {config.get('purpose')!r}", "score validation or train instead; test is for the report")
+        seal = self.test_seal(candidate_id)
+        if seal and seal["sealed"] > float(self.get_meta("rolled_back_at", 0.0)):
+            raise StoreError(f"the test split is sealed: {candidate_id} was scored on it once (evaluation {seal['evaluation']}, "
+                             f"scores sha256 {seal['sha256'][:12]}); a second scoring is refused",
+                             f"roll the run back (`sia rollback {self.run_dir} --to ...`) to score it again")
+
+    def seal_test(self, candidate_id: str, eid: str, scores: dict[str, float]) -> dict[str, Any]:
+        """Record candidate `candidate_id`'s one test scoring: its evaluation, n, mean and the sha256 of its per-example
+        scores (`scores_sha256`), which the manifest carries and `sia verify` recomputes."""
+        seals = self.get_meta("sealed_test", {})
+        seal = {"evaluation": eid, "n": len(scores), "score": sum(scores.values()) / len(scores) if scores else None,
+                "sha256": scores_sha256(scores), "sealed": time.time()}
+        if candidate_id in seals:  # scored again after a rollback: the earlier seal stays on record
+            seal["earlier"] = [*seals[candidate_id].pop("earlier", []), seals[candidate_id]]
+        seals[candidate_id] = seal
+        self.set_meta("sealed_test", seals)
+        return seal
+
+    def test_seal(self, candidate_id: str) -> dict[str, Any] | None:
+        return self.get_meta("sealed_test", {}).get(candidate_id)
 
     def resize_evaluation(self, eid: str, n_examples: int) -> None:
         """Shrink an unfinished evaluation to its first `n_examples` (a run limited after measuring its throughput)."""

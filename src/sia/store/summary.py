@@ -32,8 +32,10 @@ def run_summary(run: Run) -> dict[str, Any]:
                      "reason": v["reason"] if v else g.lesson, "rationale": p.get("rationale") or p.get("reason", ""),
                      "expected_gain": p.get("expected_gain"), "prior": (p.get("prior") or {}).get("delta"),
                      "prior_records": (p.get("prior") or {}).get("n"),
-                     "status": g.status, "val": run.score(g.candidate_id, "val") if v and v["accept"] else None})
+                     "status": g.status, "val": run.score(g.candidate_id, "val") if v and v["accept"] else None,
+                     "alpha": v.get("alpha") if v else None})
     cfg = store.get_meta("run_config", {})
+
     agent_tokens, agent_usd = store.agent_usage()
     return {"run_dir": str(store.run_dir), "task": run.task.name, "seed": cfg.get("seed"), "levers": cfg.get("levers"),
             "status": store.get_meta("status"), "stop_reason": store.get_meta("stop_reason"),
@@ -42,4 +44,7 @@ def run_summary(run: Run) -> dict[str, Any]:
             "elapsed_s": round(float(store.get_meta("elapsed_s", 0.0)), 1), "limits": store.get_meta("limits"),
             "outcomes": run.outcome_shares(), "budget_s": cfg.get("budget"),
             "agents": {"calls": store.agent_call_count(), "tokens": agent_tokens, "usd": round(agent_usd, 4)},
+            "error_control": store.get_meta("error_control"), "attribution": store.get_meta("attribution"),
+            "sealed_test": {cid: {k: seal[k] for k in ("evaluation", "n", "score", "sha256")}
+                            for cid, seal in store.get_meta("sealed_test", {}).items()},
             "champions": [{"candidate": c.candidate_id, "reason": c.reason, "generation": c.generation} for c in champs]}
