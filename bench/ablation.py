@@ -10,7 +10,10 @@ the base model, scored on test by every run before it changes anything.
 Printed: held-out test mean per arm with a 95% interval over all (seed, test
 example) pairs, and the one-sided paired p-value of "both" against the better
 single lever, pairing the same test example in the same seed (exact McNemar
-for binary tasks, a permutation test otherwise: sia's gate statistics).
+for binary tasks, a permutation test otherwise: sia's gate statistics). For
+the "both" runs whose champion changed the harness and the adapter, the 2x2
+attribution each run scored on its sealed test, pooled over seeds: the harness
+effect, the weights effect and their interaction with paired 95% CIs.
 
     python bench/ablation.py --task sentiment --budget 10m --seeds 3
     python bench/ablation.py --arms weights --out /tmp/weights-hf -- --policy-backend hf
@@ -47,6 +50,17 @@ def test_scores(run_dir: Path, which: str) -> dict[str, float]:
     with Run.open(run_dir) as run:
         cid = run.baseline() if which == "baseline" else run.store.champion()
         return run.scores_of(cid, "test")
+
+
+def attribution_cells(run_dir: Path) -> dict[str, dict[str, float]] | None:
+    """Per-example test scores of the run's 2x2 attribution cells, when its champion changed both levers."""
+    from sia.store.run import Run
+
+    with Run.open(run_dir) as run:
+        a = run.store.get_meta("attribution") or {}
+        if not a.get("candidates"):
+            return None
+        return {cell: run.scores_of(cid, "test") for cell, cid in a["candidates"].items()}
 
 
 def run_arm(task: str, arm: str, seed: int, budget: str, out: Path, extra: list[str]) -> Path:
@@ -147,6 +161,7 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     scores: dict[str, dict[str, float]] = {arm: {} for arm in ("baseline", *arms)}
     runs: dict[str, dict] = {}
+    cells: dict[str, dict[str, float]] = {}  # the 2x2 attribution cells of "both" runs whose champion changed both levers
     earlier = json.loads(args.earlier.read_text()) if args.earlier else {"runs": {}, "scores": {}}
     for seed in range(args.seeds):
         for arm in arms:
@@ -178,7 +193,10 @@ def main() -> None:
             runs[f"{arm}-seed{seed}"] = {
                 k: summary.get(k) for k in ("seed", "levers", "accepted", "bench_seconds", "elapsed_s", "stop_reason", "limits")
             }
+            for cell, cell_scores in (attribution_cells(run_dir) or {}).items():
+                cells.setdefault(cell, {}).update({f"{seed}:{k}": v for k, v in cell_scores.items()})
             runs[f"{arm}-seed{seed}"].update(
+                attribution=summary.get("attribution"),
                 baseline_test=summary["baseline"]["test"],
                 final_test=summary["final"]["test"],
                 final=f"{summary['final'].get('harness_version')}+{summary['final'].get('adapter')}",
@@ -220,6 +238,16 @@ def main() -> None:
         }
         which = "the better single lever" if len(singles) == 2 else "the only single lever in this table"
         print(f"\nboth vs {better} ({which}): delta {v.delta:+.3f}, paired one-sided p = {v.p_value:.4g} ({v.method}, n={v.n})")
+    attributed = [name for name, r in runs.items() if (r.get("attribution") or {}).get("effects")]
+    if attributed and len(cells) == 4:
+        from sia.evaluation.stats import factorial_2x2
+
+        pooled = factorial_2x2(cells)
+        result["attribution"] = {"runs": attributed, **pooled}
+        print(f"\nattribution on test, runs whose champion changed both levers ({', '.join(attributed)}), n={pooled['n']}")
+        print(f"{'effect':12s} {'mean':>7s}   95% CI (paired)       p (two-sided)")
+        for name, e in pooled["effects"].items():
+            print(f"{name:12s} {e['mean']:+7.3f}   ({e['ci'][0]:+.3f}, {e['ci'][1]:+.3f})   {e['p_value']:.4g}")
     print("\nlever chosen per generation (expected -> realised gain, * accepted):")
     for name, r in runs.items():
         print(f"  {name:16s} " + choices(r))
