@@ -30,6 +30,7 @@ def test_broken_edits_are_rejected_with_reasons_and_the_loop_goes_on(scripted_ru
         control = summary["error_control"]
         assert control["scope"] == "run" and control["gates"] == [pytest.approx(0.025)]
         assert "run-wide false-accept rate at most 0.05" in control["guarantee"]
+        assert "changed only the harness" in summary["attribution"]["skipped"]  # a one-lever champion: no 2x2
         assert summary["final"]["harness_version"] != summary["baseline"]["harness_version"]
         assert summary["final"]["test"] is not None and summary["baseline"]["test"] is not None
         # the agent only ever saw train examples

@@ -175,6 +175,19 @@ class Loop:
         return {"h0,a0": base, "h,a0": cell(c.harness_version, b.adapter_version),
                 "h0,a": cell(b.harness_version, c.adapter_version), "h,a": champion}
 
+    def _unattributed(self, champion: str) -> dict[str, str] | None:
+        """Why a run with attribution on has no 2x2 (its champion changed one lever or none), for the summary."""
+        base = self.records.baseline()
+        if not self.config.attribution or base is None:
+            return None
+        b, c = self.store.candidate(base), self.store.candidate(champion)
+        changed = [name for name, old, new in (("harness", b.harness_version, c.harness_version),
+                                               ("adapter", b.adapter_version or "none", c.adapter_version or "none"))
+                   if old != new]
+        if not changed:
+            return {"skipped": "the final champion is the baseline: no gain to attribute"}
+        return {"skipped": f"the final champion changed only the {changed[0]}, so its whole gain is that lever's (2x2 needs both)"}
+
     def _test_cells(self, cid: str) -> int:
         """Test scorings a run ending on champion `cid` still needs: its own, and the attribution's two single-lever cells
         (counted without making them)."""
@@ -192,7 +205,7 @@ class Loop:
         """Score the 2x2 attribution's single-lever cells on test and record each lever's effect and their interaction."""
         cells = self._cells(champion)
         if cells is None:
-            self.store.set_meta("attribution", None)
+            self.store.set_meta("attribution", self._unattributed(champion))
             return
         for name, cid in cells.items():
             if self.store.test_seal(cid) is None:
