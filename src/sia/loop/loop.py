@@ -153,14 +153,21 @@ class Loop:
                 self.store.seal_test(cid, result.evaluation_id, self.records.scores(result.evaluation_id))
         return self.records.score(cid, "test")
 
+    def _pair(self, champion: str):
+        """(baseline id, baseline candidate, champion candidate) when the run asks for attribution and has a baseline."""
+        base = self.records.baseline()
+        if not self.config.attribution or base is None:
+            return None
+        return base, self.store.candidate(base), self.store.candidate(champion)
+
     def _cells(self, champion: str) -> dict[str, str] | None:
         """The 2x2 attribution's candidates by cell (`sia.evaluation.stats.CELLS`) when the champion changed both the
         harness and the adapter of the baseline and the run asks for attribution, else None. A cell's candidate is one
         already recorded with that harness and adapter where there is one (an earlier champion), else a new one."""
-        base = self.records.baseline()
-        if not self.config.attribution or base is None:
+        pair = self._pair(champion)
+        if pair is None:
             return None
-        b, c = self.store.candidate(base), self.store.candidate(champion)
+        base, b, c = pair
         if b.harness_version == c.harness_version or b.adapter_version == c.adapter_version:
             return None
 
@@ -177,10 +184,10 @@ class Loop:
 
     def _unattributed(self, champion: str) -> dict[str, str] | None:
         """Why a run with attribution on has no 2x2 (its champion changed one lever or none), for the summary."""
-        base = self.records.baseline()
-        if not self.config.attribution or base is None:
+        pair = self._pair(champion)
+        if pair is None:
             return None
-        b, c = self.store.candidate(base), self.store.candidate(champion)
+        _, b, c = pair
         changed = [name for name, old, new in (("harness", b.harness_version, c.harness_version),
                                                ("adapter", b.adapter_version or "none", c.adapter_version or "none"))
                    if old != new]
@@ -191,10 +198,10 @@ class Loop:
     def _test_cells(self, cid: str) -> int:
         """Test scorings a run ending on champion `cid` still needs: its own, and the attribution's two single-lever cells
         (counted without making them)."""
-        base = self.records.baseline()
-        if not self.config.attribution or base is None:
+        pair = self._pair(cid)
+        if pair is None:
             return 1
-        b, c = self.store.candidate(base), self.store.candidate(cid)
+        _, b, c = pair
         both = b.harness_version != c.harness_version and b.adapter_version != c.adapter_version
         if not both:
             return 1
