@@ -185,3 +185,35 @@ def test_ce_negatives_keep_the_gold_candidates_and_the_wrong_ones_scored_highest
     assert hardest(group[3:], 2, t.rng) == group[3:]
     t.round(group + [Sample("h", [1, 5, 3], s.completion_ids, s.old_logprobs, s.reward, s.output) for s in group], 1)
     assert t.log[0]["tokens"] == 2 * 3 * 2, "each step trains on the kept candidates only"
+
+
+def test_a_ce_update_trains_until_its_held_out_loss_stops_improving_in_passes_that_span_the_reads(tmp_path):
+    """A ce plan with a held-out share: the loss of the held-out prompts is read every quarter pass, training stops after
+    two reads without a gain or at the plan's passes over the rest, and the adapter keeps its best read's weights. The
+    shuffled pass goes on across the reads: every trained prompt is seen once before any is seen twice."""
+    from types import SimpleNamespace
+
+    from sia.loop.weight_lever import until_heldout_stops
+    from sia.weights.config import plan
+    from sia.weights.trainer import Sample, Trainer
+
+    base_dir = _tiny_model_dir(tmp_path)
+    labels = {"yes": [20, 2], "no": [21, 2]}
+    samples = [Sample(f"g{g}", [1, 5 + g, 9, 40 + g % 2], ids, [], float(name == ("yes" if g % 2 else "no")), name, absolute=True)
+               for g in range(40) for name, ids in labels.items()]
+    wp = plan("ce", {"examples": 40, "samples": 1, "epochs": 3.0, "steps": 400, "prompts_per_step": 4, "heldout": 0.1,
+                     "lr": 1e-2, "rank": 4})
+    assert wp.most_steps() == 27, "three passes over the 36 prompts not held out"
+    t = Trainer(base_dir, wp.train)
+    chosen: list[str] = []
+    step = t._step
+    t._step = lambda groups, picked, on_step: (chosen.extend(picked), step(groups, picked, on_step))[1]
+    said: list[str] = []
+    ctx = SimpleNamespace(observer=SimpleNamespace(on_phase=said.append, on_train_step=None), seconds_left=lambda: 1e9)
+    import random
+    taken = until_heldout_stops(t, samples, wp, random.Random(0), ctx, gate_s=0.0)
+    reads = [h["heldout_loss"] for h in t.heldout_log]
+    assert 1 <= taken <= 27 and [h["steps"] for h in t.heldout_log][0] == 0 and len(reads) >= 2, t.heldout_log
+    assert min(reads) < reads[0], "training lowered the held-out prompts' loss"
+    assert t.heldout_loss(samples[:8]) is not None and t.stopped and "held-out" in " ".join(said)
+    assert len(set(chosen[:36])) == min(36, len(chosen)), "no prompt twice within a pass, across the reads"

@@ -60,7 +60,7 @@ def test_a_ce_update_on_a_calibrating_champion_is_priced_with_the_content_free_i
     c = replace(s, champion_source=render(calibrated))
     assert content_free_inputs(s, 4) == 0 and content_free_inputs(c, 4) == 4 and content_free_inputs(c, 0) == 8
     wp = plan("ce", dict(LABEL_PRESET))
-    extra = wp.train.steps_for(wp.examples) * 4 * ce_group_seconds(s) * s.train_slowdown / 60
+    extra = wp.most_steps() * 4 * ce_group_seconds(s) * s.train_slowdown / 60
     assert weights_cost(wp, c) == pytest.approx(weights_cost(wp, s) + extra)
     assert weights_cost(wp, c, distill=True) == weights_cost(wp, s, distill=True), "the student harness calibrates nothing"
 
@@ -91,42 +91,45 @@ def test_a_weight_update_is_priced_by_how_much_longer_this_runs_past_updates_too
 def test_a_weight_update_gets_most_of_the_budget_when_no_harness_edit_waits_for_it():
     from dataclasses import replace
 
-    from sia.agents.builtin import fit_to_budget
+    from sia.agents.builtin import ce_settings, fit_to_budget
     from sia.agents.costs import weights_cost
     from sia.weights.config import plan
 
     task = load_task("lawbench-topics")
-    both = replace(_state(task, render(make_config(task.public_info())), _analysis()), rollout_s=0.65, val_n=109, seconds_left=900)
+    both = replace(_state(task, render(make_config(task.public_info())), _analysis()), rollout_s=0.65, val_n=109, seconds_left=1200)
     alone = replace(both, levers=("weights",))
-    shared, own = fit_to_budget(dict(LABEL_PRESET), both, "ce"), fit_to_budget(dict(LABEL_PRESET), alone, "ce")
-    assert weights_cost(plan("ce", shared), both) * 60 <= 0.5 * 900 < weights_cost(plan("ce", own), alone) * 60 <= 0.9 * 900
+    shared, own = fit_to_budget(ce_settings(both), both, "ce"), fit_to_budget(ce_settings(alone), alone, "ce")
+    assert ce_settings(both)["examples"] == len(task.split("train")), "the whole train split, before it is fitted"
+    assert weights_cost(plan("ce", shared), both) * 60 <= 0.5 * 1200 < weights_cost(plan("ce", own), alone) * 60 <= 0.9 * 1200
     assert (own["epochs"], own["examples"]) > (shared["epochs"], shared["examples"]), "the update alone is the bigger one"
 
 
 def test_no_ce_update_is_proposed_when_the_budget_holds_only_one_too_small_to_pass_the_gate():
     from dataclasses import replace
 
-    from sia.agents.builtin import CE_MIN_STEPS, fit_to_budget, smallest, weight_candidates
+    from sia.agents.builtin import CE_MIN_STEPS, ce_settings, fit_to_budget, smallest, weight_candidates
     from sia.weights.config import plan
-
-    least = plan("ce", smallest(dict(LABEL_PRESET), "ce"))
-    assert least.train.steps_for(least.examples) == CE_MIN_STEPS and least.train.epochs == 1, "the smallest one still proposed"
 
     task = load_task("lawbench-topics")
     cfg = make_config(task.public_info(), mode="score")
     roomy = replace(_state(task, render(cfg), _analysis()), rollout_s=0.65, val_n=109, seconds_left=900)
+    full = ce_settings(roomy)
+    least = plan("ce", smallest(full, "ce"))
+    assert least.most_steps() == CE_MIN_STEPS and least.train.epochs == 1, "the smallest one still proposed"
+    assert plan("ce", {**smallest(full, "ce"), "examples": least.examples - 1}).most_steps() < CE_MIN_STEPS, \
+        "the fewest examples that give those steps"
     tight = replace(roomy, seconds_left=400)  # half of it holds 2 steps on LawBench's 20 topics
-    wp = plan("ce", fit_to_budget(dict(LABEL_PRESET), roomy, "ce"))
-    assert wp.train.steps_for(wp.examples) >= CE_MIN_STEPS
+    wp = plan("ce", fit_to_budget(full, roomy, "ce"))
+    assert wp.most_steps() >= CE_MIN_STEPS
     assert [o.kind for o in weight_candidates(cfg, roomy)] == ["ce"]
-    assert fit_to_budget(dict(LABEL_PRESET), tight, "ce") is None
+    assert fit_to_budget(full, tight, "ce") is None
     # half the budget is what an update is sized to, not what it must fit: its smallest version within 90% is proposed
     from sia.agents.costs import weights_cost
 
     need = weights_cost(least, roomy) * 60
     just = replace(roomy, seconds_left=need / 0.9 + 1)
-    assert fit_to_budget(dict(LABEL_PRESET), just, "ce") == smallest(dict(LABEL_PRESET), "ce") and need > 0.5 * just.seconds_left
-    assert fit_to_budget(dict(LABEL_PRESET), replace(roomy, seconds_left=need / 0.9 - 1), "ce") is None
+    assert fit_to_budget(full, just, "ce") == smallest(full, "ce") and need > 0.5 * just.seconds_left
+    assert fit_to_budget(full, replace(roomy, seconds_left=need / 0.9 - 1), "ce") is None
     assert weight_candidates(cfg, tight) == []
     said = BuiltinFeedbackAgent().decide(replace(tight, seconds_left=need / 0.9 - 1))
     assert "no ce update: the smallest worth a gate" in said.proposal.rationale, "a run that never trains says why"
@@ -138,8 +141,8 @@ def test_training_is_priced_at_this_machines_speed_and_a_slow_machine_gets_a_sma
     from dataclasses import replace
 
     import sia.agents.costs as costs
-    from sia.agents.builtin import fit_to_budget
-    from sia.agents.costs import ce_group_seconds, machine_slowdown, weights_cost
+    from sia.agents.builtin import CE_MIN_STEPS, ce_settings, fit_to_budget
+    from sia.agents.costs import ce_group_seconds, gate_seconds, machine_slowdown, weights_cost
     from sia.weights.config import plan
 
     first = machine_slowdown()
@@ -151,8 +154,13 @@ def test_training_is_priced_at_this_machines_speed_and_a_slow_machine_gets_a_sma
                    seconds_left=900)
     slow = replace(fast, train_slowdown=8.0)
     wp = plan("ce", dict(LABEL_PRESET))
-    train_s = wp.train.steps_for(wp.examples) * wp.train.prompts_per_step * ce_group_seconds(fast)
-    assert (weights_cost(wp, slow) - weights_cost(wp, fast)) * 60 == pytest.approx(7 * train_s), \
+    slower = replace(fast, train_slowdown=15.0)
+    per_unit = (weights_cost(wp, slow) - weights_cost(wp, fast)) * 60 / 7
+    assert (weights_cost(wp, slower) - weights_cost(wp, slow)) * 60 == pytest.approx(7 * per_unit) and per_unit > 0
+    assert weights_cost(wp, fast) * 60 - per_unit == pytest.approx(wp.examples * fast.rollout_s + gate_seconds(fast)), \
         "only training is scaled: collection and the gate are measured rollout rates already"
-    steps = [plan("ce", fit_to_budget(dict(LABEL_PRESET), s, "ce")).train.steps_for(128) for s in (fast, slow)]
-    assert steps[0] == 16 and 8 <= steps[1] < 16, steps
+    assert per_unit >= wp.most_steps() * wp.train.prompts_per_step * ce_group_seconds(fast), "steps and held-out reads"
+    sized = [plan("ce", fit_to_budget(ce_settings(s), s, "ce")) for s in (fast, slow)]
+    assert sized[0].examples == len(task.split("train")), "the whole train split where it fits"
+    assert (sized[0].train.epochs, sized[0].examples) > (sized[1].train.epochs, sized[1].examples), "a slow machine: a smaller one"
+    assert sized[1].most_steps() >= CE_MIN_STEPS

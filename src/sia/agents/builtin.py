@@ -140,7 +140,7 @@ fit half of them while the probe reads the machine 1.9x slower than the referenc
 def _steps(algorithm: str, settings: dict) -> int:
     """Training steps of a weight update's plan, over all its rounds."""
     wp = plan(algorithm, settings)
-    return wp.rounds * wp.train.steps_for(wp.examples)
+    return wp.rounds * wp.most_steps()
 
 
 class BuiltinFeedbackAgent:
@@ -241,11 +241,17 @@ def _shrinks(algorithm: str) -> list[tuple[str, int]]:
 def smallest(settings: dict, algorithm: str = "grpo") -> dict:
     """The smallest version of a preset that `fit_to_budget` may shrink it to and still propose."""
     small = dict(settings)
+    too_few = lambda d: algorithm == "ce" and plan(algorithm, d).most_steps() < CE_MIN_STEPS  # noqa: E731
     for key, floor in _shrinks(algorithm):
         while small.get(key, floor) > floor:
             nxt = {**small, key: max(floor, small[key] // 2)}
-            wp = plan(algorithm, nxt)
-            if algorithm == "ce" and wp.train.steps_for(wp.examples) < CE_MIN_STEPS:
+            if too_few(nxt):
+                if isinstance(small[key], int):  # the fewest examples that still give CE_MIN_STEPS steps
+                    lo, hi = nxt[key], small[key]
+                    while hi - lo > 1:
+                        mid = (lo + hi) // 2
+                        lo, hi = (lo, mid) if not too_few({**small, key: mid}) else (mid, hi)
+                    small[key] = hi
                 return small
             small = nxt
     return small
@@ -253,13 +259,13 @@ def smallest(settings: dict, algorithm: str = "grpo") -> dict:
 
 def fit_to_budget(settings: dict, s: AgentState, algorithm: str = "grpo") -> dict | None:
     """Shrink a preset until its estimated cost fits its share of the budget left: a sampling preset's rounds, then
-    examples, then samples; a ce preset's passes, then examples (long prompts times many labels make a full ce update
-    long). The share is half while harness edits may follow; with the weights the only lever nothing else waits for
-    the budget, and an update shrunk to half of it may be too small to pass the gate (ce on LawBench's 20 topics got 4
-    steps of the 16 it asks for, and moved no validation answer). A ce update is never shrunk below `CE_MIN_STEPS`
-    steps: when that does not fit the share, its `smallest` version is proposed if it fits `WEIGHT_MOST` of the budget,
-    else None (half the budget is a size, not a condition: on a CPU where 8 sentiment steps cost 2.2 minutes, a 10-minute
-    run never had half its budget left for them, and never tried the weights)."""
+    examples, then samples, by halves; a ce preset's passes by halves, then to the most examples that fit (long prompts
+    times many labels make a full ce update long). The share is half while harness edits may follow; with the weights
+    the only lever nothing else waits for the budget, and an update shrunk to half of it may be too small to pass the
+    gate (ce on LawBench's 20 topics got 4 steps of the 16 it asks for, and moved no validation answer). A ce update is
+    never shrunk below `CE_MIN_STEPS` steps: when that does not fit the share, its `smallest` version is proposed if it
+    fits `WEIGHT_MOST` of the budget, else None (half the budget is a size, not a condition: on a CPU where 8 sentiment
+    steps cost 2.2 minutes, a 10-minute run never had half its budget left for them, and never tried the weights)."""
     if s.seconds_left is None:
         return settings
     share = WEIGHT_SHARE if "harness" in s.levers else WEIGHT_MOST
@@ -267,6 +273,14 @@ def fit_to_budget(settings: dict, s: AgentState, algorithm: str = "grpo") -> dic
     cost = lambda: weights_cost(plan(algorithm, settings), s) * 60  # noqa: E731
     while cost() > share * s.seconds_left and settings != least:
         key = next(k for k, _ in _shrinks(algorithm) if settings[k] > least[k])
+        if algorithm == "ce" and key == "examples":  # the most examples that fit: the cost grows with them
+            lo, hi = least[key], settings[key]
+            while hi - lo > 1:
+                mid = (lo + hi) // 2
+                settings[key] = mid
+                lo, hi = (mid, hi) if cost() <= share * s.seconds_left else (lo, mid)
+            settings[key] = lo
+            break
         settings[key] = max(least[key], settings[key] // 2)
     if algorithm == "ce" and cost() > WEIGHT_MOST * s.seconds_left:
         return None
@@ -287,7 +301,10 @@ def weight_candidates(cfg: TemplateConfig | None, s: AgentState) -> list[Option]
     if not _ce_applies(cfg, s):
         return [alt] if alt is not None else []
     rel, why = _weights_evidence(s)
-    seen = min(LABEL_PRESET["examples"], len(s.train))
+    settings = fit_to_budget(ce_settings(s), s, "ce")
+    if settings is None:  # too little budget left for a ce update that could pass the gate
+        return []
+    seen = settings["examples"]
     per_label = seen / max(1, len(s.task.labels))
     rel *= min(CE_COVERAGE_MOST, max(CE_COVERAGE_LEAST, (per_label / CE_PER_LABEL) ** 0.5))
     why += f"; a ce update's {seen} examples give {per_label:.1f} per label"
@@ -297,12 +314,18 @@ def weight_candidates(cfg: TemplateConfig | None, s: AgentState) -> list[Option]
         rel += 0.6 * s.analysis.rate("unparseable")
         why += f"; ce also teaches the label's exact words, and {s.analysis.rate('unparseable'):.0%} of replies named no label"
     how = "scores" if cfg.mode == "score" else "parses from its replies"
-    settings = fit_to_budget(dict(LABEL_PRESET), s, "ce")
-    if settings is None:  # too little budget left for a ce update that could pass the gate
-        return []
+    wp = plan("ce", settings)
     return [Option("ce", f"train the weights ({_where(s)}): {why}; the task has a closed label set that the harness {how}: "
-                         "cross-entropy of the gold label against the others on the harness's own prompts, no sampling",
+                         "cross-entropy of the gold label against the others on the harness's own prompts, no sampling; "
+                         f"{wp.train.heldout:.0%} held out, training stops when its loss stops improving (at most "
+                         f"{wp.train.epochs:g} passes, {wp.most_steps()} steps, as the budget holds)",
                    rel, algorithm="ce", settings=settings)]
+
+
+def ce_settings(s: AgentState) -> dict:
+    """A ce update on the whole train split (`LABEL_PRESET` otherwise): `fit_to_budget` shrinks it to the budget, and its
+    held-out loss decides how much of it is trained."""
+    return {**LABEL_PRESET, "examples": max(1, len(s.train))}
 
 
 CE_PER_LABEL = 16
@@ -327,7 +350,7 @@ def _ce_left_out(cfg: TemplateConfig | None, s: AgentState) -> list[str]:
     the rationale, so that a run which never trains shows why (training is priced at this machine's speed)."""
     if s.seconds_left is None or not _ce_applies(cfg, s):
         return []
-    least = weights_cost(plan("ce", smallest(dict(LABEL_PRESET), "ce")), s)
+    least = weights_cost(plan("ce", smallest(ce_settings(s), "ce")), s)
     if least * 60 <= WEIGHT_MOST * s.seconds_left:
         return []
     return [f"no ce update: the smallest worth a gate (~{least:.1f} min, training priced at {s.train_slowdown:.1f}x) does not "

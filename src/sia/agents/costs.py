@@ -182,7 +182,10 @@ def _weights_seconds(wp: WeightPlan, s: AgentState, distill: bool) -> float:
     train = wp.rounds * wp.train.steps * TRAIN_STEP_S * wp.train.prompts_per_step / 4
     if wp.train.algorithm == "ce":
         per_step = wp.train.prompts_per_step + (0 if distill else content_free_inputs(s, wp.train.calibration_inputs))
-        train = wp.rounds * wp.train.steps_for(wp.examples) * per_step * ce_group_seconds(s)
+        train = wp.rounds * wp.most_steps() * per_step * ce_group_seconds(s)
+        if wp.train.heldout > 0:  # its loss read four times a pass, a forward pass (a third of a step's work) per group
+            passes = wp.most_steps() * wp.train.prompts_per_step / max(1.0, wp.examples * (1 - wp.train.heldout))
+            train += 4 * passes * wp.train.heldout * wp.examples * ce_group_seconds(s) / 3
     return collect + train * s.train_slowdown + gate_seconds(s)
 
 

@@ -102,8 +102,10 @@ class WeightLever:
                               init_adapter=store.adapter_path(parent) if parent else None)
             ctx.observer.on_phase(f"generation {gen}: training {version} by {wp.train.algorithm} from {parent or 'the base model'}: "
                                      f"{wp.rounds} round(s) of {wp.samples} samples on {wp.examples} train examples, "
-                                     f"{wp.train.steps_for(wp.examples)} step(s) each")
-            ctx.observer.on_train_start(wp.rounds * wp.train.steps_for(wp.examples))
+                                     + (f"at most {wp.most_steps()} step(s), until the loss on a held-out "
+                                        f"{wp.train.heldout:.0%} stops improving" if wp.train.heldout > 0
+                                        else f"{wp.most_steps()} step(s) each"))
+            ctx.observer.on_train_start(wp.rounds * wp.most_steps())
             rng = random.Random(f"{ctx.seed}:{gen}:collect")
             pool = task.split("train")
             behaviour, collected, taken = parent, [], 0
@@ -204,19 +206,21 @@ def until_heldout_stops(trainer, samples, wp, rng, ctx, gate_s: float) -> int:
     """Train on all but a held-out share of `samples` until the held-out loss, read every quarter pass, has not improved
     twice, the plan's steps are spent or the budget (less a gate) holds no more; keep the best reading's weights. The
     update's length is then the task's own: its loss curve, not a constant step count. Returns the steps taken."""
-    samples = list(samples)
-    rng.shuffle(samples)
-    cut = max(1, round(len(samples) * wp.train.heldout))
-    held, fit = samples[:cut], samples[cut:]
-    every = max(1, len(fit) // (4 * wp.train.prompts_per_step))
+    groups = sorted({s.group for s in samples})  # a group (a ce label set, a prompt's samples) is held out whole
+    rng.shuffle(groups)
+    out = set(groups[:max(1, round(len(groups) * wp.train.heldout))])
+    held, fit = [s for s in samples if s.group in out], [s for s in samples if s.group not in out]
+    every = max(1, (len(groups) - len(out)) // (4 * wp.train.prompts_per_step))
+    most = wp.train.steps_for(len(groups) - len(out))  # ce: the passes the plan asks for over what is trained on; else `steps`
     best = trainer.heldout_loss(held)
     if best is None or not fit:
         return 0
     kept, worse, taken = trainer.snapshot(), 0, 0
     trainer.heldout_log.append({"steps": 0, "heldout_loss": best})
-    ctx.observer.on_phase(f"training on {len(fit)} examples; held-out loss {best:.4f} on {len(held)}, read every {every} steps")
-    while taken < wp.train.steps and worse < 2:
-        steps = trainer.round(fit, min(every, wp.train.steps - taken), on_step=ctx.observer.on_train_step,
+    ctx.observer.on_phase(f"training on {len(groups) - len(out)} examples; held-out loss {best:.4f} on {len(out)}, "
+                          f"read every {every} steps")
+    while taken < most and worse < 2:
+        steps = trainer.round(fit, min(every, most - taken), on_step=ctx.observer.on_train_step,
                               time_left=lambda: ctx.seconds_left() - gate_s)
         taken += steps
         loss = trainer.heldout_loss(held)

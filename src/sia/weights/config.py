@@ -69,7 +69,7 @@ class TrainConfig(BaseModel):
     max_grad_norm: float = Field(1.0, gt=0)
     """Gradient clipping norm."""
     heldout: float = Field(0.0, ge=0, lt=0.5)
-    """Share of the collected groups held out (sft on gold answers): their loss is read every quarter pass, training stops
+    """Share of the collected groups held out (ce, sft on gold answers): their loss is read every quarter pass, training stops
     once it has not improved twice, and the adapter keeps the weights of its best reading. 0 trains `steps` steps."""
     epochs: float = Field(0.0, ge=0)
     """ce: passes over the collected groups (steps = epochs x groups / prompts_per_step, at most `steps`); 0 uses `steps`."""
@@ -110,6 +110,11 @@ class WeightPlan(BaseModel):
     """Sampling temperature of the collection rollouts' generations."""
     train: TrainConfig = Field(default_factory=TrainConfig)
 
+    def most_steps(self) -> int:
+        """The most steps a round takes: `TrainConfig.steps_for` the examples not held out."""
+        held = round(self.examples * self.train.heldout) if self.train.heldout > 0 else 0
+        return self.train.steps_for(max(1, self.examples - held))
+
 
 DATA_SOURCES = ("train", "distill", "gold")
 """train: the champion's rollouts credited by the grader; distill: a cheaper student harness's prompts, with the champion's
@@ -120,9 +125,12 @@ SAMPLING_PRESET: dict[str, Any] = {"rounds": 5, "examples": 8, "samples": 8, "st
 """CPU defaults for a sampling harness: on-policy rounds, entropy token selection."""
 SCORING_PRESET: dict[str, Any] = {"examples": 64, "samples": 1, "steps": 25, "prompts_per_step": 8, "lr": 3e-4}
 """CPU defaults for GRPO on a harness that scores labels: one rollout per example gives an exact group."""
-LABEL_PRESET: dict[str, Any] = {"examples": 128, "samples": 1, "steps": 40, "epochs": 2.0, "prompts_per_step": 16, "lr": 5e-4,
-                                "temperature": 0.1}
-"""CPU defaults for ce on a labelled task: one rollout per example through the harness, two passes over its prompts."""
+LABEL_PRESET: dict[str, Any] = {"examples": 128, "samples": 1, "steps": 400, "epochs": 4.0, "prompts_per_step": 16, "lr": 5e-4,
+                                "temperature": 0.1, "heldout": 0.1}
+"""Defaults for ce on a labelled task: one rollout per example through the harness (its prompt), a tenth held out to stop
+on, at most four passes over the rest. The builtin agent sets the examples to the whole train split and shrinks the
+passes, then the examples, to the budget (`sia.agents.builtin.fit_to_budget`); the held-out loss decides how many of the
+steps are taken, so the update's length is the task's own loss curve."""
 GOLD_PRESET: dict[str, Any] = {"samples": 1, "prompts_per_step": 8, "lr": 3e-4, "temperature": 0.1, "heldout": 0.1}
 """Defaults for sft on gold answers: one rollout per example (its prompt), a tenth of the examples held out to stop on; the
 examples (all of train) and the steps (at most two passes) are sized by the agent to the budget left."""

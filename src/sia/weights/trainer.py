@@ -127,6 +127,7 @@ class Trainer:
         self.samples_seen = self.groups_used = 0
         self._old: dict[int, Any] = {}
         self.behaviour_gap = 0.0
+        self._order: list[str] = []  # ce: the groups still to come in this shuffled pass
         self.heldout_log: list[dict[str, Any]] = []
         """Held-out loss readings of an update that stops on them (`sia.loop.weight_lever.until_heldout_stops`)."""
 
@@ -156,12 +157,13 @@ class Trainer:
         self._behaviour_gap(groups)
         k = min(self.config.prompts_per_step, len(groups))
         steps = min(steps, self.config.steps_for(len(groups)))
-        order: list[str] = []
+        if set(self._order) - set(groups):  # the order carries over between rounds on the same groups (held-out reads)
+            self._order = []
         for done in range(1, steps + 1):
             if self.config.algorithm == "ce":  # shuffled passes: every prompt is seen once before any is seen twice
-                if len(order) < k:
-                    order += self.rng.sample(sorted(groups), len(groups))
-                chosen, order = order[:k], order[k:]
+                if len(self._order) < k:
+                    self._order += self.rng.sample(sorted(groups), len(groups))
+                chosen, self._order = self._order[:k], self._order[k:]
             else:
                 chosen = self.rng.sample(sorted(groups), k)
             t0 = time.monotonic()
