@@ -82,3 +82,22 @@ def test_a_run_records_its_gated_changes_unless_told_not_to(scripted_run):
     assert all(r.features.output == "label" for r in mine)
     assert json.loads(json.dumps(RunConfig(task="sentiment").model_dump()))["memory"] is True
     assert RunConfig(task="sentiment", memory=False).memory is False
+
+
+def test_a_finished_runs_gated_changes_are_added_to_a_memory_once(scripted_run, tmp_path):
+    """`sia memory add`: the records a run with memory on leaves, read back from its store, so runs made with --no-memory
+    (the zoo's) can inform later ones; a run already in the memory is not added twice."""
+    from sia import api
+    from sia.store.run import Run
+
+    run_dir = scripted_run[0]
+    live = [r for r in priors.load() if r.run == str(run_dir)]
+    path = tmp_path / "memory" / "outcomes.jsonl"
+    first = api.memory_add([run_dir], path)
+    again = api.memory_add([run_dir], path)
+    back = priors.load(path)
+    assert first["runs"][str(run_dir)] == len(back) == len(live) > 0 and again["runs"][str(run_dir)] == "already in memory"
+    same = lambda rs: sorted((r.task, r.lever, r.kind, r.accepted, round(r.delta, 6), r.features) for r in rs)  # noqa: E731
+    assert same(back) == same(live), "what the run appended as it went"
+    with Run.open(run_dir) as run:
+        assert priors.records_of_run(run) == back

@@ -265,6 +265,28 @@ def report(run_dir: str | Path) -> Path:
         return write_report(run)
 
 
+def memory_add(run_dirs: list[str | Path], path: Path | None = None) -> dict[str, Any]:
+    """Add finished runs' gated changes to the memory across runs (`sia.store.priors`); a run already in it is skipped.
+    Returns the file, and per run the records added (or why none)."""
+    from sia.store import priors
+
+    path = path or priors.memory_file()
+    have = {r.run for r in priors.load(path)}
+    added: dict[str, Any] = {}
+    for d in run_dirs:
+        with Run.open(d) as run:
+            key = str(run.run_dir)
+            if key in have:
+                added[key] = "already in memory"
+                continue
+            records = priors.records_of_run(run)
+        for rec in records:
+            priors.append(rec, path)
+        added[key] = len(records) if records else "no gated change with the task's features recorded"
+        have.add(key)
+    return {"memory": str(path), "runs": added}
+
+
 def trace(run_dir: str | Path, limit: int = 5, evaluation: str | None = None) -> list[dict[str, Any]]:
     """Recorded rollouts with their events, as plain data (`sia trace --json`)."""
     from dataclasses import asdict

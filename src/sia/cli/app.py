@@ -9,23 +9,15 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
+from sia.cli.console import err, fail, out
+from sia.cli.memory import memory_app
 from sia.errors import SiaError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="sia: improve an LLM agent's harness and weights against a task's grader.")
-err = Console(stderr=True)
-out = Console()
-
-
-def fail(e: SiaError) -> None:
-    from rich.markup import escape
-
-    err.print(f"[bold red]error:[/] {escape(e.message)}" + (f" [dim]({escape(e.hint)})[/]" if e.hint else ""), highlight=False,
-              soft_wrap=True)
-    raise typer.Exit(2)
+app.add_typer(memory_app, name="memory")
 
 
 def engine_note(backend: str, model: str | None, remote: str | None) -> None:

@@ -144,6 +144,24 @@ def load(path: Path | None = None, exclude_task: str | None = None) -> list[Reco
     return out
 
 
+def records_of_run(run) -> list[Record]:
+    """The records a finished run's gated changes leave (as `sia.loop.loop.Loop` appends them when memory is on), read
+    back from its store: so a run made with --no-memory can still inform later ones (`sia memory add`). A run that
+    never measured its task's features (stopped before its first analysis) leaves none."""
+    saved = run.store.get_meta("task_features")
+    if not saved:
+        return []
+    feats = Features(**saved)
+    out = []
+    for g in run.store.generations():
+        if not g.decided or g.candidate_id is None or not g.verdict:
+            continue
+        out.append(Record(run.task.name, str(g.proposal.get("lever", "")), str(g.proposal.get("kind", "")),
+                          bool(g.verdict.get("accept")), float(g.verdict.get("delta") or 0.0), (g.seconds or 0.0) / 60,
+                          feats, str(run.run_dir), g.finished or g.started))
+    return out
+
+
 def prior(records: list[Record], kind: str, here: Features) -> Prior | None:
     """What changes of `kind` gained on the tasks most like this one, or None without such records."""
     near = sorted(((r.features.similarity(here), r) for r in records if r.kind == kind), key=lambda x: -x[0])
