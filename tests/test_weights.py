@@ -21,7 +21,8 @@ def test_weight_update_trains_on_policy_through_the_harness_and_becomes_a_gated_
     # a gate that accepts anything, so the adapter becomes the champion and rollback can be exercised
     # (built without validation: a negative tau and an alpha above 1 are refused from users)
     config = RunConfig(task="sentiment", budget=900, val_limit=16, test_limit=8, analysis_examples=4, levers=["weights"],
-                       gate=GateConfig.model_construct(tau=-1.0, alpha=1.01, alpha_scope="gate", futility_after=1.0))
+                       gate=GateConfig.model_construct(tau=-1.0, alpha=1.01, alpha_scope="gate", futility_after=1.0),
+                       track="tensorboard", track_uri=str(tmp_path / "tb-live"))
     run_dir = tmp_path / "run"
     with new_run(run_dir, config) as run:
         store = run.store
@@ -62,6 +63,18 @@ def test_weight_update_trains_on_policy_through_the_harness_and_becomes_a_gated_
         assert analysis == store.evaluation_id(gens[1]["candidate"], "train") and lineage["parent"] == "a2"
         seen = [{r.example_id for r in store.rollouts(eid)} for eid in (analysis, collect)]
         assert len(seen[0]) == 4 and len(seen[1]) == 2 and not seen[0] & seen[1]
+    # tracked live (--track tensorboard): every training step and every generation's gate, read back with TensorBoard's
+    # own reader; `sia export` of the finished run writes the same scalars
+    from test_tracking import scalars
+
+    from sia.api import export
+
+    live = scalars(tmp_path / "tb-live")
+    assert len(live["train/loss"]) == 3, "a2's 2 steps, then a3's 1, numbered across the run"
+    assert [s for s, _ in live["train/loss"]] == [1, 2, 3]
+    assert [v for _, v in live["gate/accepted"]] == [0.0, 1.0, 1.0] and live["val/champion"][0][0] == 0
+    export(run_dir, "tensorboard", str(tmp_path / "tb-after"))
+    assert scalars(tmp_path / "tb-after") == live
     # rollback works for adapters as for harnesses
     s = rollback(run_dir, "h0")
     assert s["final"]["adapter"] is None

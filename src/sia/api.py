@@ -102,6 +102,18 @@ def _loop(run: Run, config: RunConfig, observer: Observer, started_at: float) ->
     return summary
 
 
+def export(run_dir: str | Path, to: str, uri: str | None = None) -> dict[str, Any]:
+    """Log a finished (or stopped) run to MLflow or TensorBoard after the fact; `sia export`."""
+    from sia.loop.tracking import export as export_run
+    from sia.loop.tracking import open_sink
+
+    with Run.open(run_dir, write=True) as run:
+        sink = open_sink(to, uri, run, resume=False)
+        out = export_run(run, sink)
+        where = run.store.get_meta("track:mlflow")["uri"] if to == "mlflow" else uri or str(run.run_dir / "tensorboard")
+        return {**out, "to": to, "where": where, "run_id": getattr(sink, "run_id", None)}
+
+
 def prepare_run(task: str = "sentiment", **settings: Any) -> tuple[RunConfig, Task]:
     """Everything `sia run` checks before it loads a model or makes a run directory: settings, keys, endpoints, the task."""
     config = from_flat(task=str(task), **settings)

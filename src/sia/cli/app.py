@@ -421,6 +421,25 @@ def rollback_cmd(
     )
 
 
+@app.command("export")
+def export_cmd(
+    run_dir: Annotated[Path, typer.Argument(help="A run directory (finished or stopped).")],
+    to: Annotated[str, typer.Option(help="mlflow or tensorboard.")],
+    uri: Annotated[str | None, typer.Option(help="MLflow tracking URI (default sqlite:///RUN_DIR/mlflow.db) or TensorBoard "
+                                                    "log folder (default RUN_DIR/tensorboard).")] = None,
+) -> None:
+    """Log a run to MLflow or TensorBoard after the fact: each generation's gate result and champion score, every training
+    step, accepted harness versions and adapters (as `sia run --track` does live)."""
+    try:
+        from sia import api
+
+        r = api.export(run_dir, to, uri)
+    except SiaError as e:
+        fail(e)
+    out.print(f"exported {r['generations']} generation(s) and {r['train_steps']} training step(s) to {r['to']} at {r['where']}"
+              + (f" (run {r['run_id']})" if r.get("run_id") else ""), highlight=False)
+
+
 @app.command("verify")
 def verify_cmd(
     run_dir: Annotated[Path, typer.Argument(help="A finished run directory.")],

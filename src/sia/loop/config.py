@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic.fields import FieldInfo
@@ -57,6 +57,12 @@ class RunConfig(ExecutionOptions):
     memory: bool = True
     """Rank options with the records of changes gated in earlier runs on similar tasks (SIA_HOME/memory), and add this
     run's; --no-memory does neither."""
+    track: Literal["mlflow", "tensorboard"] | None = None
+    """Log the run live to an experiment tracker: mlflow or tensorboard (sia's track extra installs both); `sia export`
+    does it after the fact."""
+    track_uri: str | None = None
+    """Where --track logs: an MLflow tracking URI (default sqlite:///RUN_DIR/mlflow.db) or a TensorBoard log folder
+    (default RUN_DIR/tensorboard)."""
     patience: int = Field(5, ge=1)
     """Stop after this many generations in a row without an accepted change, once 10% of the budget or less is left."""
     analysis_examples: int = Field(48, ge=1)

@@ -41,3 +41,22 @@ class RunObserver:
 
     def on_verdict(self, gen: int, verdict: Any, lesson: str) -> None:
         """The gate's verdict on generation `gen` (`sia.loop.gate.Verdict`) and the lesson recorded."""
+
+
+class Fanout(RunObserver):
+    """Every event to each of `views` in turn (the terminal view and a tracker, say)."""
+
+    def __init__(self, *views: RunObserver) -> None:
+        self.views = views
+
+
+def _fan(name: str):
+    def call(self: Fanout, *args: Any) -> None:
+        for view in self.views:
+            getattr(view, name)(*args)
+    call.__name__ = name
+    return call
+
+
+for _name in [n for n in vars(RunObserver) if n.startswith("on_")]:
+    setattr(Fanout, _name, _fan(_name))

@@ -31,10 +31,10 @@ from sia.evaluation.analysis import analyse, calls_per_example
 from sia.evaluation.executor import EvalResult, InfraFailure
 from sia.evaluation.stats import factorial_2x2
 from sia.harness.sandbox import SandboxLimits
-from sia.loop import alpha, holdout, manifest
+from sia.loop import alpha, holdout, manifest, tracking
 from sia.loop.budget import Budget
 from sia.loop.config import RunConfig
-from sia.loop.events import RunObserver
+from sia.loop.events import Fanout, RunObserver
 from sia.loop.gate import Verdict, compare, decided
 from sia.loop.levers import Lever, LeverContext, available_levers
 from sia.policy.runtime import PolicyRuntime
@@ -67,6 +67,10 @@ class Loop:
         `levers`: the levers by name (default: every available one; `config.levers` says which the agent may pull);
         `started_at`: when the command started (time.monotonic()), so that loading the model counts against the budget."""
         self.records, self.task, self.store, self.runtime, self.config = run, run.task, run.store, runtime, config
+        self.tracker = None
+        if config.track:  # an experiment tracker sees every event the views see (`sia.loop.tracking`)
+            self.tracker = tracking.Tracker(run, tracking.open_sink(config.track, config.track_uri, run), phase=observer.on_phase)
+            observer = Fanout(observer, self.tracker)
         self.ui = observer
         self.agent = agent or BuiltinFeedbackAgent()
         self.meta_model = meta_model
@@ -106,6 +110,9 @@ class Loop:
             self.store.set_meta("status", "stopped")
             self.budget.save()
             raise
+        finally:
+            if self.tracker is not None:
+                self.tracker.finish(self.store.get_meta("status") == "done")
 
     def _run(self) -> dict[str, Any]:
         store = self.store
