@@ -302,3 +302,19 @@ def test_a_better_answer_extraction_found_by_replaying_replies_is_proposed():
     analysis = Analysis(12, 0.0, Counter({"wrong": 12}), Counter(), Counter(), Counter(), replies)
     (edit,) = edit_extraction(cfg, _state(task, render(cfg), analysis))
     assert edit.harness.extract == "last_label" and "answer extraction 'last_label'" in edit.rationale
+
+
+def test_with_more_than_a_tenth_of_the_budget_left_an_option_the_evidence_barely_supports_is_tried_rather_than_stopping():
+    from dataclasses import replace
+
+    from sia.agents.proposal import Stop
+
+    task = load_task("sentiment")
+    s = replace(_state(task, render(make_config(task.public_info(), mode="score")), _analysis()), rollout_s=0.3,
+                seconds_left=300, budget_s=600)
+    picky = BuiltinFeedbackAgent(min_relevance=100.0)  # no option is supported by the evidence
+    d = picky.decide(s)
+    assert not isinstance(d.proposal, Stop) and "trying what fits" in d.proposal.rationale
+    assert d.proposal.kind in {r[0] for r in d.ranking}, "one of the options that fit, as plan_next picks"
+    assert isinstance(picky.decide(replace(s, seconds_left=50)).proposal, Stop), "a tenth or less left: it may stop"
+    assert isinstance(picky.decide(replace(s, budget_s=None)).proposal, Stop), "no budget known: the evidence decides"

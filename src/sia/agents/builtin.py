@@ -143,6 +143,15 @@ def _steps(algorithm: str, settings: dict) -> int:
     return wp.rounds * wp.most_steps()
 
 
+UNUSED_MOST = 0.1
+"""The share of the run's budget that may go unused: with more left, an option whose evidence is weak is tried rather
+than stopping (its gate level is small under run-wide error control, so it costs the guarantee nothing)."""
+
+
+def _much_left(s: AgentState) -> bool:
+    return s.seconds_left is not None and bool(s.budget_s) and s.seconds_left > UNUSED_MOST * s.budget_s
+
+
 class BuiltinFeedbackAgent:
     name = "builtin"
 
@@ -181,7 +190,12 @@ class BuiltinFeedbackAgent:
                     what = w.algorithm if w.kind == w.algorithm else f"{w.algorithm} ({w.kind})"
                     notes.append(f"a weight update by {what} (~{cost:.1f} min) does not fit the budget left")
             notes += _ce_left_out(cfg, state)
-        ranked = [r for r in ranked if r.relevance >= self.min_relevance]
+        supported = [r for r in ranked if r.relevance >= self.min_relevance]
+        if not supported and ranked and _much_left(state):  # unused budget is lost: try what fits, the best per minute first
+            notes.append(f"no untried change is supported by the evidence, but {state.seconds_left / 60:.1f} of "
+                         f"{state.budget_s / 60:.0f} minutes are left: trying what fits")
+        else:
+            ranked = supported
         ranked.sort(key=lambda r: (r.per_minute, r.tiebreak), reverse=True)
         ranked = _with_update_after(ranked, state)
         ranking = tuple((r.option.kind, round(r.relevance, 3), round(r.per_minute, 3), r.option.rationale) for r in ranked)

@@ -51,6 +51,8 @@ class AgentState:
     """Records of changes gated in earlier runs (`sia.store.priors.Record`), empty with `--no-memory`."""
     features: Any = None
     """This task's features as the run measured them first (`sia.store.priors.Features`), for similarity to the records."""
+    budget_s: float | None = None
+    """The run's whole budget in seconds (with `seconds_left`, the share still unused)."""
 
 
 @dataclass(frozen=True)

@@ -342,6 +342,7 @@ class Loop:
             machine_slowdown() if "weights" in self.config.levers else 1.0,
             self.priors,
             self._features(),
+            self.budget.budget_s,
         )
 
     def _agents_memory(self) -> Memory:
