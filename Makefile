@@ -81,9 +81,9 @@ run: setup
 
 # The report test screenshots report.html in headless Chromium (Debian's package); it is skipped, saying so, without it.
 chromium:
-	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
-	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) || \
-	  echo "note: chromium not installed; the report screenshot test will be skipped"; }
+	@{ command -v chromium && command -v chromedriver; } >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null) || \
+	  echo "note: chromium or chromedriver not installed; the report screenshot and sia ui browser tests will be skipped"; }
 
 # ruff and mypy with the project's settings in pyproject.toml
 lint: $(STAMP)

@@ -421,6 +421,23 @@ def rollback_cmd(
     )
 
 
+@app.command("ui")
+def ui_cmd(
+    run_dirs: Annotated[list[Path] | None, typer.Argument(help="Run directories, or folders of them (default: ./runs).")] = None,
+    host: Annotated[str, typer.Option(help="Address to bind; anything but loopback asks for a token.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port.")] = 8765,
+) -> None:
+    """Watch runs in the browser, live and read-only: generations, gate looks, score curve, budget, lineage, harness
+    diffs, the examples each gate won and lost, trajectories with per-token logprobs, training curves."""
+    from sia.cli.ui import find_runs, serve
+
+    found = find_runs(list(run_dirs or []))
+    if not found:
+        fail(SiaError("no run directories found", "pass RUN_DIRs, or run from the folder that holds runs/"))
+    serve(found, host=host, port=port,
+          on_ready=lambda url: out.print(f"sia ui: {len(found)} run(s) at {url} (Ctrl-C stops)", highlight=False, soft_wrap=True))
+
+
 @app.command("export")
 def export_cmd(
     run_dir: Annotated[Path, typer.Argument(help="A run directory (finished or stopped).")],

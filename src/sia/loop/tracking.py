@@ -172,13 +172,15 @@ class Tracker(RunObserver):
     def generation(self, g) -> None:
         """A decided generation at step = its number: the gate's result, the champion after it, new versions as files."""
         v, p = g.verdict or {}, g.proposal
+        if p.get("lever") == "stop":  # the agent stopped: no change, no gate
+            return
         step = g.gen
         for key, value in (("gate/delta", v.get("delta")), ("gate/p_value", v.get("p_value")), ("gate/alpha", v.get("alpha")),
                            ("gate/n", v.get("n")), ("gate/accepted", float(bool(v.get("accept")))),
                            ("generation/minutes", (g.seconds or 0) / 60), ("generation/expected_gain", p.get("expected_gain"))):
             if isinstance(value, (int, float)):
                 self.sink.metric(key, value, step)
-        champion = self.run.store.champion()
+        champion = g.candidate_id if v.get("accept") else g.champion  # the champion after this generation
         if (score := self.run.score(champion, "val")) is not None:
             self.sink.metric("val/champion", score, step)
         self.sink.text(f"generation/{step:03d}", f"{p.get('lever')} / {p.get('kind')}: "
@@ -221,7 +223,8 @@ def export(run, sink: Sink) -> dict[str, Any]:
     tracker.finish(run.store.get_meta("status") == "done")
     if tracker.failed:
         raise SiaError(f"export failed: {tracker.failed}", "check the tracking URI or folder")
-    return {"generations": sum(1 for g in run.store.generations() if g.status == "decided"), "train_steps": tracker.train_step}
+    return {"generations": sum(1 for g in run.store.generations() if g.status == "decided" and g.proposal.get("lever") != "stop"),
+            "train_steps": tracker.train_step}
 
 
 def _training_log(run, version: str | None) -> list[dict[str, Any]]:

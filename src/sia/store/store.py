@@ -355,7 +355,18 @@ class Store:
             for r in self.db.execute("SELECT example_id, sample FROM rollouts WHERE evaluation_id = ?", (eid,))
         }
 
-    def rollouts(self, eid: str | None = None, limit: int | None = None, split: str | None = None) -> list[Rollout]:
+    def harness_lineage(self) -> list[dict[str, Any]]:
+        """Every harness version with its parent, rationale and time, oldest first."""
+        return [dict(r) for r in self.db.execute("SELECT version, parent, rationale, created FROM harness_versions ORDER BY created")]
+
+    def rollout(self, rollout_id: str) -> Rollout | None:
+        row = self.db.execute("SELECT * FROM rollouts WHERE id = ?", (rollout_id,)).fetchone()
+        return Rollout.from_row(row) if row else None
+
+    def count_rollouts_of(self, eid: str) -> int:
+        return self.db.execute("SELECT COUNT(*) FROM rollouts WHERE evaluation_id = ?", (eid,)).fetchone()[0]
+
+    def rollouts(self, eid: str | None = None, limit: int | None = None, split: str | None = None, offset: int = 0) -> list[Rollout]:
         where, args = [], []
         if eid:
             where.append("evaluation_id = ?")
@@ -365,7 +376,7 @@ class Store:
             args.append(split)
         sql = "SELECT * FROM rollouts" + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY created, id"
         if limit:
-            sql += f" LIMIT {int(limit)}"
+            sql += f" LIMIT {int(limit)} OFFSET {max(0, int(offset))}"
         return [Rollout.from_row(r) for r in self.db.execute(sql, args)]
 
     def served_from_memo(self, eid: str) -> int:
