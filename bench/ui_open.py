@@ -51,10 +51,10 @@ def synthesize(run_dir: Path, generations: int, rollouts: int, seed: int = 0) ->
             for k, e in enumerate(examples):
                 toks = [rng.randrange(1000, 40000) for _ in range(30)]
                 score = float(rng.random() < 0.7)
-                events = [{"kind": "llm_call", "data": {"kind": "chat", "model": "base", "messages": [{"role": "user", "content": str(e.inputs)}],
-                                                        "prompt_token_ids": list(range(80)),
-                                                        "completions": [{"text": "positive", "token_ids": toks,
-                                                                         "logprobs": [-rng.random() for _ in toks]}]}},
+                call = {"kind": "chat", "model": "base", "messages": [{"role": "user", "content": str(e.inputs)}],
+                        "prompt_token_ids": list(range(80)),
+                        "completions": [{"text": "positive", "token_ids": toks, "logprobs": [-rng.random() for _ in toks]}]}
+                events = [{"kind": "llm_call", "data": call},
                           {"kind": "grade", "data": {"score": score, "passed": bool(score), "feedback": ""}}]
                 store.add_rollout(NewRollout(f"{eid}-r{k}", eid, cid, e.id, split, k // len(pool), 0, "ok", None, None, "positive", score,
                                              bool(score), None, 0.1, events=events))
@@ -121,7 +121,8 @@ def main() -> None:
     print(f"opening a run (page, run list, run view, first page of trajectories), first requests: {opening:.4f} s")
     out = args.out or Path(__file__).parent / "results" / "ui-open" / commit()
     out.mkdir(parents=True, exist_ok=True)
-    (out / "table.json").write_text(json.dumps({"generations": args.generations, "rollouts": n, "views": rows, "opening_s": opening}, indent=1))
+    table = {"generations": args.generations, "rollouts": n, "views": rows, "opening_s": opening}
+    (out / "table.json").write_text(json.dumps(table, indent=1))
     write_record(out, generations=args.generations, rollouts=n, repeats=args.repeats)
     print(f"written: {out}")
 
