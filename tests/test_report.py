@@ -45,3 +45,19 @@ def test_report_renders_in_headless_chromium(finished_run, tmp_path):
     blue = sum(1 for p in pixels if p[2] > 200 and p[0] < 80 and p[1] < 140)  # the harness lever's colour in the plot
     dark = sum(1 for p in pixels if max(p) < 40)  # the champion line and text
     assert blue > 30 and dark > 500, (blue, dark)
+
+
+def test_the_report_lists_what_each_gate_won_and_lost(scripted_run):
+    from sia.store.report import render_report
+    from sia.store.run import Run
+
+    run_dir, summary, _ = scripted_run
+    accepted = next(g for g in summary["generations"] if g["accepted"])
+    with Run.open(run_dir) as run:
+        o = run.gate_outcomes(accepted["generation"])
+        page = render_report(run)
+    assert len(o["judged"]) == accepted["n"], "the examples the verdict rests on"
+    assert (len(o["won"]) - len(o["lost"])) / accepted["n"] == pytest.approx(accepted["delta"])
+    assert f"generation {accepted['generation']} ({accepted['kind']}): won {len(o['won'])}, lost {len(o['lost'])}" in page
+    assert all(w["challenger"]["score"] > w["champion"]["score"] for w in o["won"])
+    assert all(w["example"] in page for w in (o["won"] + o["lost"])[:5])

@@ -126,36 +126,23 @@ def gate_detail(run_dir: Path, gen: int) -> dict[str, Any]:
     from sia.loop.gate import compare
 
     with _open(run_dir) as run:
-        store = run.store
-        g = next((x for x in store.generations() if x.gen == gen), None)
-        if g is None or not g.candidate_id:
-            return {"generation": gen, "looks": [], "won": [], "lost": []}
+        o = run.gate_outcomes(gen)
+        g = next((x for x in run.store.generations() if x.gen == gen), None)
         config = run.store.get_meta("run_config", {})
         chunk = int((config.get("gate") or {}).get("chunk") or 20)
         binary = run.task.spec.score == "binary"
-        champ_eid = store.evaluation_id(g.champion, "val")
-        challenger_eid = store.evaluation_id(g.candidate_id, "val")
-        champ = {r.example_id: r for r in store.rollouts(champ_eid)} if champ_eid else {}
-        mine = store.rollouts(challenger_eid) if challenger_eid else []
-        if g.verdict and g.verdict.get("n"):  # what the gate judged; an accepted challenger's scores are completed after it
-            mine = mine[: int(g.verdict["n"])]
+        champ = o["champion_rollouts"]
         looks, scores = [], {}
-        for k, r in enumerate(mine, 1):
+        for k, r in enumerate(o["judged"], 1):
             scores[r.example_id] = r.score
-            if k % chunk == 0 or k == len(mine):
+            if k % chunk == 0 or k == len(o["judged"]):
                 base = {e: champ[e].score for e in scores if e in champ}
                 v = compare(base, {e: s for e, s in scores.items() if e in base}, binary=binary)
                 looks.append({"n": v.n, "delta": v.delta, "ci": list(v.ci), "p_value": v.p_value})
-        won, lost = [], []
-        for r in mine:
-            c = champ.get(r.example_id)
-            if c is None or c.score == r.score:
-                continue
-            row = {"example": r.example_id, "challenger": {"rollout": r.id, "score": r.score, "output": _short(r.output)},
-                   "champion": {"rollout": c.id, "score": c.score, "output": _short(c.output)}}
-            (won if r.score > c.score else lost).append(row)
-        return {"generation": gen, "chunk": chunk, "looks": looks, "won": won, "lost": lost, "verdict": g.verdict,
-                "champion": g.champion, "challenger": g.candidate_id}
+        short = lambda rows: [{**w, **{side: {**w[side], "output": _short(w[side]["output"])}  # noqa: E731
+                                       for side in ("challenger", "champion")}} for w in rows]
+        return {"generation": gen, "chunk": chunk, "looks": looks, "won": short(o["won"]), "lost": short(o["lost"]),
+                "verdict": g.verdict if g else None, "champion": o["champion"], "challenger": o["challenger"]}
 
 
 def harness_diff(run_dir: Path, a: str, b: str) -> dict[str, Any]:

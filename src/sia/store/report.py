@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 import html
+import json
 from pathlib import Path
 from typing import Any
 
@@ -148,6 +149,41 @@ def _attribution(a: dict[str, Any] | None) -> str:
             f"permutation)</th></tr>{rows}</table>")
 
 
+GATE_EXAMPLES_SHOWN = 20
+"""Examples listed per side of a gate in the report (all of them are counted)."""
+
+
+def _gate_examples(run: Run, s: dict[str, Any]) -> list[str]:
+    """Per gate, the validation examples the challenger won and lost against the champion, with both answers."""
+    out = ["<h2>What each gate won and lost</h2>"]
+    for g in s["generations"]:
+        if not g.get("candidate") or g["lever"] == "stop":
+            continue
+        o = run.gate_outcomes(g["generation"])
+        if not o["judged"]:
+            continue
+        out.append(f"<details><summary>generation {g['generation']} ({_fmt(g['kind'])}): won {len(o['won'])}, lost "
+                   f"{len(o['lost'])} of {len(o['judged'])} examples</summary><table><tr><th></th><th>example</th>"
+                   f"<th>challenger {_fmt(o['challenger'])}</th><th>champion {_fmt(o['champion'])}</th></tr>")
+        for side, rows in (("won", o["won"]), ("lost", o["lost"])):
+            for w in rows[:GATE_EXAMPLES_SHOWN]:
+                out.append(f"<tr><td>{side}</td><td>{html.escape(w['example'])}</td>"
+                           f"<td>{_fmt(w['challenger']['score'])} {_answer(w['challenger']['output'])} "
+                           f"<span class=muted>({html.escape(w['challenger']['rollout'])})</span></td>"
+                           f"<td>{_fmt(w['champion']['score'])} {_answer(w['champion']['output'])} "
+                           f"<span class=muted>({html.escape(w['champion']['rollout'])})</span></td></tr>")
+            if len(rows) > GATE_EXAMPLES_SHOWN:
+                out.append(f"<tr><td>{side}</td><td colspan=3 class=muted>and {len(rows) - GATE_EXAMPLES_SHOWN} more "
+                           f"(sia ui lists them all)</td></tr>")
+        out.append("</table></details>")
+    return out if len(out) > 1 else []
+
+
+def _answer(output: Any) -> str:
+    text = output if isinstance(output, str) else json.dumps(output, ensure_ascii=False)
+    return f"<code>{html.escape(text[:160])}</code>"
+
+
 def render_report(run: Run) -> str:
     store, task = run.store, run.task
     s = run_summary(run)
@@ -216,7 +252,9 @@ def render_report(run: Run) -> str:
             f"<td>{_fmt(g.get('alpha'), 4)}</td><td>{_fmt(g['n'])}</td>"
             f"<td>{_fmt(g['rationale'])}</td><td>{_fmt(g['reason'])}{early}</td></tr>"
         )
-    out.append("</table><h2>Design memory</h2><ul>")
+    out.append("</table>")
+    out += _gate_examples(run, s)
+    out.append("<h2>Design memory</h2><ul>")
     for g in store.generations():
         out.append(f"<li>gen {g.gen}: {_fmt(g.lesson)}</li>")
     out.append("</ul></body></html>")

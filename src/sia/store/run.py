@@ -138,6 +138,29 @@ class Run:
         champs = self.store.champions()
         return champs[0].candidate_id if champs else None
 
+    def gate_outcomes(self, gen: int) -> dict[str, Any]:
+        """Generation `gen`'s gate, example by example: the challenger's validation rollouts the verdict rests on (in the
+        order they were scored; an accepted challenger's scores are completed after its gate), and of those the examples
+        it won and lost against the champion it was compared with, each with both rollouts."""
+        g = next((x for x in self.store.generations() if x.gen == gen), None)
+        if g is None or not g.candidate_id:
+            return {"generation": gen, "champion": None, "challenger": None, "judged": [], "champion_rollouts": {},
+                    "won": [], "lost": []}
+        champ_eid, mine_eid = self.store.evaluation_id(g.champion, "val"), self.store.evaluation_id(g.candidate_id, "val")
+        champ = {r.example_id: r for r in self.store.rollouts(champ_eid)} if champ_eid else {}
+        mine = self.store.rollouts(mine_eid) if mine_eid else []
+        if g.verdict and g.verdict.get("n"):
+            mine = mine[: int(g.verdict["n"])]
+        won, lost = [], []
+        for r in mine:
+            c = champ.get(r.example_id)
+            if c is not None and c.score != r.score:
+                row = {"example": r.example_id, "challenger": {"rollout": r.id, "score": r.score, "output": r.output},
+                       "champion": {"rollout": c.id, "score": c.score, "output": c.output}}
+                (won if r.score > c.score else lost).append(row)
+        return {"generation": gen, "champion": g.champion, "challenger": g.candidate_id, "judged": mine,
+                "champion_rollouts": champ, "won": won, "lost": lost}
+
     def memory(self) -> Memory:
         """Design memory: every decided generation that tried a change, with its outcome and cost."""
         entries = []
