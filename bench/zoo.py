@@ -82,7 +82,7 @@ def run_arm(task_name: str, arm: str, seed: int, budget: str, out: Path, extra: 
         return None
     work = out / task_name / "work" / f"{arm}-seed{seed}"
     work.mkdir(parents=True, exist_ok=True)
-    t0, info = time.monotonic(), {}
+    t0, info, started = time.monotonic(), {}, commit()  # the code that runs is the code at the start (an editable install)
     print(f"  {task_name}: {arm} seed {seed} ...", flush=True)
     if arm == "majority":
         scores = recipes.majority(task)
@@ -115,7 +115,7 @@ def run_arm(task_name: str, arm: str, seed: int, budget: str, out: Path, extra: 
         "arm": arm,
         "seed": seed,
         "budget": budget,
-        "commit": commit(),
+        "commit": started,
         "date": time.strftime("%Y-%m-%d %H:%M"),
         "command": " ".join(["python", "bench/zoo.py", "--tasks", task_name, "--arms", arm, "--budget", budget]),
         "seconds": round(time.monotonic() - t0, 1),
