@@ -157,7 +157,7 @@ class WeightLever:
             lineage = {"version": version, "parent": parent, "generation": gen, "collected_from": collected, "champion": champion,
                        "harness_version": harness_version, "base_model": str(policy.model_path),
                        "rounds": wp.rounds, "examples_per_round": wp.examples, "samples": wp.samples, "temperature": wp.temperature}
-            trainer.save(path, lineage)
+            trainer.save(path, lineage, canary=samples)
         if store.adapter_version(version) is None:
             store.add_adapter_version(version, parent, wp.train.algorithm, {"config": proposal.config, "generation": gen})
         ctx.serve_adapter(version)

@@ -119,7 +119,10 @@ class LocalPolicy(TokenizerMethods):
         """Stop serving adapter `name` and free it (used for the intermediate adapters of on-policy training)."""
         with self._lock:
             if name in self._adapters:
-                self.model.delete_adapter(name)
+                if len(self._adapters) == 1:  # the last one: back to the plain model (PEFT would keep it as the active name)
+                    self.model = self.model.unload()
+                else:
+                    self.model.delete_adapter(name)
                 del self._adapters[name]
 
     def use(self, model: str | None):

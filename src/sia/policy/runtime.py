@@ -19,6 +19,8 @@ class PolicyRuntime:
     def __init__(self, service: PolicyService) -> None:
         self.service = service
         self.engine, self.note = "remote", ""
+        self.proofs: dict[str, dict[str, Any]] = {}
+        """Each served adapter's canary result (`load_adapter`)."""
 
     @classmethod
     def local(cls, model: str | None = None, max_batch: int = 32, backend: str = "auto") -> PolicyRuntime:
@@ -55,9 +57,49 @@ class PolicyRuntime:
                               "drop --endpoint, or use --levers harness")
         return self.service.backend.policy
 
-    def load_adapter(self, name: str, path) -> None:
-        """Serve the adapter folder `path` as model `name` next to the base (local policy only)."""
-        self.local_policy().load_adapter(name, path)
+    def load_adapter(self, name: str, path) -> dict[str, Any]:
+        """Serve the adapter folder `path` as model `name` next to the base (local policy only), and prove it: the name
+        must be listed, and its effect on the canary's logprobs as served (under `name`, less the base) must match a
+        local PEFT forward pass of `path` within `CANARY_TOLERANCE`; otherwise the adapter is unloaded and a PolicyError
+        says why (fail closed). Calls answered under `name` are then recorded with the adapter's content hash. Returns
+        the proof."""
+        from pathlib import Path
+
+        from sia.policy.adapters import adapter_sha256
+
+        policy = self.local_policy()
+        policy.load_adapter(name, path)
+        try:
+            if not self.has_model(name):
+                raise PolicyError(f"adapter {name!r} was loaded but the policy service does not list it",
+                                  "report this: the engine lost the adapter")
+            proof = self.prove_adapter(name, Path(path))
+        except BaseException:
+            policy.unload_adapter(name)
+            raise
+        self.service.adapter_hashes[name] = proof["sha256"] = adapter_sha256(Path(path))
+        self.proofs[name] = proof
+        return proof
+
+    def prove_adapter(self, name: str, path) -> dict[str, Any]:
+        """The canary check of `load_adapter`: served logprobs under `name` against the adapter's own (`sia.policy.adapters`)."""
+        from sia.policy.adapters import CANARY_MIN_EFFECT, CANARY_RELATIVE, CANARY_TOLERANCE, canary_check, read_canary, reference_logprobs
+
+        policy = self.local_policy()
+        seqs = read_canary(path, policy.encode)
+        groups = [[ids] for ids, _ in seqs]
+        served, served_base = ([g[0][start:] for g, (_, start) in zip(policy.score(groups, model=model), seqs)]
+                               for model in (name, None))
+        ok, error, effect = canary_check(served, served_base, *reference_logprobs(policy.model_path, path, seqs))
+        if ok is False:
+            raise PolicyError(f"the policy serves something else under {name!r}: the adapter's effect on its canary differs "
+                              f"from adapter {path}'s own by {error:.3f} nats a token (its effect is {effect:.3f}; tolerance "
+                              f"{CANARY_TOLERANCE}, or {CANARY_RELATIVE:.0%} of the effect)",
+                              "the engine was handed another adapter file; the adapter is not served")
+        return {"canaries": len(seqs), "proven": ok is True, "error": round(error, 4), "effect": round(effect, 4),
+                "tolerance": max(CANARY_TOLERANCE, CANARY_RELATIVE * effect),
+                "note": "" if ok else f"unproven: the adapter moves its canary by {effect:.3f} nats a token, below the "
+                                      f"{CANARY_MIN_EFFECT} an engine's noise allows to check"}
 
     def has_model(self, name: str) -> bool:
         return name in self.service.backend.model_names()

@@ -88,6 +88,8 @@ class PolicyService:
         self._explore: dict[str, float] = {}
         self._lock = threading.Lock()
         self.requests = 0
+        self.adapter_hashes: dict[str, str] = {}
+        """Served adapter name -> content hash, set once the adapter's canary passed (`PolicyRuntime.load_adapter`)."""
         self._servers: list[tuple[Any, threading.Thread]] = []
         self._dirs: list[Path] = []
         self.relays: Relays | None = None
@@ -122,10 +124,13 @@ class PolicyService:
         return bool(threads) and all(t.is_alive() for t in threads)
 
     def _record(self, rollout: str, record: dict[str, Any], t0: float) -> None:
+        """Keep a call for its rollout, with the content hash of the adapter that answered it (None: the base model)."""
         with self._lock:
             self.requests += 1
             if rollout:
-                self._calls.setdefault(rollout, []).append({**record, "t": t0, "latency_s": time.time() - t0})
+                adapter = self.adapter_hashes.get(record.get("model") or "")
+                self._calls.setdefault(rollout, []).append({**record, "adapter_sha256": adapter, "t": t0,
+                                                            "latency_s": time.time() - t0})
 
     def explore(self, prefix: str, temperature: float | None) -> None:
         """Sample generations of rollouts with ids starting `prefix` at `temperature` (None ends it)."""

@@ -231,7 +231,8 @@ def render_report(run: Run) -> str:
         )
     out.append(
         "<h2>Decision log</h2><table><tr><th>gen</th><th>lever / kind</th><th>verdict</th><th>prior Δ (records)</th><th>expected Δ</th>"
-        "<th>realised Δ (95% CI)</th><th>p</th><th>level α</th><th>n</th><th>rationale</th><th>gate</th></tr>"
+        "<th>realised Δ (95% CI)</th><th>p</th><th>level α</th><th>n</th><th>served adapter (sha256)</th><th>rationale</th>"
+        "<th>gate</th></tr>"
     )
     ec = s.get("error_control")
     if ec:
@@ -250,6 +251,7 @@ def render_report(run: Run) -> str:
             f"<td>{prior}</td>"
             f"<td>{_fmt(g.get('expected_gain'))}</td><td>{_fmt(g['delta'])}{ci}</td><td>{_fmt(g['p_value'], 4)}</td>"
             f"<td>{_fmt(g.get('alpha'), 4)}</td><td>{_fmt(g['n'])}</td>"
+            f"<td><code>{_fmt(', '.join(g.get('served_adapters') or []))}</code></td>"
             f"<td>{_fmt(g['rationale'])}</td><td>{_fmt(g['reason'])}{early}</td></tr>"
         )
     out.append("</table>")

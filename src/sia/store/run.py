@@ -138,6 +138,19 @@ class Run:
         champs = self.store.champions()
         return champs[0].candidate_id if champs else None
 
+    def served_adapters(self, eid: str | None, sample: int = 20) -> list[str]:
+        """Which adapters answered evaluation `eid`'s model calls, by content hash (12 characters), read from the first
+        `sample` rollouts' recorded calls: "base" for the base model, "unrecorded" for calls recorded before sia kept it."""
+        found: list[str] = []
+        for r in self.store.rollouts(eid, limit=sample) if eid else []:
+            for e in self.store.events(r.id):
+                if e.kind == "llm_call":
+                    h = e.data.get("adapter_sha256", "unrecorded")
+                    key = h[:12] if h and h != "unrecorded" else ("unrecorded" if h else "base")
+                    if key not in found:
+                        found.append(key)
+        return found
+
     def gate_outcomes(self, gen: int) -> dict[str, Any]:
         """Generation `gen`'s gate, example by example: the challenger's validation rollouts the verdict rests on (in the
         order they were scored; an accepted challenger's scores are completed after its gate), and of those the examples

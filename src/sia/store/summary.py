@@ -33,7 +33,8 @@ def run_summary(run: Run) -> dict[str, Any]:
                      "expected_gain": p.get("expected_gain"), "prior": (p.get("prior") or {}).get("delta"),
                      "prior_records": (p.get("prior") or {}).get("n"),
                      "status": g.status, "val": run.score(g.candidate_id, "val") if v and v["accept"] else None,
-                     "alpha": v.get("alpha") if v else None})
+                     "alpha": v.get("alpha") if v else None,
+                     "served_adapters": run.served_adapters(g.val_eval) if g.val_eval else []})
     cfg = store.get_meta("run_config", {})
 
     agent_tokens, agent_usd = store.agent_usage()

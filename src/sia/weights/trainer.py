@@ -384,12 +384,17 @@ class Trainer:
         for chunk in _in_parts(sorted(upstream), lambda pair: len(pair[0]) + len(pair[1])):
             (self._pair_scores(chunk) * self.torch.tensor([upstream[p] for p in chunk])).sum().backward()
 
-    def save(self, out_dir: str | Path, lineage: dict[str, Any] | None = None) -> Path:
-        """Write the adapter in PEFT's layout with sia_training.json; the folder appears whole or not at all."""
+    def save(self, out_dir: str | Path, lineage: dict[str, Any] | None = None, canary: list[Sample] | None = None) -> Path:
+        """Write the adapter in PEFT's layout with sia_training.json, and a canary from `canary`'s samples (the check that
+        whatever serves the adapter serves this one, `sia.policy.adapters`); the folder appears whole or not at all."""
+        from sia.policy.adapters import write_canary
+
         out_dir = Path(out_dir)
         tmp = out_dir.with_name(out_dir.name + ".tmp")
         shutil.rmtree(tmp, ignore_errors=True)
         self.model.save_pretrained(tmp)
+        if canary:
+            write_canary(tmp, canary_sequences(canary))
         (tmp / "sia_training.json").write_text(
             json.dumps(
                 {
@@ -408,6 +413,24 @@ class Trainer:
         shutil.rmtree(out_dir, ignore_errors=True)
         tmp.rename(out_dir)
         return out_dir
+
+
+CANARIES, CANARY_PROMPT_TOKENS, CANARY_SCORED_PROMPT = 4, 256, 32
+
+
+def canary_sequences(samples: list[Sample]) -> list[tuple[list[int], int]]:
+    """The best-rewarded sample of each of the first `CANARIES` groups, as (prompt tail + completion, where scoring
+    starts): the completion (tokens the update was trained to move, so another adapter served in its place shows) and
+    the last `CANARY_SCORED_PROMPT` prompt tokens before it (more tokens, less of an engine's noise in the mean)."""
+    best: dict[str, Sample] = {}
+    for s in samples:
+        if s.completion_ids and (s.group not in best or s.reward > best[s.group].reward):
+            best[s.group] = s
+    out = []
+    for g in sorted(best)[:CANARIES]:
+        prompt = list(best[g].prompt_ids)[-CANARY_PROMPT_TOKENS:]
+        out.append((prompt + list(best[g].completion_ids), max(1, len(prompt) - CANARY_SCORED_PROMPT)))
+    return out
 
 
 def _in_parts(items: list, tokens: Callable[[Any], int]) -> list[list]:
