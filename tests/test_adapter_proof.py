@@ -9,6 +9,7 @@ import pytest
 from sia.errors import PolicyError
 from sia.policy.choice import llama_missing
 
+pytestmark = pytest.mark.model  # every test here serves the embedded model
 PROMPT = "<|im_start|>user\nIs 'a wonderful film' positive or negative?<|im_end|>\n<|im_start|>assistant\n"
 
 
