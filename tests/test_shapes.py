@@ -123,3 +123,23 @@ def test_a_gold_sft_update_trains_on_gold_answers_until_its_held_out_loss_stops_
     assert len(readings) >= 3 and all(r is not None for r in readings), meta["heldout"]
     assert "held-out loss" in meta["stopped_early"] and meta["groups_used"] >= 12
     assert min(readings) < readings[0], f"training did not lower the gold answers' loss on held-out prompts: {readings}"
+
+
+def test_gold_answers_that_take_a_few_values_become_a_label_set_scored_by_likelihood(tmp_path):
+    """A multiple-choice task that declares no labels (its grader reads a letter): the letters its train answers take are
+    scored as the label set; an open task whose answers are many values gets no such edit."""
+    from sia.agents.shape_edits import edit_answer_set
+
+    spec = TaskSpec(name="mc", description="questions with lettered options", instruction="Answer with the letter.",
+                    score="binary", input_field="question", grader={"entry": "sia.task.graders:multiple_choice"})
+    task = Task(tmp_path, spec)
+    task.__dict__["examples"] = {f"q{i}": Example(f"q{i}", "train", {"question": f"Q{i}?\n A. x\n B. y\n C. z\n D. w"},
+                                                  {"answer": "ABCD"[i % 4]}) for i in range(16)}
+    cfg = make_config(task.public_info())
+    (edit,) = edit_answer_set(cfg, _state(task, cfg))
+    assert edit.kind == "score_options" and edit.harness.labels == ("A", "B", "C", "D") and edit.harness.mode == "score"
+    ns: dict = {}
+    exec(compile(render(edit.harness), "harness", "exec"), ns)
+    assert ns["CONFIG"]["labels"] == ["A", "B", "C", "D"] and ns["CONFIG"]["mode"] == "score"
+    open_task, _ = _open_task(tmp_path)
+    assert edit_answer_set(make_config(open_task.public_info()), _state(open_task, make_config(open_task.public_info()))) == []

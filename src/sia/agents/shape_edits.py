@@ -1,7 +1,10 @@
-"""Builtin options for answers of other shapes: a vote of the nearest train examples, and sft on the gold answers.
+"""Builtin options for answers of other shapes: a vote of the nearest train examples, option scoring over the values
+the gold answers take, and sft on the gold answers.
 
 - `edit_neighbours` (labelled tasks): the harness answers with the label most
   of the nearest train examples have in the policy's own embeddings.
+- `edit_answer_set` (no declared label set, a few gold values: the letters of
+  a multiple-choice task): those values are scored by log-likelihood as labels.
 - `gold_sft` (open answers: a number, a word, a span): a LoRA update trained on
   the harness's own prompts with the task's gold answers as completions, on the
   whole train split; a tenth is held out and training stops when its loss stops
@@ -16,6 +19,7 @@ train replies through each reading and keep the one that grades best.
 from __future__ import annotations
 
 import random
+from collections import Counter
 from dataclasses import replace
 
 from sia.agents.builtin_edits import Option, _edit, evidence
@@ -78,4 +82,30 @@ def gold_sft(cfg: TemplateConfig | None, s: AgentState, share: float) -> list[Op
     return [Option("gold_sft", why, 0.1 + 0.8 * miss, algorithm="sft", settings=settings)]
 
 
-SHAPE_EDITS = [edit_neighbours]
+ANSWER_SET_MOST = 12
+"""The most distinct gold answers a task without a label set may have for `edit_answer_set` to treat them as one."""
+
+
+def edit_answer_set(cfg: TemplateConfig, s: AgentState) -> list[Option]:
+    """Option scoring where the task declares no label set but its train split's gold answers take a few values (the
+    letters of a multiple-choice task, yes/no, a rating): those values become the labels, and each is scored by
+    log-likelihood instead of free generation, so no reply is malformed and the choice is the model's likeliest."""
+    gold = getattr(getattr(s.task.grader, "func", s.task.grader), "gold", None)
+    if cfg.labels or cfg.output != "text" or cfg.mode != "generate" or s.task.labels or gold is None or not s.train:
+        return []
+    try:
+        answers = Counter(str(gold(e)).strip() for e in s.train)
+    except Exception:  # noqa: BLE001 (a grader whose gold needs more than the example: no answer set to read)
+        return []
+    if not 2 <= len(answers) <= ANSWER_SET_MOST or min(answers.values()) < 2 or any(not a or "\n" in a for a in answers):
+        return []
+    labels = tuple(sorted(answers))
+    a = s.analysis
+    why = (f"the {len(s.train)} train answers take only {len(labels)} values ({', '.join(labels)}): score each by "
+           f"log-likelihood as the label set instead of free generation: {a.rate('unparseable'):.0%} of replies gave no "
+           f"valid answer and {a.rate('wrong'):.0%} were wrong ({evidence(a)})")
+    return [_edit("score_options", replace(cfg, labels=labels, mode="score", calibrate=a.skew > 0.15), why,
+                  1.5 * a.rate("unparseable") + a.rate("wrong") + 0.8 * a.skew)]
+
+
+SHAPE_EDITS = [edit_neighbours, edit_answer_set]
