@@ -220,7 +220,7 @@ def export(run, sink: Sink) -> dict[str, Any]:
             for stats in _training_log(run, adapter) if adapter else []:
                 tracker.on_train_step(stats)
         tracker._guard(tracker.generation, g)
-    tracker.finish(run.store.get_meta("status") == "done")
+    tracker.finish(run.store.get_meta("status") != "running")
     if tracker.failed:
         raise SiaError(f"export failed: {tracker.failed}", "check the tracking URI or folder")
     return {"generations": sum(1 for g in run.store.generations() if g.status == "decided" and g.proposal.get("lever") != "stop"),
