@@ -54,8 +54,10 @@ def _kill_when(proc, db, condition, timeout=300):
 def test_kill_at_several_points_then_resume(tmp_path):
     run = tmp_path / "run"
     db = run / "sia.db"
+    # the harness lever alone: generation 1 is then a harness edit and its gate (what this test kills), never a weight
+    # update sized to the whole train split (the builtin agent's choice between the two follows the machine's speed)
     args = ["run", "sentiment", "--budget", "15m", "--val-limit", "24", "--test-limit", "8", "--analysis-examples", "8",
-            "--max-generations", "1", "--run-dir", run]
+            "--max-generations", "1", "--levers", "harness", "--run-dir", run]
     # 1: during the baseline validation evaluation
     snap1 = _kill_when(_start(*args), db, lambda: len(_rollouts(db)) >= 6)
     assert len(snap1) >= 6
